@@ -1,0 +1,41 @@
+# Two commands work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint format app clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a CPU wheel here; no dependency may pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,app]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m compressor demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# pytest exits 5 when it collects nothing: that is a failure here, like any other non-zero exit.
+test: $(STAMP) lint
+	$(PY) -m pytest -q
+
+app: $(STAMP)
+	$(PY) app.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,224 @@
+"""ArchSpec per model family and Backbone per text decoder layout; lookup by config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from compressor.errors import CompressorError
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Where things live inside one decoder layer of a text backbone."""
+
+    name: str
+    model_types: tuple[str, ...]
+    attention: str = "self_attn"
+    q: str = "q_proj"
+    k: str = "k_proj"
+    v: str = "v_proj"
+    o: str = "o_proj"
+    mlp: str = "mlp"
+    mlp_in: tuple[str, ...] = ("gate_proj", "up_proj")
+    mlp_out: str = "down_proj"
+    # None when a pruned head count reloads in plain transformers (head_dim read from the config);
+    # otherwise the reason it cannot.
+    head_pruning_refusal: str | None = None
+    # int config keys that count layers and must be remapped when layers are dropped
+    layer_count_keys: tuple[str, ...] = ()
+
+
+_QWEN_VL_HEAD_DIM = (
+    "{family} computes the text attention's head_dim as hidden_size / num_attention_heads "
+    "(transformers 5.24, {cls}), so a checkpoint with fewer heads cannot reload without custom code. "
+    "Prune MLP channels only (--targets mlp, recipe `prune.targets: [mlp]`) or use --method depth."
+)
+
+BACKBONES: tuple[Backbone, ...] = (
+    Backbone("llama", ("llama", "mistral", "vicuna")),
+    Backbone("qwen2", ("qwen2",), layer_count_keys=("max_window_layers",)),
+    Backbone("qwen3", ("qwen3",), layer_count_keys=("max_window_layers",)),
+    Backbone("phi", ("phi", "bunny-phi"), o="dense", mlp_in=("fc1",), mlp_out="fc2"),
+    Backbone("gemma3_text", ("gemma3_text",)),
+    Backbone(
+        "qwen2_vl_text",
+        ("qwen2_vl_text",),
+        head_pruning_refusal=_QWEN_VL_HEAD_DIM.format(family="Qwen2-VL", cls="Qwen2VLAttention"),
+        layer_count_keys=("max_window_layers",),
+    ),
+    Backbone(
+        "qwen2_5_vl_text",
+        ("qwen2_5_vl_text",),
+        head_pruning_refusal=_QWEN_VL_HEAD_DIM.format(family="Qwen2.5-VL", cls="Qwen2_5_VLAttention"),
+        layer_count_keys=("max_window_layers",),
+    ),
+    Backbone("qwen3_vl_text", ("qwen3_vl_text",)),
+)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One MLLM family: module paths are relative to the loaded top-level model."""
+
+    family: str
+    model_types: tuple[str, ...]
+    example: str  # a Hub repo of this family, for messages and docs
+    projector: tuple[str, ...]  # module paths trained in `projector` mode; never pruned
+    vision: tuple[str, ...]  # module paths of the vision tower; never pruned, always frozen
+    decoder: str  # path of the text decoder (the module with `.layers`)
+    auto_class: str = "AutoModelForImageTextToText"
+    remote_code: bool = False  # the Hub repo needs trust_remote_code
+    text_config_key: str | None = "text_config"  # None: the text config is the top-level config
+    # forward needs `mm_token_type_ids` (0 text, 1 image) next to input_ids
+    needs_mm_token_type_ids: bool = False
+    # vision-config key whose length is the number of first text layers fed by the vision tower
+    # (Qwen3-VL's deepstack): those layers can't be dropped
+    protected_first_layers_key: str | None = None
+    frozen_extra: tuple[str, ...] = field(default=())
+
+    def text_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        if self.text_config_key is None:
+            return dict(config)
+        return dict(config.get(self.text_config_key) or {})
+
+    def protected_layers(self, config: Mapping[str, Any]) -> list[int]:
+        if self.protected_first_layers_key is None:
+            return []
+        vision = config.get("vision_config") or {}
+        return list(range(len(vision.get(self.protected_first_layers_key) or [])))
+
+
+FAMILIES: tuple[ArchSpec, ...] = (
+    ArchSpec(
+        "llava",
+        ("llava",),
+        "llava-hf/llava-1.5-7b-hf",
+        projector=("model.multi_modal_projector",),
+        vision=("model.vision_tower",),
+        decoder="model.language_model",
+    ),
+    ArchSpec(
+        "llava_next",
+        ("llava_next",),
+        "llava-hf/llava-v1.6-mistral-7b-hf",
+        projector=("model.multi_modal_projector", "model.image_newline"),
+        vision=("model.vision_tower",),
+        decoder="model.language_model",
+    ),
+    ArchSpec(
+        "llava_onevision",
+        ("llava_onevision",),
+        "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+        projector=("model.multi_modal_projector", "model.image_newline"),
+        vision=("model.vision_tower",),
+        decoder="model.language_model",
+    ),
+    ArchSpec(
+        "qwen2_vl",
+        ("qwen2_vl",),
+        "Qwen/Qwen2-VL-2B-Instruct",
+        projector=("model.visual.merger",),
+        vision=("model.visual",),
+        decoder="model.language_model",
+        needs_mm_token_type_ids=True,
+    ),
+    ArchSpec(
+        "qwen2_5_vl",
+        ("qwen2_5_vl",),
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        projector=("model.visual.merger",),
+        vision=("model.visual",),
+        decoder="model.language_model",
+        needs_mm_token_type_ids=True,
+    ),
+    ArchSpec(
+        "qwen3_vl",
+        ("qwen3_vl",),
+        "Qwen/Qwen3-VL-2B-Instruct",
+        projector=("model.visual.merger", "model.visual.deepstack_merger_list"),
+        vision=("model.visual",),
+        decoder="model.language_model",
+        needs_mm_token_type_ids=True,
+        protected_first_layers_key="deepstack_visual_indexes",
+    ),
+    ArchSpec(
+        "idefics3",
+        ("idefics3",),
+        "HuggingFaceM4/Idefics3-8B-Llama3",
+        projector=("model.connector",),
+        vision=("model.vision_model",),
+        decoder="model.text_model",
+    ),
+    ArchSpec(
+        "smolvlm",
+        ("smolvlm",),
+        "HuggingFaceTB/SmolVLM-256M-Instruct",
+        projector=("model.connector",),
+        vision=("model.vision_model",),
+        decoder="model.text_model",
+    ),
+    ArchSpec(
+        "gemma3",
+        ("gemma3",),
+        "google/gemma-3-4b-it",
+        projector=("model.multi_modal_projector",),
+        vision=("model.vision_tower",),
+        decoder="model.language_model",
+    ),
+    ArchSpec(
+        "internvl",
+        ("internvl",),
+        "OpenGVLab/InternVL3-1B-hf",
+        projector=("model.multi_modal_projector",),
+        vision=("model.vision_tower",),
+        decoder="model.language_model",
+    ),
+    # Bunny-v1.0-3B (Phi-2 + SigLIP + MLP projector) ships its own modeling code on the Hub.
+    ArchSpec(
+        "bunny",
+        ("bunny-phi",),
+        "BAAI/Bunny-v1_0-3B",
+        projector=("model.mm_projector",),
+        vision=("model.vision_tower",),
+        decoder="model",
+        auto_class="AutoModelForCausalLM",
+        remote_code=True,
+        text_config_key=None,
+    ),
+)
+
+
+def supported_families() -> list[str]:
+    return sorted(spec.family for spec in FAMILIES)
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    return config if isinstance(config, Mapping) else config.to_dict()
+
+
+def spec_for(config: Any, trust_remote_code: bool = False) -> tuple[ArchSpec, Backbone]:
+    """The family spec and the text-backbone layout for a config (a dict or a PreTrainedConfig)."""
+    config = _as_dict(config)
+    model_type = config.get("model_type")
+    spec = next((s for s in FAMILIES if model_type in s.model_types), None)
+    if spec is None:
+        raise CompressorError(
+            f"unsupported model_type {model_type!r}; supported families: {', '.join(supported_families())}. "
+            "Only multimodal LLMs whose language backbone is one of these layouts can be pruned."
+        )
+    if spec.remote_code and not trust_remote_code:
+        raise CompressorError(
+            f"{model_type!r} ({spec.example}) ships its own modeling code on the Hub; pass "
+            "--trust-remote-code (recipe `model.trust_remote_code: true`) after reading that code."
+        )
+    text_type = spec.text_config(config).get("model_type", model_type)
+    backbone = next((b for b in BACKBONES if text_type in b.model_types), None)
+    if backbone is None:
+        known = sorted(t for b in BACKBONES for t in b.model_types)
+        raise CompressorError(
+            f"{spec.family} with a {text_type!r} language backbone is not supported; "
+            f"supported backbones: {', '.join(known)}"
+        )
+    return spec, backbone

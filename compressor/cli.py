@@ -1,0 +1,211 @@
+"""`python -m compressor …`: thin subcommands over compressor.api. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.recipe import Calibration, ModelSource, Prune, Recipe, load_recipe, parse_recipe
+
+
+def _help(model, name: str) -> str:
+    return model.model_fields[name].description or ""
+
+
+def _add_prune_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="Hub repo id, local model folder, or a recipe .yaml (then no other option)")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--method", choices=["depth", "width"], help=_help(Prune, "method"))
+    g.add_argument("--ratio", type=float, help=_help(Prune, "ratio"))
+    g.add_argument("--scorer", help=_help(Prune, "scorer"))
+    g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + _help(Prune, "targets"))
+    g.add_argument("--round-to", type=int, help=_help(Prune, "round_to"))
+    g.add_argument("--contiguous", action="store_true", default=None, help=_help(Prune, "contiguous"))
+    g.add_argument("--layers", help="width only: START:END. " + _help(Prune, "layers"))
+    c = p.add_argument_group("calibration")
+    c.add_argument("--calibration", metavar="DATA", help=_help(Calibration, "dataset"))
+    c.add_argument("--image-folder", help=_help(Calibration, "image_folder"))
+    c.add_argument("--split", help=_help(Calibration, "split"))
+    c.add_argument("--num-samples", type=int, help=_help(Calibration, "num_samples"))
+    c.add_argument("--max-length", type=int, help=_help(Calibration, "max_length"))
+    c.add_argument("--seed", type=int, help=_help(Calibration, "seed"))
+    m = p.add_argument_group("model")
+    m.add_argument("--revision", help=_help(ModelSource, "revision"))
+    m.add_argument(
+        "--trust-remote-code", action="store_true", default=None, help=_help(ModelSource, "trust_remote_code")
+    )
+    m.add_argument(
+        "--allow-pickle", action="store_true", default=None, help=_help(ModelSource, "allow_pickle")
+    )
+    m.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=_help(ModelSource, "dtype")
+    )
+    m.add_argument("--device-map", help=_help(ModelSource, "device_map"))
+
+
+_PRUNE_FLAGS = {
+    "method": "method",
+    "ratio": "ratio",
+    "scorer": "scorer",
+    "round_to": "round_to",
+    "contiguous": "contiguous",
+}
+_CAL_FLAGS = {
+    "calibration": "dataset",
+    "image_folder": "image_folder",
+    "split": "split",
+    "num_samples": "num_samples",
+    "max_length": "max_length",
+    "seed": "seed",
+}
+_MODEL_FLAGS = {
+    "revision": "revision",
+    "trust_remote_code": "trust_remote_code",
+    "allow_pickle": "allow_pickle",
+    "dtype": "dtype",
+    "device_map": "device_map",
+}
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """A recipe file as SRC, or a recipe built from SRC and the flags (validated by the same model)."""
+    flags = {**_PRUNE_FLAGS, **_CAL_FLAGS, **_MODEL_FLAGS, "targets": "", "layers": ""}
+    given = [f for f in flags if getattr(args, f, None) is not None]
+    if args.src.endswith((".yaml", ".yml")):
+        if given:
+            raise CompressorError(
+                f"options {', '.join('--' + f.replace('_', '-') for f in given)} cannot be combined "
+                "with a recipe file; edit the recipe instead"
+            )
+        return load_recipe(args.src)
+    prune: dict[str, Any] = {
+        v: getattr(args, k) for k, v in _PRUNE_FLAGS.items() if getattr(args, k) is not None
+    }
+    if args.targets is not None:
+        prune["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.layers is not None:
+        try:
+            start, end = (int(x) for x in args.layers.split(":"))
+        except ValueError:
+            raise CompressorError(f"--layers {args.layers!r} must be START:END, e.g. 3:21") from None
+        prune["layers"] = [start, end]
+    cal = {v: getattr(args, k) for k, v in _CAL_FLAGS.items() if getattr(args, k) is not None}
+    if cal:
+        prune["calibration"] = cal
+    for flag in ("method", "ratio"):
+        if flag not in prune:
+            raise CompressorError(f"--{flag} is required (or give a recipe .yaml as SRC)")
+    model = {
+        "source": args.src,
+        **{v: getattr(args, k) for k, v in _MODEL_FLAGS.items() if getattr(args, k) is not None},
+    }
+    return parse_recipe({"model": model, "prune": prune}, "from the command line")
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args) -> int:
+    recipe = load_recipe(args.recipe)
+    print(f"{args.recipe}: valid ({recipe.prune.method} {recipe.prune.ratio:.0%} of {recipe.model.source})")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from compressor.recipe import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from compressor import api
+
+    plan = api.plan(recipe_from_args(args), token=_token())
+    print(plan.model_dump_json(indent=2) if args.json else plan.table())
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from compressor import api
+    from compressor.plan import render_table
+
+    report = api.prune(recipe_from_args(args), args.out, token=_token(), overwrite=args.overwrite)
+    print(render_table(report.plan))
+    if report.dropped_layers is not None:
+        print(f"dropped layers: {report.dropped_layers}")
+    print(f"saved to {args.out} ({report.seconds:.1f} s scoring and pruning)")
+    return 0
+
+
+def cmd_serve_hub(args) -> int:
+    from compressor import hubserver
+
+    return hubserver.main(args.rest)
+
+
+def cmd_demo(args) -> int:
+    from compressor.demo import run
+
+    return run(Path(args.workdir) if args.workdir else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="compressor", description=__doc__.split("\n")[0] if __doc__ else None
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate a recipe file")
+    p.add_argument("recipe")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the recipe JSON schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("plan", help="what pruning will do, from config.json only (no weights)")
+    _add_prune_options(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("prune", help="prune and save a standard checkpoint + prune_report.json")
+    _add_prune_options(p)
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "serve-hub", help="run the embedded Hub-compatible server (tests, demo)", add_help=False
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve_hub)
+
+    p = sub.add_parser("demo", help="build the embedded default model and run the main job on it")
+    p.add_argument("--workdir", help="where to build (default: a temporary folder)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except CompressorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

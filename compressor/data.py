@@ -1,0 +1,147 @@
+"""Multimodal conversation data, normalised to TRL's conversational vision format.
+
+Every row becomes ``{"images": [PIL.Image, ...], "messages": [{"role", "content": [{"type": "image"} |
+{"type": "text", "text": ...}]}]}``. Sources: a Hub dataset id, a folder written by
+``Dataset.save_to_disk``, a local folder of json/jsonl/parquet rows with ``images`` + ``messages``
+(image paths relative to the folder), or a LLaVA json file (``llava_v1_5_mix665k.json``) with its image
+folder. Used by calibration (pruning) and by recovery.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+LLAVA_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def _open_image(value: Any, root: Path | None):
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):  # datasets' Image feature without decoding
+        if value.get("bytes"):
+            import io
+
+            return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+        value = value.get("path")
+    if isinstance(value, str):
+        path = Path(value)
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        if not path.is_file():
+            raise CompressorError(
+                f"image {str(path)!r} not found; check the dataset's image paths or --image-folder"
+            )
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    raise CompressorError(f"cannot read an image from {type(value).__name__}; expected a PIL image or a path")
+
+
+def _content(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [{k: v for k, v in part.items() if v is not None} for part in content]
+
+
+def from_llava(row: dict[str, Any]) -> dict[str, Any]:
+    """A LLaVA-format row ("conversations" with from/value, "<image>" in the text) → messages."""
+    messages = []
+    for turn in row["conversations"]:
+        role = LLAVA_ROLES.get(turn["from"])
+        if role is None:
+            raise CompressorError(
+                f"unknown LLaVA speaker {turn['from']!r}; expected one of {sorted(LLAVA_ROLES)}"
+            )
+        text = turn["value"]
+        content: list[dict[str, Any]] = []
+        if IMAGE_PLACEHOLDER in text:
+            content.append({"type": "image"})
+            text = text.replace(IMAGE_PLACEHOLDER, "").strip()
+        content.append({"type": "text", "text": text})
+        messages.append({"role": role, "content": content})
+    image = row.get("image")
+    return {"images": [image] if image else [], "messages": messages}
+
+
+def normalise(row: dict[str, Any], root: Path | None) -> dict[str, Any]:
+    """One row → TRL conversational vision format with PIL images."""
+    if "conversations" in row and "messages" not in row:
+        row = from_llava(row)
+    if "messages" not in row:
+        raise CompressorError(
+            f"dataset row has keys {sorted(row)}; expected 'messages' (+ 'images'), or LLaVA's 'conversations'"
+        )
+    images = row.get("images")
+    if images is None and row.get("image") is not None:
+        images = [row["image"]]
+    images = [_open_image(img, root) for img in (images or [])]
+    messages = [{"role": m["role"], "content": _content(m["content"])} for m in row["messages"]]
+    placeholders = sum(1 for m in messages for part in m["content"] if part.get("type") == "image")
+    if images and placeholders == 0:  # images with plain-text messages: put them before the first user text
+        first_user = next(m for m in messages if m["role"] == "user")
+        first_user["content"] = [{"type": "image"} for _ in images] + first_user["content"]
+    return {"images": images, "messages": messages}
+
+
+class Rows:
+    """A lazily normalised view of a dataset: len(), [i] → normalised row."""
+
+    def __init__(self, rows, root: Path | None) -> None:
+        self._rows = rows
+        self._root = root
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return normalise(dict(self._rows[i]), self._root)
+
+    def sample(self, n: int, seed: int) -> list[int]:
+        """A deterministic, seeded subset of row indices (the seed's uniform random subset)."""
+        import random
+
+        idx = list(range(len(self)))
+        random.Random(seed).shuffle(idx)
+        return idx[: min(n, len(idx))]
+
+
+def load_rows(
+    source: str,
+    split: str = "train",
+    image_folder: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Rows:
+    """Open a dataset from any supported source; rows are read and normalised on access."""
+    path = Path(source)
+    if path.is_file() and path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list):
+            raise CompressorError(f"{source!r}: a LLaVA json file holds a list of rows")
+        return Rows(rows, Path(image_folder) if image_folder else path.parent)
+    if path.is_dir():
+        import datasets
+
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            ds = datasets.load_from_disk(str(path))
+            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        else:
+            ds = datasets.load_dataset(str(path), split=split)
+        return Rows(ds, Path(image_folder) if image_folder else path)
+    if path.suffix or source.startswith((".", "/")):
+        raise CompressorError(
+            f"dataset {source!r} not found: give an existing folder, a LLaVA .json file or a Hub id"
+        )
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(source, split=split, revision=revision, token=token)
+    except FileNotFoundError as err:
+        raise CompressorError(f"dataset {source!r} not found on the Hub or on disk: {err}") from None
+    return Rows(ds, Path(image_folder) if image_folder else None)

@@ -1,0 +1,82 @@
+"""Registries, the shared context, and the hooks scorers read the decoder through."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.arch import ArchSpec, Backbone
+from compressor.plan import get_module
+from compressor.registry import Registry
+
+Batch = dict[str, Any]
+
+DEPTH_SCORERS: Registry[Callable[..., list[float]]] = Registry("depth scorer")
+WIDTH_SCORERS: Registry[Callable[..., WidthScores]] = Registry("width scorer")
+
+
+@dataclass
+class ScoreContext:
+    model: nn.Module
+    spec: ArchSpec
+    backbone: Backbone
+    batches: Iterable[Batch] = ()
+    drop_count: int = 0
+    contiguous: bool = False
+    progress: Callable[[Iterable[Batch], str], Iterable[Batch]] = lambda it, desc: it
+
+
+@dataclass
+class WidthScores:
+    heads: list[list[float]] = field(default_factory=list)  # [layer][kv group]
+    mlp: list[list[float]] = field(default_factory=list)  # [layer][channel]
+
+
+def decoder_layers(model: nn.Module, spec: ArchSpec) -> nn.ModuleList:
+    return get_module(model, spec.decoder).layers
+
+
+def input_device(model: nn.Module) -> torch.device:
+    return model.get_input_embeddings().weight.device
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def model_inputs(batch: Batch, with_labels: bool = False) -> Batch:
+    return {k: v for k, v in batch.items() if with_labels or k != "labels"}
+
+
+def token_mask(batch: Batch) -> torch.Tensor | None:
+    mask = batch.get("attention_mask")
+    return None if mask is None else mask.bool()
+
+
+def hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def output_hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def masked_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[batch, seq, ...] → [tokens, ...], padding dropped."""
+    if mask is not None and mask.shape == x.shape[:2]:
+        return x[mask.to(x.device)]
+    return x.reshape(-1, *x.shape[2:])

@@ -1,0 +1,165 @@
+"""A recipe: the YAML file that is the product. Pydantic models, frozen, unknown keys rejected.
+
+Field docs live here once, on the field, and feed the CLI help, the app's labels and the JSON schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compressor.errors import CompressorError
+
+DEPTH_SCORERS = ("block_influence", "angular", "last")
+WIDTH_SCORERS = ("taylor", "activation", "magnitude")
+DEFAULT_SCORER = {"depth": "block_influence", "width": "taylor"}
+DEFAULT_NUM_SAMPLES = {"depth": 50, "width": 10}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    source: str = Field(description="Hub repo id (org/name) or local folder of the MLLM to compress.")
+    revision: str | None = Field(None, description="Branch, tag or commit of the Hub repo (default: main).")
+    trust_remote_code: bool = Field(
+        False, description="Run the repo's own modeling code (needed by Bunny). Read it first."
+    )
+    allow_pickle: bool = Field(
+        False, description="Also load pickle weights (*.bin); safetensors only otherwise."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Load dtype; auto = bfloat16 on a GPU, float32 on the CPU."
+    )
+    device_map: str | None = Field(
+        None, description="accelerate device map, e.g. auto when the model does not fit one device."
+    )
+
+
+class Calibration(_Strict):
+    dataset: str | None = Field(
+        None,
+        description="Calibration rows with images + messages: a Hub dataset id, a local folder, "
+        "or a LLaVA json file (llava_v1_5_mix665k.json) with --image-folder.",
+    )
+    image_folder: str | None = Field(None, description="Image root for a LLaVA json file.")
+    split: str = Field("train", description="Dataset split to draw calibration samples from.")
+    num_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Calibration samples; default 50 for depth scoring and 10 for Taylor, as in the seed.",
+    )
+    max_length: int = Field(1024, ge=8, description="Longest tokenised sample (text + image tokens) kept.")
+    seed: int = Field(42, description="Seed of the calibration sample draw.")
+
+
+class Prune(_Strict):
+    method: Literal["depth", "width"] = Field(
+        description="depth: drop whole decoder layers; width: remove attention heads (whole KV groups) "
+        "and MLP channels, the same ratio in every layer."
+    )
+    ratio: float = Field(
+        gt=0.0,
+        lt=1.0,
+        description="Share of language-backbone parameters to remove (the seed's compression ratio).",
+    )
+    scorer: str | None = Field(
+        None,
+        description="Importance scorer. depth: block_influence (default), angular, last; "
+        "width: taylor (default), activation, magnitude.",
+    )
+    targets: tuple[Literal["heads", "mlp"], ...] | None = Field(
+        None, description="Width only: what to prune; default both where the family allows heads."
+    )
+    round_to: int = Field(
+        64, ge=1, description="MLP widths are snapped to a multiple of this (GPU-friendly)."
+    )
+    contiguous: bool = Field(False, description="angular only: drop the best contiguous block of layers.")
+    layers: tuple[int, int] | None = Field(
+        None, description="Width only: prune layers [start, end) only, as the seed did (3-21 for LLaVA)."
+    )
+    calibration: Calibration = Field(default_factory=Calibration)
+
+    @model_validator(mode="after")
+    def _scorer_fits_method(self) -> Prune:
+        from compressor.registry import closest
+
+        allowed = DEPTH_SCORERS if self.method == "depth" else WIDTH_SCORERS
+        if self.scorer is not None and self.scorer not in allowed:
+            raise ValueError(
+                f"unknown {self.method} scorer {self.scorer!r}{closest(self.scorer, allowed)}; "
+                f"known: {', '.join(allowed)}"
+            )
+        if self.method == "depth" and (self.targets or self.layers):
+            raise ValueError("targets and layers apply to method: width only; remove them for depth")
+        if self.contiguous and self.scorer != "angular":
+            raise ValueError("contiguous: true needs scorer: angular")
+        if self.layers is not None and not 0 <= self.layers[0] < self.layers[1]:
+            raise ValueError(f"layers {list(self.layers)} must be [start, end) with 0 <= start < end")
+        return self
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_unique(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("targets must name heads and/or mlp, each once")
+        return v
+
+    @property
+    def scorer_name(self) -> str:
+        return self.scorer or DEFAULT_SCORER[self.method]
+
+    @property
+    def num_samples(self) -> int:
+        return self.calibration.num_samples or DEFAULT_NUM_SAMPLES[self.method]
+
+
+class Recipe(_Strict):
+    model: ModelSource
+    prune: Prune
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = [f"invalid recipe {where}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: Any, where: str = "") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise CompressorError(_format_errors(err, where or "(in memory)")) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CompressorError(f"recipe file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CompressorError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CompressorError(f"recipe {str(path)!r} must be a YAML mapping with model: and prune: sections")
+    return parse_recipe(data, repr(str(path)))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    import yaml
+
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    return Recipe.model_json_schema()

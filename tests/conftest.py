@@ -1,0 +1,31 @@
+"""Session-wide test set-up.
+
+The Hugging Face client reads HF_ENDPOINT when it is imported, so the environment is fixed here, before
+any test module imports huggingface_hub or transformers: every Hub call goes to the embedded server on
+127.0.0.1 (started by the `hub_server` fixture) and every cache lives in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_SESSION_DIR = tempfile.mkdtemp(prefix="compressor-tests-")
+_HUB_PORT = _free_port()
+os.environ["COMPRESSOR_TEST_HUB_PORT"] = str(_HUB_PORT)
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HOME"] = os.path.join(_SESSION_DIR, "hf-home")
+os.environ.pop("HF_TOKEN", None)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = ["tests.fixtures_models"]
