@@ -68,7 +68,7 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
 
     out = prepare_output(out, overwrite)
     plan_ = plan(recipe, token)
-    log.info("plan:\n%s", plan_.table())
+    log.debug("plan:\n%s", plan_.table())
     m = recipe.model
     local, commit = hub.pull(m.source, revision=m.revision, token=token, allow_pickle=m.allow_pickle)
     spec, backbone = spec_for(json.loads((Path(local) / "config.json").read_text()), m.trust_remote_code)

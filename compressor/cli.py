@@ -140,7 +140,8 @@ def cmd_prune(args) -> int:
     from compressor import api
     from compressor.plan import render_table
 
-    report = api.prune(recipe_from_args(args), args.out, token=_token(), overwrite=args.overwrite)
+    recipe = recipe_from_args(args)
+    report = api.prune(recipe, args.out, token=_token(), overwrite=args.overwrite)
     print(render_table(report.plan))
     if report.dropped_layers is not None:
         print(f"dropped layers: {report.dropped_layers}")

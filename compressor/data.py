@@ -111,6 +111,20 @@ class Rows:
         return idx[: min(n, len(idx))]
 
 
+def _load_folder(path: Path, split: str):
+    """Rows from the json/jsonl/parquet files at the folder's top (images beside them are referenced)."""
+    import datasets
+
+    for builder, patterns in (("parquet", ("*.parquet",)), ("json", ("*.jsonl", "*.json"))):
+        files = sorted(str(f) for pattern in patterns for f in path.glob(pattern))
+        if files:
+            return datasets.load_dataset(builder, data_files={split: files}, split=split)
+    raise CompressorError(
+        f"no *.jsonl, *.json or *.parquet rows found in {str(path)!r}; write rows with 'images' + 'messages' "
+        "there, or save a dataset with Dataset.save_to_disk"
+    )
+
+
 def load_rows(
     source: str,
     split: str = "train",
@@ -132,7 +146,7 @@ def load_rows(
             ds = datasets.load_from_disk(str(path))
             ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         else:
-            ds = datasets.load_dataset(str(path), split=split)
+            ds = _load_folder(path, split)
         return Rows(ds, Path(image_folder) if image_folder else path)
     if path.suffix or source.startswith((".", "/")):
         raise CompressorError(
