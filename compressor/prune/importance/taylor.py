@@ -3,12 +3,18 @@
 Memory: only the scored weights require grad, calibration samples go one at a time, and a hook on each
 scored weight folds its gradient into the per-unit scores and frees it the moment it is accumulated,
 so at most a few weights' gradients exist at once (LLM-Pruner and Torch-Pruning keep the whole
-backward's gradients). Scores are summed over samples: Σ_samples Σ_w |w · g_sample(w)|.
+backward's gradients). Decoder layers run under activation checkpointing (their inputs are kept, their
+insides recomputed in the backward), so activations cost one layer's worth plus the logits, not every
+layer's. The model stays in eval mode: no dropout touches the scores. Scores are summed over samples:
+Σ_samples Σ_w |w · g_sample(w)|.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from compressor.prune.importance.base import (
     WIDTH_SCORERS,
@@ -20,6 +26,23 @@ from compressor.prune.importance.base import (
     to_device,
 )
 from compressor.prune.importance.width_common import layer_units, reduce_to_units, scored_params
+
+
+@contextmanager
+def checkpointed(layers):
+    """Run each layer's forward under non-reentrant activation checkpointing, in eval mode."""
+
+    def wrap(forward):
+        return lambda *args, **kwargs: checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    originals = [layer.forward for layer in layers]
+    for layer, forward in zip(layers, originals):
+        layer.forward = wrap(forward)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # back to the class's forward
 
 
 @WIDTH_SCORERS.register("taylor")
@@ -49,7 +72,7 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
             handles.append(p.register_post_accumulate_grad_hook(fold(i, units, kind, name)))
     device = input_device(model)
     try:
-        with hooks(handles):
+        with hooks(handles), checkpointed(layers):
             for batch in ctx.progress(ctx.batches, "taylor scores"):
                 batch = to_device(batch, device)
                 if "labels" not in batch:
