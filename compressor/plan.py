@@ -1,8 +1,8 @@
 """Recipe + config → Plan, with no weights loaded.
 
 Parameters are counted exactly by building the model on PyTorch's ``meta`` device (shapes only, no
-memory), once for the original config and once for the pruned one, so the plan is the number the
-pruned checkpoint will have. The search over legal widths uses per-unit costs read off that meta model.
+memory). Layers are uniform, so the pruned count follows from per-layer and per-unit costs read off
+that meta model; the legal shapes are the ones transformers' own config class accepts.
 """
 
 from __future__ import annotations
@@ -74,15 +74,6 @@ class Plan(BaseModel):
 
 def text_config_of(config: dict[str, Any], spec: ArchSpec) -> dict[str, Any]:
     return spec.text_config(config)
-
-
-def _with_text_config(config: dict[str, Any], spec: ArchSpec, text: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(config)
-    if spec.text_config_key is None:
-        out.update(text)
-    else:
-        out[spec.text_config_key] = text
-    return out
 
 
 def head_dim_of(text: dict[str, Any]) -> int:
@@ -326,6 +317,7 @@ def resolve(
     kept_layers = None
     kv_keep, inter_keep = kv, text["intermediate_size"]
     drop_count = 0
+    per_group = per_channel = 0
     if prune.method == "depth":
         drop_count = _depth(text, prune, before["per_layer"], before["backbone"], protected)
         kept_layers = list(range(n - drop_count))  # counting only: scoring picks the real ones
@@ -349,7 +341,18 @@ def resolve(
         kv_heads=kv_keep if prune.method == "width" and "heads" in targets else None,
         intermediate=inter_keep if prune.method == "width" and "mlp" in targets else None,
     )
-    after = count_params(meta_model(_with_text_config(config, spec, new_text), spec, backbone), spec)
+    error = text_config_error(new_text, backbone)
+    if error:  # the search only proposes legal shapes; this guards the rewrite itself
+        raise CompressorError(f"the pruned config would not load in transformers: {error}")
+    # layers are uniform, so the pruned counts follow from the per-layer cut (the tests check them
+    # against a model built from the pruned config)
+    removed_per_layer = (kv - kv_keep) * per_group + (text["intermediate_size"] - inter_keep) * per_channel
+    removed = drop_count * before["per_layer"] + n * removed_per_layer - drop_count * removed_per_layer
+    after = {
+        "backbone": before["backbone"] - removed,
+        "total": None if before["total"] is None else before["total"] - removed,
+        "per_layer": before["per_layer"] - removed_per_layer,
+    }
     achieved = 1 - after["backbone"] / before["backbone"]
     if prune.ratio > HIGH_RATIO:
         warnings.append(
