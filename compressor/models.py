@@ -22,6 +22,42 @@ def resolve_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def weights_bytes(path: str | Path, dtype) -> int:
+    """Approximate in-memory size of the checkpoint at `dtype`, from its safetensors headers."""
+    import json
+    import struct
+
+    import torch
+
+    total = 0
+    for file in Path(path).glob("*.safetensors"):
+        with open(file, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        for name, info in header.items():
+            if name != "__metadata__":
+                numel = 1
+                for d in info["shape"]:
+                    numel *= d
+                total += numel
+    return total * torch.empty((), dtype=dtype).element_size()
+
+
+def pick_device_map(path: str | Path, dtype, device_map: str | None):
+    """The user's device map; else the first GPU when the model fits it, "auto" when it doesn't, CPU without one."""
+    import torch
+
+    if device_map is not None or not torch.cuda.is_available():
+        return device_map
+    free, _ = torch.cuda.mem_get_info(0)
+    need = weights_bytes(path, dtype)
+    if need * 1.2 < free:  # room for activations and scoring
+        return {"": 0}
+    log.info(
+        "%.1f GB of weights do not fit the %.1f GB free on GPU 0: device_map=auto", need / 1e9, free / 1e9
+    )
+    return "auto"
+
+
 def load_model(
     path: str | Path,
     spec: ArchSpec,
@@ -34,6 +70,8 @@ def load_model(
     import transformers
 
     auto = getattr(transformers, spec.auto_class)
+    torch_dtype = resolve_dtype(dtype)
+    device_map = pick_device_map(path, torch_dtype, device_map)
     log.info(
         "loading %s with %s (dtype %s%s)",
         path,
@@ -44,7 +82,7 @@ def load_model(
     try:
         model = auto.from_pretrained(
             str(path),
-            dtype=resolve_dtype(dtype),
+            dtype=torch_dtype,
             device_map=device_map,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
