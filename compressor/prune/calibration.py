@@ -52,16 +52,20 @@ def build_batches(
             "calibration needs the model's processor, and none was found next to the weights; save one with "
             "processor.save_pretrained into the model folder"
         )
+    from tqdm.auto import tqdm
+
     batches: list[dict[str, Any]] = []
     skipped = 0
-    for i in rows.sample(len(rows), seed):
-        enc = encode(processor, rows[i], config, needs_mm_token_type_ids)
-        if enc["input_ids"].shape[1] > max_length:
-            skipped += 1
-            continue
-        batches.append(enc)
-        if len(batches) == num_samples:
-            break
+    with tqdm(total=num_samples, desc="calibration samples", unit="sample") as bar:
+        for i in rows.sample(len(rows), seed):
+            enc = encode(processor, rows[i], config, needs_mm_token_type_ids)
+            if enc["input_ids"].shape[1] > max_length:
+                skipped += 1
+                continue
+            batches.append(enc)
+            bar.update()
+            if len(batches) == num_samples:
+                break
     if not batches:
         raise CompressorError(
             f"no calibration sample is at most {max_length} tokens long ({skipped} skipped); raise "
