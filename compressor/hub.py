@@ -1,0 +1,264 @@
+"""The one module that talks to the Hugging Face Hub: pull a config or a snapshot, check a token, push a folder.
+
+Every Hub failure becomes a `CompressorError` that names the value at fault and the fix. Tokens are passed
+through to `huggingface_hub` and never appear in messages or logs. The Hub is `HF_ENDPOINT` (read by
+`huggingface_hub` when it is first imported), e.g. a local `python -m compressor serve-hub`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from compressor.errors import CompressorError
+
+log = logging.getLogger(__name__)
+
+# Pickle can run code when it is loaded: these are fetched only with allow_pickle and no safetensors.
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
+# Weights for other frameworks, which we never load.
+OTHER_WEIGHTS = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite"]
+DEFAULT_COMMIT_MESSAGE = "Upload compressed model with compressor"
+
+
+def pull_config(
+    src: str | Path, revision: str | None = None, token: str | None = None, trust_remote_code: bool = False
+) -> tuple[dict, str | None]:
+    """config.json of a local folder or a Hub repo, and the commit it was read at (None for a folder)."""
+    folder = _local_folder(src)
+    if folder is not None:
+        path, commit = folder / "config.json", None
+        if not path.is_file():
+            raise CompressorError(
+                f"{folder} has no config.json: point at a folder saved with save_pretrained"
+            )
+    else:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        with _hub_errors(str(src), revision, token, entry="config.json"):
+            commit = HfApi().model_info(str(src), revision=revision, token=token).sha
+            path = Path(hf_hub_download(str(src), "config.json", revision=commit, token=token))
+    config = json.loads(path.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise CompressorError(
+            f"{src} ships its own modeling code (auto_map in config.json): pass --trust-remote-code only if "
+            "you trust it, or pick a model that transformers supports natively"
+        )
+    return config, commit
+
+
+def pull(
+    src: str | Path, revision: str | None = None, token: str | None = None, allow_pickle: bool = False
+) -> tuple[Path, str | None]:
+    """A local folder as is, or a snapshot of a Hub repo at `revision`: (folder, resolved commit or None).
+
+    Only safetensors weights are fetched; pickle weights (`.bin`, `.pt` …) only with `allow_pickle` and
+    when the repo has no safetensors.
+    """
+    folder = _local_folder(src)
+    if folder is not None:
+        return folder, None
+    from huggingface_hub import HfApi, snapshot_download
+
+    with _hub_errors(str(src), revision, token):
+        info = HfApi().model_info(str(src), revision=revision, token=token)
+        ignore = _ignored_weights(
+            str(src), info.sha, [s.rfilename for s in info.siblings or []], allow_pickle
+        )
+        local = snapshot_download(str(src), revision=info.sha, token=token, ignore_patterns=ignore)
+    return Path(local), info.sha
+
+
+def check_token(token: str | None = None, write: bool = False) -> str:
+    """The user name behind `token` (else HF_TOKEN or the saved login); with `write`, refuse a read-only token."""
+    from huggingface_hub import HfApi, constants
+
+    with _hub_errors(None, None, token):
+        info = HfApi().whoami(token=token)
+    role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+    if write and role == "read":
+        raise CompressorError(
+            f"the Hub token of '{info['name']}' is read-only and pushing needs write access: create a write "
+            f"token at {constants.ENDPOINT}/settings/tokens and pass it with --token or HF_TOKEN"
+        )
+    return info["name"]
+
+
+def push(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    overwrite: bool = False,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+) -> str:
+    """Upload every file of `folder` to `repo_id` in ONE commit and return the repo URL.
+
+    A repo with files (other than .gitattributes) is replaced only with `overwrite` (stale files are deleted
+    in the same commit). If the commit fails, nothing lands, and a repo created by this call is deleted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+        raise CompressorError(f"nothing to push: {folder} is not a folder with files; run the pipeline first")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, None, token, writing=True):
+        existed = api.repo_exists(repo_id)
+        if existed:
+            _refuse_overwrite(api, repo_id, overwrite)
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        try:
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message,
+                delete_patterns="*" if existed else None,
+            )
+        except BaseException:
+            if not existed:
+                _delete_quietly(api, repo_id)
+            raise
+    return str(url)
+
+
+def _local_folder(src: str | Path) -> Path | None:
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return path
+    text = str(src)
+    if isinstance(src, Path) or text.startswith(("/", "./", "../", "~")) or text.count("/") > 1:
+        raise CompressorError(
+            f"{src} is not a folder: give an existing model folder or a Hub repo id (owner/name)"
+        )
+    return None
+
+
+def _ignored_weights(repo_id: str, commit: str, names: list[str], allow_pickle: bool) -> list[str]:
+    has_safetensors = any(name.endswith(".safetensors") for name in names)
+    pickles = [name for name in names if any(fnmatch.fnmatch(name, p) for p in PICKLE_PATTERNS)]
+    if pickles and not has_safetensors and not allow_pickle:
+        raise CompressorError(
+            f"{repo_id} (commit {commit[:10]}) has only pickle weights ({', '.join(pickles[:3])}), which can run "
+            "code when loaded: pass --allow-pickle if you trust this repo, or use one with .safetensors weights"
+        )
+    return OTHER_WEIGHTS + ([] if allow_pickle and not has_safetensors else PICKLE_PATTERNS)
+
+
+def _refuse_overwrite(api, repo_id: str, overwrite: bool) -> None:
+    files = [name for name in api.list_repo_files(repo_id) if name != ".gitattributes"]
+    if files and not overwrite:
+        shown = ", ".join(files[:5]) + (" …" if len(files) > 5 else "")
+        raise CompressorError(
+            f"{repo_id} already has files ({shown}): pass --overwrite to replace them, or push to a new repo id"
+        )
+
+
+def _delete_quietly(api, repo_id: str) -> None:
+    """Remove a repo this push created, so a failed push leaves nothing behind."""
+    try:
+        api.delete_repo(repo_id, missing_ok=True)
+    except Exception:
+        log.warning("the push failed and the empty repo %s could not be deleted: delete it by hand", repo_id)
+
+
+@contextlib.contextmanager
+def _hub_errors(
+    repo_id: str | None,
+    revision: str | None,
+    token: str | None,
+    entry: str | None = None,
+    writing: bool = False,
+) -> Iterator[None]:
+    """Turn huggingface_hub and network failures into CompressorErrors that say what to do."""
+    try:
+        yield
+    except CompressorError:
+        raise
+    except Exception as exc:
+        message = _explain(exc, repo_id, revision, token, entry, writing)
+        if message is None:
+            raise
+        raise CompressorError(message) from exc
+
+
+def _explain(
+    exc: Exception,
+    repo_id: str | None,
+    revision: str | None,
+    token: str | None,
+    entry: str | None,
+    writing: bool,
+) -> str | None:
+    """What went wrong and how to fix it, naming the repo, revision or endpoint (never the token)."""
+    from huggingface_hub import constants, errors, get_token
+
+    endpoint = constants.ENDPOINT
+    where = f"{repo_id} on {endpoint}" if repo_id else endpoint
+    has_token = bool(token or get_token())
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, errors.OfflineModeIsEnabled):
+        return f"HF_HUB_OFFLINE is set, so {where} cannot be reached: unset it to use the Hub"
+    if _unreachable(exc):
+        return (
+            f"cannot reach the Hub at {endpoint}: check your network, or set HF_ENDPOINT to a Hub that is up "
+            "(e.g. one started with `python -m compressor serve-hub`)"
+        )
+    if isinstance(exc, errors.GatedRepoError):
+        return (
+            f"{where} is gated: accept its conditions at {endpoint}/{repo_id} and pass a token of an account "
+            "that has access (--token or HF_TOKEN)"
+        )
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        fix = "check the repo id" if has_token else "if it is private, pass a token (--token or HF_TOKEN)"
+        return f"repo {where} was not found or is not visible to you: {fix}"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return (
+            f"revision '{revision}' does not exist in {where}: use a branch, tag or commit sha of that repo"
+        )
+    if isinstance(exc, errors.RemoteEntryNotFoundError) and entry:
+        return f"{where} has no {entry} at revision '{revision or 'main'}'"
+    if isinstance(exc, errors.LocalTokenNotFoundError) or (status == 401 and not has_token):
+        return "this needs a Hub token: pass --token, set HF_TOKEN, or run `hf auth login`"
+    if status == 401:
+        return (
+            f"the Hub at {endpoint} rejected the token (401): it is invalid or expired; create one at "
+            f"{endpoint}/settings/tokens and pass it with --token or HF_TOKEN"
+        )
+    if status == 403:
+        return (
+            f"your token may not {'write to' if writing else 'access'} {where} (403): use a write token of its "
+            "owner, or push to your own namespace"
+        )
+    if isinstance(exc, errors.HFValidationError):
+        return f"'{repo_id}' is neither a local folder nor a valid Hub repo id (owner/name)"
+    if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
+        detail = str(exc).split("\n", 1)[-1]
+        return f"the model card README.md has invalid metadata; fix its YAML front matter:\n{detail}"
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) and not status:
+        return f"cannot read {exc.filename} ({exc.strerror}): fix it and try again"
+    detail = (
+        f"the Hub answered {status}: {getattr(exc, 'server_message', None) or 'try again later'}"
+        if status
+        else str(exc)
+    )
+    if writing:
+        return f"the push to {where} failed and nothing was committed: {detail}"
+    return f"reading {where} failed: {detail}" if status else None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a connection failure (refused, DNS, timeout) is anywhere in the exception chain."""
+    import httpx2
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (httpx2.TransportError, ConnectionError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
