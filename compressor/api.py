@@ -19,20 +19,24 @@ log = logging.getLogger("compressor")
 PRUNE_REPORT = "prune_report.json"
 
 
-def plan(recipe: Recipe, token: str | None = None) -> Plan:
-    """Read config.json only (no weights) and resolve the recipe into an exact Plan."""
+def _plan_at(recipe: Recipe, token: str | None) -> tuple[Plan, str | None]:
     from compressor import hub
     from compressor.arch import spec_for
     from compressor.plan import resolve
 
-    config, _commit = hub.pull_config(
+    config, commit = hub.pull_config(
         recipe.model.source,
         revision=recipe.model.revision,
         token=token,
         trust_remote_code=recipe.model.trust_remote_code,
     )
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
-    return resolve(config, spec, backbone, recipe.prune, source=recipe.model.source)
+    return resolve(config, spec, backbone, recipe.prune, source=recipe.model.source), commit
+
+
+def plan(recipe: Recipe, token: str | None = None) -> Plan:
+    """Read config.json only (no weights) and resolve the recipe into an exact Plan."""
+    return _plan_at(recipe, token)[0]
 
 
 def calibration_batches(
@@ -67,10 +71,13 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     from compressor.models import commit_output, load_model, load_processor, prepare_output, save_model
 
     out = prepare_output(out, overwrite)
-    plan_ = plan(recipe, token)
+    plan_, planned_at = _plan_at(recipe, token)  # fails fast, before any weight is downloaded
     log.debug("plan:\n%s", plan_.table())
     m = recipe.model
-    local, commit = hub.pull(m.source, revision=m.revision, token=token, allow_pickle=m.allow_pickle)
+    # the snapshot is taken at the commit the plan was read at, even if the branch moves meanwhile
+    local, commit = hub.pull(
+        m.source, revision=planned_at or m.revision, token=token, allow_pickle=m.allow_pickle
+    )
     spec, backbone = spec_for(json.loads((Path(local) / "config.json").read_text()), m.trust_remote_code)
     model = load_model(local, spec, m.dtype, m.device_map, m.trust_remote_code, m.allow_pickle)
     processor = load_processor(local, m.trust_remote_code)

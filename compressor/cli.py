@@ -47,6 +47,9 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
         "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=_help(ModelSource, "dtype")
     )
     m.add_argument("--device-map", help=_help(ModelSource, "device_map"))
+    m.add_argument(
+        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
+    )
 
 
 _PRUNE_FLAGS = {
@@ -108,8 +111,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return parse_recipe({"model": model, "prune": prune}, "from the command line")
 
 
-def _token() -> str | None:
-    return os.environ.get("HF_TOKEN") or None
+def _token(args: argparse.Namespace) -> str | None:
+    return getattr(args, "token", None) or os.environ.get("HF_TOKEN") or None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -131,7 +134,7 @@ def cmd_schema(args) -> int:
 def cmd_plan(args) -> int:
     from compressor import api
 
-    plan = api.plan(recipe_from_args(args), token=_token())
+    plan = api.plan(recipe_from_args(args), token=_token(args))
     print(plan.model_dump_json(indent=2) if args.json else plan.table())
     return 0
 
@@ -141,7 +144,7 @@ def cmd_prune(args) -> int:
     from compressor.plan import render_table
 
     recipe = recipe_from_args(args)
-    report = api.prune(recipe, args.out, token=_token(), overwrite=args.overwrite)
+    report = api.prune(recipe, args.out, token=_token(args), overwrite=args.overwrite)
     print(render_table(report.plan))
     if report.dropped_layers is not None:
         print(f"dropped layers: {report.dropped_layers}")

@@ -152,6 +152,14 @@ def load_rows(
         raise CompressorError(
             f"dataset {source!r} not found: give an existing folder, a LLaVA .json file or a Hub id"
         )
+    from compressor import hub
+
+    if any(
+        "/" not in f and f.endswith((".jsonl", ".json")) for f in hub.dataset_files(source, revision, token)
+    ):
+        # rows that reference image files in the repo: take the snapshot and read it as a local folder
+        folder, _commit = hub.pull_dataset(source, revision, token)
+        return load_rows(str(folder), split, image_folder)
     import datasets
 
     try:

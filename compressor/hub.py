@@ -73,6 +73,24 @@ def pull(
     return Path(local), info.sha
 
 
+def pull_dataset(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Path, str]:
+    """A snapshot of a Hub dataset repo (rows + the images they reference): (folder, resolved commit)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    with _hub_errors(repo_id, revision, token):
+        info = HfApi().dataset_info(repo_id, revision=revision, token=token)
+        local = snapshot_download(repo_id, repo_type="dataset", revision=info.sha, token=token)
+    return Path(local), info.sha
+
+
+def dataset_files(repo_id: str, revision: str | None = None, token: str | None = None) -> list[str]:
+    """The file names of a Hub dataset repo."""
+    from huggingface_hub import HfApi
+
+    with _hub_errors(repo_id, revision, token):
+        return HfApi().list_repo_files(repo_id, repo_type="dataset", revision=revision, token=token)
+
+
 def check_token(token: str | None = None, write: bool = False) -> str:
     """The user name behind `token` (else HF_TOKEN or the saved login); with `write`, refuse a read-only token."""
     from huggingface_hub import HfApi, constants
