@@ -8,8 +8,12 @@ any test module imports huggingface_hub or transformers: every Hub call goes to 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
+from pathlib import Path
+
+import pytest
 
 
 def _free_port() -> int:
@@ -29,3 +33,21 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_hub"]
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_files():
+    """Fail a test that leaves files in the repository or the working directory (tests write to tmp_path)."""
+    places = {_REPO, Path.cwd()}
+    before = {p: set(p.iterdir()) for p in places}
+    yield
+    for place, entries in before.items():
+        stray = sorted(str(p.name) for p in set(place.iterdir()) - entries if p.name not in {".pytest_cache"})
+        if stray:
+            pytest.fail(f"test left stray files in {place}: {', '.join(stray)}")
