@@ -160,6 +160,9 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int, int]:
 # --- model card validation (POST /api/validate-yaml) -----------------------------------------------------
 
 
+BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+
+
 def validate_card(content: str, repo_type: str = "model") -> tuple[list[str], list[str]]:
     """(errors, warnings) for a card's YAML front matter, in the Hub's words where we know them."""
     import yaml
@@ -187,6 +190,8 @@ def _card_errors(data: dict, repo_type: str) -> list[str]:
     licenses = [licenses] if isinstance(licenses, str) else licenses if isinstance(licenses, list) else []
     if any(isinstance(value, str) and value not in LICENSES for value in licenses):
         errors.append(f'"license" must be one of [{", ".join(LICENSES)}]')
+    if "base_model_relation" in data and data["base_model_relation"] not in BASE_MODEL_RELATIONS:
+        errors.append(f'"base_model_relation" must be one of [{", ".join(BASE_MODEL_RELATIONS)}]')
     if "library_name" in data and not isinstance(data["library_name"], str):
         errors.append('"library_name" must be a string')
     if "model-index" in data:

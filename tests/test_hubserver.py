@@ -181,6 +181,9 @@ def test_card_validation_and_push(repo_name):
     ModelCard("---\nlicense: mit\ntags: [pruning]\n---\n# Model\n").validate()
     with pytest.raises(ValueError, match='- Error: "license" must be one of'):
         ModelCard("---\nlicense: not-a-license\n---\n# Model\n").validate()
+    with pytest.raises(ValueError, match='"base_model_relation" must be one of'):
+        ModelCard("---\nbase_model: a/b\nbase_model_relation: pruned\n---\n# Model\n").validate()
+    ModelCard("---\nbase_model: a/b\nbase_model_relation: finetune\n---\n# Model\n").validate()
     url = f"{os.environ['HF_ENDPOINT']}/api/validate-yaml"
     broken = get_session().post(url, json={"content": "---\nlicense: [mit\n---\n", "repoType": "model"})
     assert broken.status_code == 400 and "Invalid YAML" in broken.json()["errors"][0]["message"]
