@@ -104,7 +104,7 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     for auto in (AutoProcessor, AutoTokenizer):
         try:
             return auto.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError, KeyError) as err:
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
             log.debug("%s failed on %s: %s", auto.__name__, path, err)
     return None
 

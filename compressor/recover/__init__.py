@@ -1,0 +1,399 @@
+"""Recovery training: the pruned student learns back from the original model (its teacher) with TRL.
+
+`run` loads both with transformers' Auto classes, trains with `DistillationSFTTrainer`, merges LoRA and
+writes a plain checkpoint + processor + `train_report.json` into `out` atomically. Trainer checkpoints go to
+`OUT.checkpoints/` beside it, so a killed run resumes (`resume=True`) and ends with the same weights.
+Heavy imports stay inside functions: the CLI imports this package at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from compressor.errors import CompressorError
+from compressor.recover.config import Recover
+
+log = logging.getLogger(__name__)
+
+TRAIN_REPORT = "train_report.json"
+PRUNE_REPORT = "prune_report.json"
+
+__all__ = ["TRAIN_REPORT", "Recover", "Session", "TrainReport", "checkpoint_dir", "prepare", "run"]
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+class TrainReport(BaseModel):
+    mode: str
+    loss: dict[str, float]
+    steps: int
+    epochs: float
+    seconds: float
+    seconds_per_step: float | None
+    final_loss: float | None
+    losses: list[dict[str, float]]  # one entry per logging step: step, loss, loss_<term>, learning_rate ...
+    trainable: dict[str, Any]
+    data: dict[str, Any]
+    teacher: dict[str, Any] | None
+    shared_vision: dict[str, Any]
+    layer_pairs: list[tuple[int, int]]
+    resumed_from: str | None
+    world_size: int
+    sft: dict[str, Any]
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where the trainer checkpoints of a run writing `out` live (kept until the run succeeds)."""
+    out = Path(out)
+    return out.parent / f"{out.name}.checkpoints"
+
+
+def _resolve_dtype(dtype: str, mode: str | None = None) -> str:
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    if mode is None or mode == "lora":  # teacher, or a LoRA student whose base stays frozen
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    return "float32"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def layer_pairs(
+    cfg: Recover, student_layers: int, teacher_layers: int, kept_layers: list[int] | None
+) -> list[tuple[int, int]]:
+    """(student layer, teacher layer) for each extra matched layer; the final states are always matched."""
+    mapping = list(cfg.layer_map) if cfg.layer_map is not None else kept_layers or list(range(student_layers))
+    if len(mapping) != student_layers:
+        raise CompressorError(
+            f"recover.layer_map has {len(mapping)} entries but the student has {student_layers} layers; "
+            "give one teacher layer per student layer"
+        )
+    pairs = []
+    for i in cfg.hidden_layers:
+        if i >= student_layers - 1:
+            raise CompressorError(
+                f"recover.hidden_layers: {i} is not an inner layer of the {student_layers}-layer student "
+                f"(0..{student_layers - 2}); the final normalised state is always matched"
+            )
+        if mapping[i] >= teacher_layers - 1:
+            raise CompressorError(
+                f"recover.layer_map[{i}] = {mapping[i]} is not an inner layer of the {teacher_layers}-layer "
+                "teacher"
+            )
+        pairs.append((i, mapping[i]))
+    return pairs
+
+
+def _prepare_run_dir(out: Path, resume: bool) -> tuple[Path, str | None]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    work = checkpoint_dir(out)
+    last = get_last_checkpoint(str(work)) if work.is_dir() else None
+    if resume and last is None:
+        raise CompressorError(f"nothing to resume: {work} holds no trainer checkpoint; run without --resume")
+    if not resume and last is not None:
+        raise CompressorError(
+            f"{work} holds checkpoints of an interrupted run: pass --resume to continue it, or delete the folder"
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    return work, last
+
+
+@dataclass
+class Session:
+    """A recovery run set up and ready to train: `prepare` builds it, `finish` trains and saves."""
+
+    cfg: Recover
+    out: Path
+    work: Path
+    last: str | None
+    trainer: Any  # DistillationSFTTrainer
+    student: Any  # the transformers model inside the trainer's (possibly PEFT-wrapped) model
+    teacher: Any
+    processor: Any
+    trainable: Any  # trainable.Trainable
+    pairs: list[tuple[int, int]]
+    shared: dict[str, Any]
+    data: dict[str, Any]
+    teacher_info: dict[str, Any] | None
+    prune_report: dict[str, Any]
+    timer: Any
+    vision: Any = None
+
+    def finish(self) -> TrainReport:
+        """Train (resuming when asked), then write the plain checkpoint + processor + report into `out`."""
+        import time
+
+        start = time.perf_counter()
+        result = self.trainer.train(resume_from_checkpoint=self.last)
+        report = self._report(time.perf_counter() - start, result)
+        self._save(report)
+        return report
+
+    def _report(self, seconds: float, result) -> TrainReport:
+        from compressor.recover import args as sft_args
+
+        state, targs = self.trainer.state, self.trainer.args
+        if self.vision is not None:
+            self.shared.update(hits=self.vision.hits, misses=self.vision.misses)
+        losses = [
+            {k: float(v) for k, v in e.items() if isinstance(v, (int, float))}
+            for e in state.log_history
+            if "loss" in e
+        ]
+        timed = self.timer.seconds[1:] or self.timer.seconds  # the first step pays for warm-up
+        return TrainReport(
+            mode=self.cfg.mode,
+            loss=dict(self.cfg.loss),
+            steps=state.global_step,
+            epochs=round(float(state.epoch or 0.0), 4),
+            seconds=round(seconds, 3),
+            seconds_per_step=round(sum(timed) / len(timed), 4) if timed else None,
+            final_loss=losses[-1]["loss"] if losses else float(result.training_loss),
+            losses=losses,
+            trainable=self.trainable.report(),
+            data={**self.data, "assistant_only_loss": sft_args.assistant_only(targs)},
+            teacher=self.teacher_info,
+            shared_vision=self.shared,
+            layer_pairs=self.pairs,
+            resumed_from=Path(self.last).name if self.last else None,
+            world_size=sft_args.world_size(targs),
+            sft=sft_args.summary(targs),
+        )
+
+    def _save(self, report: TrainReport) -> None:
+        from compressor.models import commit_output, save_model
+        from compressor.recover import args as sft_args
+        from compressor.recover import trainable
+
+        trainer = self.trainer
+        sharded = sft_args.sharded(trainer.args)
+        gathered = self.work / "final"
+        if sharded:  # FSDP / ZeRO-3: the Trainer gathers the full weights (a collective on every rank)
+            trainer.save_model(str(gathered))
+        if trainer.accelerator.is_main_process:
+            final = trainable.merge(trainer.model)
+
+            def write(folder: Path) -> None:
+                if sharded:
+                    for f in gathered.iterdir():
+                        shutil.move(str(f), folder / f.name)
+                    self.processor.save_pretrained(folder)
+                else:
+                    save_model(final, self.processor, folder)
+                (folder / TRAIN_REPORT).write_text(report.model_dump_json(indent=1))
+                if (self.work / "runs").is_dir():  # TensorBoard logs (report_to: tensorboard) outlive the run
+                    shutil.move(str(self.work / "runs"), folder / "runs")
+                if self.prune_report:
+                    (folder / PRUNE_REPORT).write_text(json.dumps(self.prune_report, indent=1))
+
+            commit_output(self.out, write)
+            shutil.rmtree(self.work, ignore_errors=True)
+        trainer.accelerator.wait_for_everyone()
+
+
+def run(
+    student_dir: str | Path,
+    teacher_src: str | Path | None,
+    cfg: Recover,
+    data_source: str | None,
+    out: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    token: str | None = None,
+    **options: Any,
+) -> TrainReport:
+    """Train the student in `student_dir` against `teacher_src` (a folder or Hub id) on `data_source`.
+
+    `data_source` overrides `cfg.data.dataset`. `progress` is called as `progress(step, total_steps, {})`
+    after every optimiser step and with the logs at each logging step. `options`: see `prepare`.
+    """
+    session = prepare(student_dir, teacher_src, cfg, data_source, out, resume, progress, token, **options)
+    return session.finish()
+
+
+def prepare(
+    student_dir: str | Path,
+    teacher_src: str | Path | None,
+    cfg: Recover,
+    data_source: str | None,
+    out: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    token: str | None = None,
+    overwrite: bool = False,
+    teacher_revision: str | None = None,
+    trust_remote_code: bool = False,
+    callbacks: list | None = None,
+) -> Session:
+    """Load the student and the teacher, choose what trains, build the data and the trainer.
+
+    `overwrite` replaces a non-empty `out`; `callbacks` are extra `TrainerCallback`s.
+    """
+    from transformers import set_seed
+
+    from compressor import hub
+    from compressor.arch import spec_for
+    from compressor.models import load_model, load_processor, prepare_output
+    from compressor.recover import args as sft_args
+    from compressor.recover import data, trainable
+    from compressor.recover.trainer import (
+        DistillationSFTTrainer,
+        Distiller,
+        ProgressCallback,
+        SaveExtraTrainable,
+        StepTimer,
+    )
+
+    student_dir, out = Path(student_dir), prepare_output(out, overwrite)
+    config = _read_json(student_dir / "config.json")
+    if config is None:
+        raise CompressorError(
+            f"{student_dir} has no config.json: give the folder written by `compressor prune`"
+        )
+    source = data_source or cfg.data.dataset
+    if source is None:
+        raise CompressorError("no training data: pass --data DATA or set recover.data.dataset in the recipe")
+    if cfg.uses_teacher and teacher_src is None:
+        raise CompressorError(
+            f"loss {cfg.loss} needs the teacher: pass --teacher (the original model), or train with loss ce=1"
+        )
+    work, last = _prepare_run_dir(out, resume)
+    spec, backbone = spec_for(config, trust_remote_code)
+    prune_report = _read_json(student_dir / PRUNE_REPORT) or {}
+
+    try:
+        processor = load_processor(student_dir, trust_remote_code)
+    except ImportError as err:  # e.g. a video processor that needs torchvision
+        raise CompressorError(f"cannot load the processor saved in {student_dir}: {err}".strip()) from None
+    if processor is None or not hasattr(processor, "image_processor"):
+        raise CompressorError(
+            f"{student_dir} has no multimodal processor (AutoProcessor): save it with the model; recovery feeds "
+            "images and chat messages through it"
+        )
+    # Resuming a full/projector run: the weights come from the checkpoint, read by from_pretrained. The Trainer's
+    # own reload (`load_state_dict(strict=False)`) misses every key of a VLM saved in its original format, so it
+    # would silently continue from the untrained student (transformers#43701). LoRA checkpoints go through PEFT.
+    weights = Path(last) if last is not None and cfg.mode != "lora" else student_dir
+    student_dtype = _resolve_dtype(cfg.student_dtype, cfg.mode)
+    student = load_model(weights, spec, student_dtype, trust_remote_code=trust_remote_code)
+
+    teacher, teacher_info = None, None
+    if cfg.uses_teacher:
+        local, commit = hub.pull(str(teacher_src), revision=teacher_revision, token=token)
+        t_spec, _ = spec_for(_read_json(Path(local) / "config.json") or {}, trust_remote_code)
+        if t_spec.family != spec.family:
+            raise CompressorError(
+                f"teacher {teacher_src} is a {t_spec.family} model but the student is {spec.family}; "
+                "give the original model the student was pruned from"
+            )
+        teacher_dtype = _resolve_dtype(cfg.teacher_dtype)
+        teacher = load_model(local, t_spec, teacher_dtype, trust_remote_code=trust_remote_code)
+        teacher_info = {"source": str(teacher_src), "commit": commit, "dtype": teacher_dtype}
+
+    pairs: list[tuple[int, int]] = []
+    vision, shared = None, {"enabled": False, "reason": "no teacher"}
+    if teacher is not None:
+        s_text, t_text = student.config.get_text_config(), teacher.config.get_text_config()
+        pairs = layer_pairs(
+            cfg, s_text.num_hidden_layers, t_text.num_hidden_layers, prune_report.get("kept_layers")
+        )
+        if cfg.loss.get("logit_kl") and s_text.vocab_size != t_text.vocab_size:
+            raise CompressorError("logit_kl needs the student and the teacher to share the vocabulary")
+        vision, shared = _share_vision(cfg, spec, student, teacher)
+
+    set_seed(cfg.seed)  # LoRA initialisation draws from the global generator
+    model, info = trainable.setup(student, spec, backbone, cfg.mode, cfg.lora)
+    train = data.build(source, cfg.fraction, cfg.seed, cfg.data.split, cfg.data.image_folder, token)
+    targs = sft_args.build(cfg, work, assistant_only_loss=data.assistant_only(processor))
+    if sft_args.sharded(targs) and cfg.mode == "lora":
+        raise CompressorError(
+            "mode lora is merged into the weights at the end, which needs the whole model in one process: "
+            "run it under DDP or on one GPU (recipes/accelerate/README.md), or use mode full with FSDP"
+        )
+
+    timer = StepTimer()
+    # the projector of a LoRA run is saved first, so that a checkpoint is whole before any other callback runs
+    cbs = [SaveExtraTrainable(info.names)] if cfg.mode == "lora" else []
+    cbs += [timer, *(callbacks or [])]
+    if progress is not None:
+        cbs.append(ProgressCallback(progress))
+    trainer = DistillationSFTTrainer(
+        model=model, args=targs, train_dataset=train.dataset, processing_class=processor, callbacks=cbs
+    )
+    if teacher is not None:
+        trainer.distiller = Distiller(
+            teacher=teacher,
+            weights={k: v for k, v in cfg.loss.items() if v > 0},
+            student_backbone=student.base_model,
+            temperature=cfg.temperature,
+            direction=cfg.kl_direction,
+            student_layers=tuple(s for s, _ in pairs),
+            teacher_layers=tuple(t for _, t in pairs),
+            teacher_device=cfg.teacher_device,
+            vision=vision,
+        )
+        teacher_info.update(
+            device=cfg.teacher_device or sft_args.device(targs), lm_head_runs=trainer.distiller.needs_logits
+        )
+    if last is not None:
+        log.info("resuming from %s", last)
+        if cfg.mode == "lora" and not trainable.load_extra(model, Path(last)):
+            raise CompressorError(
+                f"{last} lacks the projector weights ({trainable.EXTRA_FILE}): the run died while saving it. "
+                "Delete that checkpoint folder to resume from the one before"
+            )
+    return Session(
+        cfg=cfg,
+        out=out,
+        work=work,
+        last=last,
+        trainer=trainer,
+        student=student,
+        teacher=teacher,
+        processor=processor,
+        trainable=info,
+        pairs=pairs,
+        shared=shared,
+        data={
+            "source": source,
+            "split": cfg.data.split,
+            "rows": train.rows,
+            "used": train.used,
+            "fraction": cfg.fraction,
+            "seed": cfg.seed,
+        },
+        teacher_info=teacher_info,
+        prune_report=prune_report,
+        timer=timer,
+        vision=vision,
+    )
+
+
+def _share_vision(cfg: Recover, spec, student, teacher):
+    from compressor.plan import get_module
+    from compressor.recover.trainer import SharedVision, same_weights, shareable_paths
+
+    if not cfg.share_vision:
+        return None, {"enabled": False, "reason": "recover.share_vision is false"}
+    paths, reason = shareable_paths(spec)
+    if not paths:
+        return None, {"enabled": False, "reason": reason}
+    s_towers = [get_module(student, p) for p in paths]
+    t_towers = [get_module(teacher, p) for p in paths]
+    if not all(same_weights(s, t) for s, t in zip(s_towers, t_towers)):
+        log.warning("the student's vision tower differs from the teacher's: each model runs its own")
+        return None, {"enabled": False, "reason": "the student's vision tower differs from the teacher's"}
+    return SharedVision(s_towers, t_towers), {"enabled": True, "modules": paths}

@@ -1,0 +1,107 @@
+"""`compressor recover STUDENT_DIR --teacher SRC --data DATA ...`: recovery training from the command line.
+
+Flags override the `recover:` section of `--recipe FILE`; both are validated by the same `Recover` model.
+Imported at CLI start-up: nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.recover.config import LoraOptions, Recover, RecoverData, parse_loss, parse_recover
+
+
+def _help(model, name: str) -> str:
+    return model.model_fields[name].description or ""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "recover",
+        help="train a pruned model back against the original (SFT + hidden-state distillation)",
+        description="Recovery training with TRL: the pruned student in STUDENT_DIR learns from the original "
+        "model (--teacher). Writes a plain checkpoint, its processor and train_report.json to --out.",
+    )
+    p.add_argument("student", metavar="STUDENT_DIR", help="folder written by `compressor prune`")
+    p.add_argument("--teacher", metavar="SRC", help="the original model: Hub repo id or local folder")
+    p.add_argument("--teacher-revision", help="branch, tag or commit of the teacher's Hub repo")
+    p.add_argument("--data", metavar="DATA", help=_help(RecoverData, "dataset"))
+    p.add_argument("--image-folder", help=_help(RecoverData, "image_folder"))
+    p.add_argument("--split", help=_help(RecoverData, "split"))
+    p.add_argument("--mode", choices=["projector", "lora", "full"], help=_help(Recover, "mode"))
+    p.add_argument("--fraction", type=float, help=_help(Recover, "fraction"))
+    p.add_argument("--loss", metavar="TERMS", help="e.g. ce=0.5,hidden_mse=0.5. " + _help(Recover, "loss"))
+    p.add_argument("--max-steps", type=int, help=_help(Recover, "max_steps"))
+    p.add_argument("--seed", type=int, help=_help(Recover, "seed"))
+    p.add_argument("--lora-r", type=int, help=_help(LoraOptions, "r"))
+    p.add_argument(
+        "--recipe", metavar="FILE", help="a recipe .yaml: its recover: section (and model: as teacher)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUT.checkpoints"
+    )
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the models' own code (Bunny)")
+    p.set_defaults(func=cmd_recover)
+    return p
+
+
+def _read_recipe(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(recover section, model section) of a recipe file."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise CompressorError(f"recipe file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CompressorError(f"recipe {path!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CompressorError(f"recipe {path!r} must be a YAML mapping")
+    return dict(data.get("recover") or {}), dict(data.get("model") or {})
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Recover, dict[str, Any]]:
+    """The Recover config (recipe section < flags) and the recipe's model section (may be empty)."""
+    section, model = _read_recipe(args.recipe) if args.recipe else ({}, {})
+    flags = {"mode": args.mode, "fraction": args.fraction, "max_steps": args.max_steps, "seed": args.seed}
+    section.update({k: v for k, v in flags.items() if v is not None})
+    if args.loss is not None:
+        section["loss"] = parse_loss(args.loss)
+    if args.lora_r is not None:
+        section["lora"] = {**section.get("lora", {}), "r": args.lora_r}
+    data = {"dataset": args.data, "image_folder": args.image_folder, "split": args.split}
+    section["data"] = {**section.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
+    where = repr(args.recipe) if args.recipe else "from the command line"
+    return parse_recover(section, where), model
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from compressor.recover import run
+
+    cfg, model = config_from_args(args)
+    teacher = args.teacher or model.get("source")
+    report = run(
+        args.student,
+        teacher,
+        cfg,
+        cfg.data.dataset,
+        args.out,
+        resume=args.resume,
+        token=os.environ.get("HF_TOKEN") or None,
+        overwrite=args.overwrite,
+        teacher_revision=args.teacher_revision or model.get("revision"),
+        trust_remote_code=args.trust_remote_code or bool(model.get("trust_remote_code")),
+    )
+    last = f", final loss {report.final_loss:.4f}" if report.final_loss is not None else ""
+    print(
+        f"trained {report.steps} steps ({report.trainable['trainable_params']:,} trainable parameters, "
+        f"{report.seconds:.1f} s{last}); saved to {args.out}"
+    )
+    return 0

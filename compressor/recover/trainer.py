@@ -1,0 +1,317 @@
+"""`DistillationSFTTrainer`: TRL's SFTTrainer with a teacher; only `compute_loss` is overridden.
+
+Per training batch:
+1. the student runs through TRL's own forward (fused LM head, CE normalised by `num_items_in_batch`) while a
+   forward hook on its backbone keeps the final normalised hidden state (and any extra layers);
+   with a logit term it runs the plain forward instead, for the full logits;
+2. its frozen vision tower runs once under `no_grad`, and the teacher reuses that output (`SharedVision`);
+3. the teacher, frozen, in `eval()` and under `no_grad`, runs its backbone only — never its LM head unless a
+   logit term needs it;
+4. the loss is the weighted sum of the registry's terms (`losses.combine`).
+Evaluation stays plain CE, so eval numbers compare across recipes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from compressor.recover import args as sft_args
+from compressor.recover import losses
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------------- shared vision tower
+
+
+def _shapes(args: tuple, kwargs: dict) -> tuple:
+    """The tensor inputs of a call, by position or name, as shapes (the other options may differ)."""
+    named = [*enumerate(args), *sorted(kwargs.items())]
+    return tuple((k, tuple(v.shape)) for k, v in named if isinstance(v, torch.Tensor))
+
+
+def _to(obj: Any, device=None, dtype=None) -> Any:
+    """`obj` with its tensors moved (floating ones cast) and every container rebuilt (callers may mutate it)."""
+    if isinstance(obj, torch.Tensor):
+        if device is None and dtype is None:
+            return obj
+        return obj.to(device=device, dtype=dtype if obj.is_floating_point() and dtype else None)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(v, device, dtype) for v in obj)
+    if isinstance(obj, dict):  # includes transformers' ModelOutput (a dataclass over an OrderedDict)
+        return type(obj)(**{k: _to(v, device, dtype) for k, v in obj.items()})
+    return obj
+
+
+def shareable_paths(spec) -> tuple[list[str], str | None]:
+    """Vision modules whose output can be shared, or the reason none can."""
+    nested = [v for v in spec.vision if any(p == v or p.startswith(v + ".") for p in spec.projector)]
+    if nested:
+        return (
+            [],
+            f"the projector sits inside the vision module {nested[0]}, so each model runs its own tower",
+        )
+    return list(spec.vision), None
+
+
+def same_weights(a, b) -> bool:
+    """Whether two modules hold the same tensors (compared in `b`'s dtype)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    return all(torch.equal(sa[k].to(sb[k].device, sb[k].dtype), sb[k]) for k in sa)
+
+
+class SharedVision:
+    """The student's frozen vision tower runs once per batch; the teacher's tower returns that output.
+
+    Both towers get an instance `forward` (like TRL's fused LM head): state dicts and module paths are
+    unchanged. The student's runs under `no_grad` (the tower is frozen in every mode) and, while `recording`,
+    queues its output; the teacher's pops the queue when the inputs have the same shapes, else runs itself.
+    """
+
+    def __init__(self, student_towers: list, teacher_towers: list) -> None:
+        self._queue: list[tuple[tuple, Any]] = []
+        self._recording = False
+        self.hits = 0
+        self.misses = 0
+        for s, t in zip(student_towers, teacher_towers):
+            s.forward = self._student_forward(s.forward)
+            t.forward = self._teacher_forward(t, t.forward)
+
+    def _student_forward(self, original):
+        def forward(*args, **kwargs):
+            with torch.no_grad():
+                out = original(*args, **kwargs)
+            if self._recording:
+                self._queue.append((_shapes(args, kwargs), _to(out)))
+            return out
+
+        return forward
+
+    def _teacher_forward(self, tower, original):
+        def forward(*args, **kwargs):
+            if self._queue and self._queue[0][0] == _shapes(args, kwargs):
+                self.hits += 1
+                p = next(tower.parameters())
+                return _to(self._queue.pop(0)[1], p.device, p.dtype)
+            self.misses += 1
+            return original(*args, **kwargs)
+
+        return forward
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
+            self._queue.clear()
+
+
+# ---------------------------------------------------------------------------- the teacher side
+
+
+@contextlib.contextmanager
+def capture(module) -> Iterator[dict[str, Any]]:
+    """Keep the last output of `module` (a backbone: `.last_hidden_state`, `.hidden_states`)."""
+    got: dict[str, Any] = {}
+
+    def hook(_module, _args, output):
+        got["output"] = output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield got
+    finally:
+        handle.remove()
+
+
+DROP = ("labels", "num_items_in_batch", "fused_lm_head", "use_cache", "output_hidden_states")
+
+
+@dataclass
+class Distiller:
+    """Everything the distillation loss needs besides the student; built by `recover.prepare`."""
+
+    teacher: Any  # the unpruned model (a DeepSpeed engine around it under ZeRO-3)
+    weights: dict[str, float]
+    student_backbone: Any  # the student's backbone module (a hook there reads its hidden states)
+    temperature: float = 2.0
+    direction: str = "forward"
+    student_layers: tuple[int, ...] = ()  # extra layer pairs: student layer i ...
+    teacher_layers: tuple[int, ...] = ()  # ... against teacher layer map[i]
+    teacher_device: str | None = None
+    vision: SharedVision | None = None
+    _ready: bool = field(default=False, repr=False)
+
+    @property
+    def needs_logits(self) -> bool:
+        return any(losses.LOSSES.get(n).uses_logits for n, w in self.weights.items() if w > 0)
+
+    def prepare(self, trainer: SFTTrainer) -> None:
+        """Place the teacher once the accelerator is set up (first training step)."""
+        if self._ready:
+            return
+        self.teacher.requires_grad_(False)
+        ds = trainer.accelerator.state.deepspeed_plugin
+        if ds is not None and ds.zero_stage == 3 and self.teacher_device is None:
+            from trl.models import prepare_deepspeed
+
+            self.teacher = prepare_deepspeed(self.teacher, trainer.accelerator)
+        else:  # DDP, FSDP (the teacher is replicated), one device, or a device of its own
+            self.teacher.to(self.teacher_device or sft_args.device(trainer.args))
+        self.teacher.eval()
+        self._ready = True
+
+    @torch.no_grad()
+    def teacher_side(self, inputs: dict[str, Any]) -> losses.Side:
+        teacher = getattr(self.teacher, "module", self.teacher)  # the model inside a DeepSpeed engine
+        device = next(teacher.parameters()).device
+        t_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        t_inputs = {k: v for k, v in t_inputs.items() if k not in DROP}
+        t_inputs["use_cache"] = False
+        if self.teacher_layers:
+            t_inputs["output_hidden_states"] = True
+        backbone = teacher.base_model
+        if self.needs_logits:
+            with capture(backbone) as got:
+                logits = teacher(**t_inputs).logits
+            out = got["output"]
+        else:  # stop at the final normalised hidden state: the LM head never runs
+            out, logits = backbone(**t_inputs), None
+        hidden = [out.last_hidden_state, *(out.hidden_states[i + 1] for i in self.teacher_layers)]
+        return losses.Side(hidden=hidden, logits=logits)
+
+
+# ---------------------------------------------------------------------------- the trainer
+
+
+class DistillationSFTTrainer(SFTTrainer):
+    """SFTTrainer whose training loss adds distillation terms against a frozen teacher.
+
+    `distiller` is set after construction (by `recover.prepare`); None trains plain SFT.
+    """
+
+    distiller: Distiller | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        d = self.distiller
+        if d is None or return_outputs or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        d.prepare(self)
+        labels, mask = inputs["labels"], inputs["attention_mask"].bool()
+        if d.student_layers:
+            inputs["output_hidden_states"] = True
+        vision = d.vision.recording() if d.vision is not None else contextlib.nullcontext()
+        with vision, capture(d.student_backbone) as got:
+            if d.needs_logits:
+                plain = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
+                logits = model(**plain, use_cache=False).logits
+                ce = losses.cross_entropy(logits, labels) if "ce" in d.weights else None
+            else:
+                logits, ce = None, super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            teacher = d.teacher_side(inputs)
+        out = got["output"]
+        student = losses.Side(
+            hidden=[out.last_hidden_state, *(out.hidden_states[i + 1] for i in d.student_layers)],
+            logits=logits,
+        )
+        factors = self._factors(labels, mask, num_items_in_batch)
+        if ce is not None and not d.needs_logits:  # TRL's CE comes scaled: bring it back to a per-token mean
+            ce = ce / factors["ce"]
+        student.ce = ce
+        batch = losses.Batch(mask=mask, temperature=d.temperature, direction=d.direction)
+        loss, parts = losses.combine(d.weights, student, teacher, batch, factors)
+        for name, value in parts.items():
+            self._metrics["train"][f"loss_{name}"].append(value)
+        return loss
+
+    def _factors(self, labels, mask, num_items_in_batch) -> dict[str, float]:
+        """Multipliers that turn each term's per-token mean on this micro-batch into its share of the step.
+
+        Like `Trainer`: with `num_items_in_batch` (label tokens of every micro-batch of the step, and of every
+        rank when `average_tokens_across_devices`) the loss is not divided by the accumulation steps later, and
+        it is multiplied by the number of ranks because DDP averages gradients. CE is weighted by this
+        micro-batch's share of the label tokens; the hidden-state and logit terms by its share of the
+        non-padding tokens of all ranks (exact across ranks; across accumulation steps each micro-batch counts
+        the same).
+        """
+        across = sft_args.averages_tokens_across_devices(self.args) and num_items_in_batch is not None
+        world = self.accelerator.num_processes if across else 1
+        n_local = mask.sum()
+        n_all = self.accelerator.gather(n_local.reshape(1)).sum() if world > 1 else n_local
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        steps = self.current_gradient_accumulation_steps if scaled else 1
+        token_share = float(n_local) / max(float(n_all), 1.0) * world / steps
+        factors = dict.fromkeys(self.distiller.weights, token_share)
+        if num_items_in_batch is None:
+            factors["ce"] = 1.0
+        else:
+            n_labels = float((labels[:, 1:] != -100).sum())
+            factors["ce"] = max(n_labels, 1.0) / max(float(num_items_in_batch), 1.0) * world
+        return factors
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+class ProgressCallback(TrainerCallback):
+    """`progress(step, total, {})` after every optimiser step, and `progress(step, total, logs)` with each log.
+
+    Called on the main process only.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.progress(state.global_step, state.max_steps, {})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.progress(state.global_step, state.max_steps, dict(logs))
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step, for the report."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class SaveExtraTrainable(TrainerCallback):
+    """In lora mode, writes the trained projector beside each checkpoint (PEFT saves only the adapters)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        from pathlib import Path
+
+        from compressor.recover.trainable import save_extra
+
+        if state.is_world_process_zero and self.names and model is not None:
+            save_extra(model, self.names, Path(args.output_dir) / f"checkpoint-{state.global_step}")
