@@ -1,0 +1,173 @@
+"""Evaluate a compressed model against its original: our tasks, lmms-eval's benchmarks, speed and memory.
+
+`run(original, compressed, cfg)` loads both models side by side, runs every task of `cfg` on the same samples
+with both, times both in the same run, and returns an `EvalReport` with the retained % per task and on
+average. Light at import (the CLI imports this package at start-up); the work imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.evaluate.config import EvalTask, Evaluate, LmmsEval
+from compressor.evaluate.report import EvalReport, Score, SpeedRow, TaskResult, mean_or_none, retained
+
+__all__ = [
+    "EvalReport",
+    "EvalTask",
+    "Evaluate",
+    "LmmsEval",
+    "Score",
+    "SpeedRow",
+    "TaskResult",
+    "retained",
+    "run",
+]
+
+log = logging.getLogger("compressor")
+
+Progress = Callable[[Iterable[Any], str], Iterable[Any]]
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _family(folder: Path, trust_remote_code: bool) -> str:
+    import json
+
+    from compressor.arch import spec_for
+
+    return spec_for(json.loads((folder / "config.json").read_text()), trust_remote_code)[0].family
+
+
+def _run_task(pair, task_cfg: EvalTask, task, token: str | None, progress: Progress) -> TaskResult:
+    """One task on both models: open its rows, pick the samples, run, score."""
+    from compressor.evaluate import rows
+
+    start = time.perf_counter()
+    data, root, data_commit = rows.open_rows(task_cfg, token)
+    indices = rows.pick(len(data), task_cfg.limit, task_cfg.seed)
+    if not indices:
+        raise CompressorError(
+            f"eval task {task_cfg.name}: split {task_cfg.split!r} of {task_cfg.dataset!r} has no rows"
+        )
+    log.info("eval %s: %d samples of %s", task_cfg.name, len(indices), task_cfg.dataset)
+    outcome = task.run(pair, data, root, indices, task_cfg, progress)
+    scores = {m: Score.of(o, c, task.metrics[m], m in task.primary) for m, (o, c) in outcome.scores.items()}
+    return TaskResult.build(
+        scores,
+        name=task_cfg.name,
+        task=task_cfg.name,
+        dataset=task_cfg.dataset,
+        subset=task_cfg.subset,
+        split=task_cfg.split,
+        revision=task_cfg.revision,
+        commit=data_commit,
+        limit=task_cfg.limit,
+        samples=outcome.samples,
+        seconds=time.perf_counter() - start,
+        notes=outcome.notes,
+    )
+
+
+def run(
+    original: str | Path,
+    compressed: str | Path,
+    cfg: Evaluate,
+    token: str | None = None,
+    progress: Progress | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> EvalReport:
+    """Evaluate `compressed` against `original` (local model folders, or Hub ids pulled first) as `cfg` says.
+
+    `device` places both models (e.g. "cuda:0", "cpu"); default the first GPU when a model fits it, else the CPU
+    (see `compressor.models.pick_device_map`).
+    `progress(iterable, description)` wraps each task's loop over samples (default: tqdm bars).
+    """
+    from compressor import hub
+    from compressor.evaluate import lmms, speed
+    from compressor.evaluate.pair import ModelPair
+    from compressor.evaluate.tasks import TASKS
+
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    tasks = [(t, TASKS.get(t.name)()) for t in cfg.tasks]
+    if cfg.lmms_eval is not None:
+        lmms.check_installed(cfg.lmms_eval)  # before any weight is loaded
+    if progress is None:
+        from compressor.prune import tqdm_progress
+
+        progress = tqdm_progress
+    folders, commits = [], []
+    for src in (original, compressed):
+        folder, commit = hub.pull(src, token=token)
+        folders.append(Path(folder))
+        commits.append(commit)
+
+    results: list[TaskResult] = []
+    speed_rows: list[SpeedRow] = []
+    speed_method = None
+    used_device, used_dtype = device or "auto", dtype
+    peaks = None
+    if cfg.speed and cfg.speed_memory:
+        t = time.perf_counter()
+        log.info("measuring peak memory, one fresh process per model")
+        sides = {"original": folders[0], "compressed": folders[1]}
+        peaks = speed.peak_memories(sides, cfg, device, dtype, trust_remote_code)
+        timings["memory"] = time.perf_counter() - t
+    if cfg.tasks or cfg.speed:
+        t = time.perf_counter()
+        pair = ModelPair.load(folders[0], folders[1], device, dtype, trust_remote_code)
+        timings["load"] = time.perf_counter() - t
+        for task_cfg, task in tasks:
+            results.append(_run_task(pair, task_cfg, task, token, progress))
+            timings[f"task {len(results)}: {task_cfg.name}"] = results[-1].seconds
+        if cfg.speed:
+            t = time.perf_counter()
+            log.info("timing both models (%d rounds)", cfg.speed_repeats)
+            speed_rows, speed_method = speed.measure(pair, cfg, peaks)
+            timings["speed"] = time.perf_counter() - t
+        used_device, used_dtype = pair.device, pair.dtype
+        del pair  # free both models before lmms-eval loads them again in its own processes
+        _free_memory()
+    if cfg.lmms_eval is not None:
+        t = time.perf_counter()
+        family = _family(folders[0], trust_remote_code)
+        results += lmms.run(folders[0], folders[1], family, cfg.lmms_eval, device)
+        timings["lmms_eval"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    return EvalReport(
+        original=str(original),
+        compressed=str(compressed),
+        original_commit=commits[0],
+        compressed_commit=commits[1],
+        device=used_device,
+        dtype=used_dtype,
+        tasks=results,
+        average_retained=mean_or_none(r.retained for r in results),
+        speed=speed_rows,
+        speed_method=speed_method,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        versions=_versions(),
+    )

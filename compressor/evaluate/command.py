@@ -1,0 +1,145 @@
+"""`compressor eval ORIGINAL COMPRESSED`: evaluate a compressed model against its original, print the before/after
+table, write the JSON report. Imported by the CLI at start-up: heavy imports stay inside `cmd_eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from compressor.errors import CompressorError
+from compressor.evaluate.config import LLAVA_SUITE, EvalTask, Evaluate
+
+
+def _help(model, name: str) -> str:
+    return model.model_fields[name].description or ""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a compressed model against its original (scores, retained %%, speed, memory)",
+        description="Run eval tasks on both models with the same samples, time both in the same run, print the "
+        "before/after table and write the JSON report.",
+    )
+    p.add_argument("original", help="the original model: local folder or Hub repo id")
+    p.add_argument("compressed", help="the compressed model: local folder or Hub repo id")
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="NAME=DATASET",
+        help="a task on a dataset, repeatable, e.g. vqa=lmms-lab/textvqa or perplexity=./held-out; replaces the "
+        "recipe's tasks. " + _help(EvalTask, "name"),
+    )
+    p.add_argument("--split", help="split of every --task dataset (default test)")
+    p.add_argument(
+        "--limit", type=int, help="samples per task (overrides the recipe). " + _help(EvalTask, "limit")
+    )
+    p.add_argument("--max-new-tokens", type=int, help=_help(EvalTask, "max_new_tokens"))
+    p.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
+    p.add_argument(
+        "--lmms-eval",
+        nargs="?",
+        const=",".join(LLAVA_SUITE),
+        metavar="TASKS",
+        help="also run lmms-eval tasks (comma-separated; default the LLaVA-1.5 suite; give it after the two "
+        "models); needs the eval extra",
+    )
+    p.add_argument("--recipe", help="take the evaluate: section of this recipe YAML (flags override it)")
+    p.add_argument("--device", help="device for both models, e.g. cuda:0 or cpu (default: a GPU if they fit)")
+    p.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="load dtype"
+    )
+    p.add_argument("--trust-remote-code", action="store_true", help="run the models' own code (Bunny)")
+    p.add_argument(
+        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
+    )
+    p.add_argument("--out", default="eval.json", help="where to write the JSON report (default eval.json)")
+    p.set_defaults(func=cmd_eval)
+    return p
+
+
+def _invalid(err: ValidationError, where: str) -> CompressorError:
+    lines = [f"invalid eval settings {where}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(
+            f"  {loc}: {'unknown key; remove it or check its spelling' if e['type'] == 'extra_forbidden' else msg}"
+        )
+    return CompressorError("\n".join(lines))
+
+
+def _from_recipe(path: str) -> dict[str, Any]:
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise CompressorError(f"recipe file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        raise CompressorError(f"recipe {path!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("evaluate"), dict):
+        raise CompressorError(
+            f"recipe {path!r} has no evaluate: section; add one or pass --task NAME=DATASET"
+        )
+    return data["evaluate"]
+
+
+def _task(spec: str) -> dict[str, Any]:
+    name, sep, dataset = spec.partition("=")
+    if not sep or not name or not dataset:
+        raise CompressorError(f"--task {spec!r} must be NAME=DATASET, e.g. vqa=lmms-lab/textvqa")
+    return {"name": name.strip(), "dataset": dataset.strip()}
+
+
+def config_from_args(args: argparse.Namespace) -> Evaluate:
+    """The recipe's evaluate: section (if --recipe), with the flags applied on top, validated."""
+    data: dict[str, Any] = dict(_from_recipe(args.recipe)) if args.recipe else {}
+    if args.task:
+        data["tasks"] = [_task(t) for t in args.task]
+    overrides = {
+        k: v
+        for k, v in (("split", args.split), ("limit", args.limit), ("max_new_tokens", args.max_new_tokens))
+        if v is not None
+    }
+    data["tasks"] = [{**t, **overrides} for t in data.get("tasks") or []]
+    if args.no_speed:
+        data["speed"] = False
+    if args.lmms_eval is not None:
+        tasks = [t.strip() for t in args.lmms_eval.split(",") if t.strip()]
+        data["lmms_eval"] = {**(data.get("lmms_eval") or {}), "tasks": tasks}
+    if not data["tasks"] and not data.get("speed", True) and data.get("lmms_eval") is None:
+        raise CompressorError("nothing to evaluate: give --task NAME=DATASET, --lmms-eval, or leave speed on")
+    try:
+        return Evaluate.model_validate(data)
+    except ValidationError as err:
+        raise _invalid(err, f"in {args.recipe!r}" if args.recipe else "from the command line") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from compressor import evaluate
+
+    cfg = config_from_args(args)
+    token = args.token or os.environ.get("HF_TOKEN") or None
+    report = evaluate.run(
+        args.original,
+        args.compressed,
+        cfg,
+        token=token,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(report.table())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.model_dump(mode="json"), indent=1))
+    print(f"\nreport written to {out}")
+    return 0

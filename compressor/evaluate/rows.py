@@ -1,0 +1,163 @@
+"""Evaluation rows: open a task's dataset (local or Hub, at a recorded commit) and read one row of each format.
+
+Sources are those of `compressor.data.load_rows`. A Hub dataset is taken as a snapshot at its resolved commit
+(recorded in the report): one with rows at its top (json/jsonl/parquet beside the images they reference) is
+read like a local folder; one in the Hub's usual layout (parquet files under data/, splits and subsets
+described in its README) is read by `datasets`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compressor.errors import CompressorError
+
+if TYPE_CHECKING:
+    from compressor.evaluate.config import EvalTask
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NOT_ROWS = {"dataset_info.json", "dataset_infos.json", "state.json"}
+
+
+def _has_top_rows(folder: Path) -> bool:
+    return any(
+        f.name not in _NOT_ROWS
+        for pattern in ("*.jsonl", "*.json", "*.parquet")
+        for f in folder.glob(pattern)
+    )
+
+
+def open_rows(
+    task: EvalTask, token: str | None = None
+) -> tuple[Sequence[dict[str, Any]], Path | None, str | None]:
+    """(raw rows, the folder image paths are relative to, the Hub commit or None) of a task's dataset."""
+    from compressor.data import load_rows
+
+    source = task.dataset
+    if Path(source).exists() or source.startswith((".", "/")) or Path(source).suffix:
+        rows = load_rows(source, task.split, task.image_folder)
+        return rows._rows, rows._root, None
+    from compressor import hub
+
+    folder, commit = hub.pull_dataset(source, task.revision, token)
+    if task.subset is None and (_has_top_rows(folder) or (folder / "state.json").exists()):
+        rows = load_rows(str(folder), task.split, task.image_folder)
+        return rows._rows, rows._root, commit
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(str(folder), task.subset, split=task.split)
+    except ValueError as err:  # unknown split or subset
+        raise CompressorError(f"dataset {source!r}: {err}") from None
+    return ds, Path(task.image_folder) if task.image_folder else folder, commit
+
+
+def pick(n_rows: int, limit: int, seed: int | None) -> list[int]:
+    """The indices evaluated: the first `limit` rows, or a seeded random draw of `limit` rows."""
+    idx = list(range(n_rows))
+    if seed is not None:
+        random.Random(seed).shuffle(idx)
+    return idx[: min(limit, n_rows)]
+
+
+def _need(row: dict[str, Any], key: str, fmt: str) -> Any:
+    if row.get(key) is None:
+        raise CompressorError(f"{fmt} row has keys {sorted(row)}; it needs {key!r}. {FORMATS[fmt]}")
+    return row[key]
+
+
+def images(row: dict[str, Any], root: Path | None) -> list:
+    """The row's images as RGB PIL images: `images` (a list) or `image` (one), as paths, PIL images or bytes."""
+    from compressor.data import _open_image
+
+    value = row.get("images")
+    if value is None:
+        value = [row["image"]] if row.get("image") is not None else []
+    elif not isinstance(value, list):
+        value = [value]
+    return [_open_image(v, root) for v in value if v is not None]
+
+
+def vqa(row: dict[str, Any]) -> tuple[str, list[str]]:
+    """(question, human answers); answers as a list of strings, VQA v2's list of {'answer': …}, or one string."""
+    question = _need(row, "question", "vqa")
+    answers = row.get("answers")
+    if answers is None:
+        answers = [_need(row, "answer", "vqa")]
+    elif isinstance(answers, str):
+        answers = [answers]
+    answers = [a["answer"] if isinstance(a, dict) else a for a in answers]
+    if not answers:
+        raise CompressorError(f"vqa row with question {question!r} has no answers. {FORMATS['vqa']}")
+    return question, [str(a) for a in answers]
+
+
+def yes_no(row: dict[str, Any]) -> tuple[str, str]:
+    """(question, 'yes' or 'no')."""
+    question = _need(row, "question", "yes_no")
+    answer = _need(row, "answer", "yes_no")
+    if isinstance(answer, bool):
+        return question, "yes" if answer else "no"
+    text = str(answer).strip().lower().rstrip(".")
+    if text not in ("yes", "no"):
+        raise CompressorError(f"yes_no answer {answer!r} must be yes or no. {FORMATS['yes_no']}")
+    return question, text
+
+
+def multiple_choice(row: dict[str, Any]) -> tuple[str, list[str], str, str | None]:
+    """(question, choices, correct letter, context or None)."""
+    question = _need(row, "question", "multiple_choice")
+    choices = row.get("choices") or row.get("options")
+    if choices is None:  # MMBench: one column per option letter
+        choices = [row[k] for k in LETTERS if isinstance(row.get(k), str) and row[k].strip()]
+    if not choices or len(choices) > len(LETTERS):
+        raise CompressorError(f"multiple_choice row has no usable choices. {FORMATS['multiple_choice']}")
+    answer = _need(row, "answer", "multiple_choice")
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices):
+        letter = LETTERS[answer]
+    elif isinstance(answer, str) and answer.strip().upper() in LETTERS[: len(choices)]:
+        letter = answer.strip().upper()
+    elif isinstance(answer, str) and answer in choices:
+        letter = LETTERS[choices.index(answer)]
+    else:
+        raise CompressorError(
+            f"multiple_choice answer {answer!r} is neither an option letter, an index nor one of the "
+            f"{len(choices)} choices. {FORMATS['multiple_choice']}"
+        )
+    context = row.get("hint") or row.get("context") or None
+    return question, [str(c) for c in choices], letter, context
+
+
+FORMATS = {
+    "vqa": "vqa rows: 'image' or 'images', 'question', and 'answers' (a list of the human answers) or 'answer'.",
+    "yes_no": "yes_no rows: 'image' or 'images', 'question', and 'answer' (yes or no), as in POPE.",
+    "multiple_choice": "multiple_choice rows: optional 'image' or 'images', 'question', 'choices' (a list; or "
+    "MMBench's A/B/C/D columns), 'answer' (a letter, an index into choices, or the choice itself), optional "
+    "'hint' or 'context'.",
+}
+
+
+def conversation(row: dict[str, Any], root: Path | None) -> dict[str, Any]:
+    """A conversational row (`images` + `messages`, or LLaVA's `conversations`) normalised by
+    `compressor.data.normalise`; a question-answer row (vqa / yes_no format) becomes a one-turn conversation."""
+    from compressor.data import normalise
+
+    if "messages" not in row and "conversations" not in row and row.get("question") is not None:
+        answers = row.get("answers")
+        answer = (
+            row.get("answer") if answers is None else (answers[0] if isinstance(answers, list) else answers)
+        )
+        if isinstance(answer, dict):
+            answer = answer.get("answer")
+        if answer is not None:
+            imgs = images(row, root)
+            user = [{"type": "image"} for _ in imgs] + [{"type": "text", "text": str(row["question"])}]
+            messages = [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": [{"type": "text", "text": str(answer)}]},
+            ]
+            return {"images": imgs, "messages": messages}
+    return normalise(dict(row), root)

@@ -1,0 +1,432 @@
+"""Evaluation end to end on tiny LLaVAs: an original against a depth-pruned copy, every task, speed and memory, a
+dataset from the embedded Hub, the command line, and the lmms-eval bridge (without lmms-eval installed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from compressor.errors import CompressorError
+from compressor.evaluate import EvalReport, Evaluate, LmmsEval, Score, TaskResult, lmms, retained, rows, run
+from compressor.evaluate.command import add_parser
+from tests.fixtures_hub import ALICE_WRITE
+
+
+def _quiet(it, _desc):
+    return it
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def models(tiny_saved, tmp_path_factory) -> tuple[Path, Path]:
+    """(original, compressed): a tiny LLaVA and a copy with 30 % of its backbone removed by depth (data-free)."""
+    from compressor import prune
+    from compressor.arch import spec_for
+    from compressor.models import load_model, load_processor
+    from compressor.plan import resolve
+    from compressor.recipe import Prune
+
+    original = tiny_saved("llava")
+    config = json.loads((original / "config.json").read_text())
+    spec, backbone = spec_for(config)
+    model = load_model(original, spec, "float32")
+    plan = resolve(config, spec, backbone, Prune(method="depth", ratio=0.3, scorer="last"))
+    prune.apply(model, spec, backbone, plan, batches=None, progress=_quiet)
+    compressed = tmp_path_factory.mktemp("pruned")
+    model.save_pretrained(compressed)
+    load_processor(original).save_pretrained(compressed)
+    return original, compressed
+
+
+def _write_rows(folder: Path, rows_: list[dict], n_images: int) -> Path:
+    from compressor.tiny import tiny_images
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(tiny_images(n_images, seed=7)):
+        image.save(folder / "images" / f"{i}.png")
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    return folder
+
+
+def yes_no_rows(n: int) -> list[dict]:
+    return [
+        {
+            "image": f"images/{i}.png",
+            "question": "Is there a red square in the image?",
+            "answer": "yes" if i % 2 else "no",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory, models) -> dict[str, Path]:
+    """One small dataset folder per format. VQA's answers are the original's own greedy answers, so the original
+    scores 1.0 and the compressed model's retained % is its accuracy × 100."""
+    from compressor.demo import write_dataset
+    from compressor.evaluate.pair import ModelPair
+    from compressor.tiny import tiny_images
+
+    root = tmp_path_factory.mktemp("eval-data")
+    images = tiny_images(3, seed=7)
+    pair = ModelPair.load(*models)
+    own = [pair.answer(f"What is shown?\n{rows_prompt()}", [img], 4)["original"] for img in images]
+    vqa = [
+        {"image": f"images/{i}.png", "question": "What is shown?", "answers": [own[i]] * 10} for i in range(3)
+    ]
+    choice = [
+        {
+            "image": f"images/{i}.png",
+            "question": "Which shape?",
+            "choices": ["square", "circle", "star"],
+            "answer": i,
+        }
+        for i in range(3)
+    ]
+    return {
+        "vqa": _write_rows(root / "vqa", vqa, 3),
+        "yes_no": _write_rows(root / "yes_no", yes_no_rows(3), 3),
+        "multiple_choice": _write_rows(root / "mc", choice, 3),
+        "conversations": write_dataset(root / "conversations", n=4),
+    }
+
+
+def rows_prompt() -> str:
+    from compressor.evaluate.tasks import SHORT_ANSWER
+
+    return SHORT_ANSWER
+
+
+@pytest.fixture(scope="module")
+def report(models, datasets_dir) -> EvalReport:
+    d = datasets_dir
+    cfg = Evaluate(
+        tasks=[
+            {"name": "vqa", "dataset": str(d["vqa"]), "limit": 3, "max_new_tokens": 4},
+            {"name": "yes_no", "dataset": str(d["yes_no"]), "limit": 3, "max_new_tokens": 4},
+            {
+                "name": "multiple_choice",
+                "dataset": str(d["multiple_choice"]),
+                "limit": 2,
+                "max_new_tokens": 4,
+            },
+            {"name": "perplexity", "dataset": str(d["conversations"]), "limit": 3},
+            {"name": "teacher_agreement", "dataset": str(d["conversations"]), "limit": 3, "seed": 1},
+        ],
+        speed_prompt_tokens=8,
+        speed_new_tokens=6,
+        speed_repeats=2,
+    )
+    return run(models[0], models[1], cfg, progress=_quiet)
+
+
+# ---------------------------------------------------------------------------- every task, end to end
+
+
+def test_every_task_reports_both_models_on_the_same_samples(report):
+    assert [t.name for t in report.tasks] == [
+        "vqa",
+        "yes_no",
+        "multiple_choice",
+        "perplexity",
+        "teacher_agreement",
+    ]
+    assert [t.samples for t in report.tasks] == [3, 3, 2, 3, 3]
+    expected = {
+        "vqa": {"accuracy"},
+        "yes_no": {"accuracy", "precision", "recall", "f1", "yes_ratio", "parsed"},
+        "multiple_choice": {"accuracy", "parsed"},
+        "perplexity": {"perplexity"},
+        "teacher_agreement": {"agreement"},
+    }
+    for task in report.tasks:
+        assert set(task.metrics) == expected[task.name]
+        assert task.split == "test" and task.commit is None and task.seconds > 0
+    assert report.device == "cpu" and report.dtype == "float32"
+
+
+def test_scores_are_in_range_and_retained_follows_the_direction(report):
+    by_name = {t.name: t for t in report.tasks}
+    vqa = by_name["vqa"].metrics["accuracy"]
+    assert vqa.original == 1.0  # the references are the original's own answers
+    assert vqa.retained == pytest.approx(100 * vqa.compressed)
+    agreement = by_name["teacher_agreement"].metrics["agreement"]
+    assert agreement.original == 1.0 and 0.0 <= agreement.compressed < 1.0
+    assert agreement.retained == pytest.approx(100 * agreement.compressed)
+    ppl = by_name["perplexity"].metrics["perplexity"]
+    assert ppl.original > 1 and ppl.compressed > 1 and ppl.higher_is_better is False
+    assert ppl.retained == pytest.approx(100 * ppl.original / ppl.compressed)
+    assert any("tokens scored" in n for n in by_name["perplexity"].notes)
+    for task in report.tasks:
+        for score in task.metrics.values():
+            if task.name != "perplexity":
+                assert 0.0 <= score.original <= 1.0 and 0.0 <= score.compressed <= 1.0
+            assert score.retained == retained(score.original, score.compressed, score.higher_is_better)
+        primary = [s.retained for s in task.metrics.values() if s.primary and s.retained is not None]
+        assert task.retained == (pytest.approx(sum(primary) / len(primary)) if primary else None)
+    counted = [t.retained for t in report.tasks if t.retained is not None]
+    assert report.average_retained == pytest.approx(sum(counted) / len(counted))
+
+
+def test_speed_rows_are_present_and_positive(report):
+    original, compressed = report.speed_of("original"), report.speed_of("compressed")
+    for row in (original, compressed):
+        assert row.prefill_ms_min > 0 and row.prefill_ms_median >= row.prefill_ms_min
+        assert row.decode_tokens_per_s_best >= row.decode_tokens_per_s_median > 0
+        assert row.disk_bytes > 0 and row.peak_memory_bytes > 0 and row.memory_method
+        assert (row.prompt_tokens, row.new_tokens, row.repeats) == (8, 6, 2)
+    assert compressed.params_backbone < original.params_backbone
+    assert compressed.params_total < original.params_total
+    assert compressed.disk_bytes < original.disk_bytes
+    assert "interleaved" in report.speed_method and report.timings["speed"] > 0
+
+
+def test_report_is_json_and_renders_a_table(report):
+    data = json.loads(json.dumps(report.model_dump(mode="json")))
+    assert EvalReport.model_validate(data) == report
+    table = report.table()
+    for text in ("teacher_agreement", "perplexity *", "average retained", "decode tokens/s, median"):
+        assert text in table
+
+
+# ---------------------------------------------------------------------------- arithmetic and row formats
+
+
+def test_retained_arithmetic():
+    assert retained(0.5, 0.4, True) == pytest.approx(80.0)
+    assert retained(10.0, 12.5, False) == pytest.approx(80.0)  # perplexity: original / compressed
+    assert retained(0.0, 0.3, True) is None and retained(0.5, 0.5, None) is None
+    task = TaskResult.build(
+        {
+            "accuracy": Score.of(0.5, 0.45, True, True),  # 90 %
+            "f1": Score.of(0.8, 0.88, True, True),  # 110 %
+            "yes_ratio": Score.of(0.5, 0.7, None, False),
+        },
+        name="yes_no",
+        task="yes_no",
+        samples=10,
+    )
+    assert task.retained == pytest.approx(100.0)
+
+
+def test_row_formats_accept_common_hub_layouts():
+    assert rows.vqa({"question": "q", "answers": [{"answer": "a"}, {"answer": "b"}]}) == ("q", ["a", "b"])
+    assert rows.vqa({"question": "q", "answer": "cat"}) == ("q", ["cat"])  # GQA
+    assert rows.yes_no({"question": "q", "answer": "Yes"}) == ("q", "yes")  # POPE
+    sqa = {"question": "q", "choices": ["x", "y", "z"], "answer": 2, "hint": "ctx"}  # ScienceQA
+    assert rows.multiple_choice(sqa) == ("q", ["x", "y", "z"], "C", "ctx")
+    mmb = {"question": "q", "A": "x", "B": "y", "C": "z", "D": None, "answer": "B", "hint": None}  # MMBench
+    assert rows.multiple_choice(mmb) == ("q", ["x", "y", "z"], "B", None)
+    assert rows.multiple_choice({"question": "q", "choices": ["x", "y"], "answer": "y"})[2] == "B"
+    with pytest.raises(CompressorError, match="yes_no answer 'maybe' must be yes or no"):
+        rows.yes_no({"question": "q", "answer": "maybe"})
+    with pytest.raises(CompressorError, match="needs 'question'"):
+        rows.vqa({"prompt": "q", "answers": ["a"]})
+    assert rows.pick(10, 3, None) == [0, 1, 2] and sorted(rows.pick(10, 3, 5)) == sorted(
+        set(rows.pick(10, 3, 5))
+    )
+
+
+def test_unknown_task_name_suggests_the_closest():
+    with pytest.raises(ValidationError, match=r"unknown eval task 'vqq' \(did you mean 'vqa'\?\)"):
+        Evaluate.model_validate({"tasks": [{"name": "vqq", "dataset": "x"}]})
+    with pytest.raises(ValidationError, match="extra"):
+        Evaluate.model_validate({"speed": True, "sped_repeats": 3})
+
+
+# ---------------------------------------------------------------------------- Hub data and the command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compressor")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_eval_command_on_a_hub_dataset(hub_server, models, repo_name, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=ALICE_WRITE)
+    data_id = f"alice/{repo_name}-pope"
+    api.create_repo(data_id, repo_type="dataset", private=True)
+    commit = api.upload_folder(
+        repo_id=data_id, repo_type="dataset", folder_path=_write_rows(tmp_path / "pope", yes_no_rows(4), 4)
+    ).oid
+    monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+    out = tmp_path / "reports" / "eval.json"
+    args = _parser().parse_args(
+        ["eval", str(models[0]), str(models[1]), "--task", f"yes_no={data_id}", "--limit", "2"]
+        + ["--max-new-tokens", "3", "--no-speed", "--out", str(out)]
+    )
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "yes_no (2)" in printed and str(out) in printed
+    saved = json.loads(out.read_text())
+    task = saved["tasks"][0]
+    assert (task["dataset"], task["commit"], task["samples"], task["limit"]) == (data_id, commit, 2, 2)
+    assert saved["speed"] == [] and ALICE_WRITE not in out.read_text() + printed
+
+
+def test_eval_command_errors(models, tmp_path):
+    def config(*argv):
+        from compressor.evaluate.command import config_from_args
+
+        return config_from_args(_parser().parse_args(["eval", "a", "b", *argv]))
+
+    with pytest.raises(CompressorError, match=r"unknown eval task 'vqq' \(did you mean 'vqa'\?\)"):
+        config("--task", "vqq=some/data")
+    with pytest.raises(CompressorError, match="must be NAME=DATASET"):
+        config("--task", "vqa")
+    with pytest.raises(CompressorError, match="nothing to evaluate"):
+        config("--no-speed")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {source: x}\nevaluate:\n  speed: false\n  tasks:\n    - {name: vqa, dataset: d, limit: 5}\n"
+    )
+    cfg = config("--recipe", str(recipe), "--limit", "2")
+    assert not cfg.speed and [(t.name, t.dataset, t.limit) for t in cfg.tasks] == [("vqa", "d", 2)]
+
+
+# ---------------------------------------------------------------------------- the lmms-eval bridge
+
+
+def test_lmms_eval_command_line():
+    cfg = LmmsEval(limit=8, model_args="dtype=bfloat16")
+    assert lmms.command(cfg, "llava", "/models/a", "/out/original", "cuda:0") == [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "llava_hf",
+        "--model_args",
+        "pretrained=/models/a,dtype=bfloat16",
+        "--tasks",
+        "gqa,scienceqa_img,textvqa_val,pope,mme,mmbench_en",
+        "--batch_size",
+        "1",
+        "--output_path",
+        "/out/original",
+        "--limit",
+        "8",
+        "--device",
+        "cuda:0",
+    ]
+    assert lmms.command(LmmsEval(), "gemma3", "m", "o", None)[4] == "huggingface"
+    assert lmms.command(
+        LmmsEval(model="qwen2_vl", tasks=["pope"], python="/env/bin/python"), "qwen2_vl", "m", "o", None
+    )[:8] == [
+        "/env/bin/python",
+        "-m",
+        "lmms_eval",
+        "--model",
+        "qwen2_vl",
+        "--model_args",
+        "pretrained=m",
+        "--tasks",
+    ]
+
+
+def _results(folder: Path, scale: float) -> Path:
+    """A results file in lmms-eval's layout: OUTPUT/<sanitised model name>/<date>_results.json."""
+    data = {
+        "results": {
+            "pope": {
+                "alias": "pope",
+                "pope_accuracy,none": 0.86 * scale,
+                "pope_accuracy_stderr,none": "N/A",
+                "pope_f1_score,none": 0.85 * scale,
+                "pope_yes_ratio,none": 0.5,
+            },
+            "mme": {
+                "alias": "mme",
+                "mme_percetion_score,none": 1500.0 * scale,
+                "mme_cognition_score,none": 300.0,
+            },
+            "mmbench_en_dev": {"alias": "mmbench_en_dev", "submission,none": "/tmp/submission.xlsx"},
+        },
+        "higher_is_better": {
+            "pope": {"pope_accuracy": True, "pope_f1_score": True, "pope_yes_ratio": True},
+            "mme": {"mme_percetion_score": True, "mme_cognition_score": True},
+            "mmbench_en_dev": {"submission": True},
+        },
+        "n-samples": {
+            "pope": {"original": 9000, "effective": 100},
+            "mme": {"original": 2374, "effective": 100},
+        },
+        "config": {"model": "llava_hf", "model_args": "pretrained=x", "limit": 100.0},
+    }
+    path = folder / "models__x" / "20250101_120000_results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_lmms_eval_results_become_task_results(tmp_path):
+    _results(tmp_path / "original", 1.0)
+    _results(tmp_path / "compressed", 0.9)
+    parsed = {s: lmms.parse_results(lmms.find_results(tmp_path / s)) for s in ("original", "compressed")}
+    assert parsed["original"]["pope"]["metrics"] == {
+        "pope_accuracy": 0.86,
+        "pope_f1_score": 0.85,
+        "pope_yes_ratio": 0.5,
+    }
+    results = {r.name: r for r in lmms.compare(parsed["original"], parsed["compressed"], LmmsEval(limit=100))}
+    pope, mme = results["pope"], results["mme"]
+    assert pope.metrics["pope_f1_score"].primary and not pope.metrics["pope_accuracy"].primary
+    assert pope.metrics["pope_yes_ratio"].retained is None
+    assert pope.retained == pytest.approx(90.0) and pope.samples == 100 and pope.task == "lmms_eval"
+    assert mme.metrics["mme_percetion_score"].primary and not mme.metrics["mme_cognition_score"].primary
+    assert mme.retained == pytest.approx(90.0)
+    assert results["mmbench_en_dev"].metrics == {} and results["mmbench_en_dev"].notes
+
+
+def test_lmms_eval_missing_is_a_clear_error(models, tmp_path):
+    with pytest.raises(CompressorError, match="lmms-eval is not installed.*pip install lmms-eval"):
+        lmms.check_installed(LmmsEval())
+    # run() checks before loading any weights
+    with pytest.raises(CompressorError, match="lmms-eval is not installed"):
+        run(models[0], models[1], Evaluate(speed=False, lmms_eval=LmmsEval()))
+    with pytest.raises(CompressorError, match="cannot be run"):
+        lmms.check_installed(LmmsEval(python=str(tmp_path / "no-python")))
+
+
+FAKE_LMMS_EVAL = '''
+"""A stand-in for `python -m lmms_eval`: reads the CLI lmms-eval documents and writes a results file in its
+layout, scoring POPE F1 as (decoder layers of the model) / 10."""
+import argparse, json, pathlib
+p = argparse.ArgumentParser()
+for flag in ("--model", "--model_args", "--tasks", "--batch_size", "--output_path", "--limit", "--device"):
+    p.add_argument(flag)
+a = p.parse_args()
+pretrained = dict(kv.split("=", 1) for kv in a.model_args.split(","))["pretrained"]
+layers = json.loads((pathlib.Path(pretrained) / "config.json").read_text())["text_config"]["num_hidden_layers"]
+out = pathlib.Path(a.output_path) / "model" / "20250101_000000_results.json"
+out.parent.mkdir(parents=True)
+results = {t: {"alias": t, "pope_f1_score,none": layers / 10} for t in a.tasks.split(",")}
+n = {t: {"original": 9000, "effective": int(a.limit)} for t in a.tasks.split(",")}
+out.write_text(json.dumps({"results": results, "n-samples": n, "higher_is_better": {}}))
+'''
+
+
+def test_lmms_eval_bridge_runs_both_models_and_compares(models, tmp_path):
+    """The whole bridge against a stand-in lmms_eval package, run through its own interpreter setting."""
+    package = tmp_path / "site" / "lmms_eval"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_LMMS_EVAL)
+    python = tmp_path / "python-with-lmms-eval"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    cfg = LmmsEval(tasks=["pope"], limit=5, python=str(python), output_dir=str(tmp_path / "lmms-out"))
+    (result,) = lmms.run(models[0], models[1], "llava", cfg)
+    f1 = result.metrics["pope_f1_score"]
+    assert (f1.original, f1.compressed) == (0.6, 0.4)  # 6 layers, 4 after removing 30 % by depth
+    assert result.retained == pytest.approx(100 * 4 / 6) and result.samples == 5
+    assert sorted(p.name for p in (tmp_path / "lmms-out").iterdir()) == ["compressed", "original"]
