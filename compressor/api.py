@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,219 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
 
     commit_output(out, write)
     return report
+
+
+# ---------------------------------------------------------------------------- the whole pipeline
+
+STAGES = ("plan", "prune", "recover", "eval", "card", "push")
+
+
+class RunFolder:
+    """The run folder's files: each stage leaves its record, so a rerun resumes after the last one."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.reports = self.root / "reports"
+
+    recipe = property(lambda self: self.root / "recipe.yaml")
+    plan = property(lambda self: self.root / "plan.json")
+    source = property(lambda self: self.root / "source.json")
+    pruned = property(lambda self: self.root / "pruned")
+    recovered = property(lambda self: self.root / "recovered")
+
+    def report(self, stage: str) -> Path:
+        return self.reports / f"{stage}.json"
+
+    def done(self, stage: str) -> bool:
+        return self.report(stage).is_file()
+
+    def final_model(self) -> Path:
+        return self.recovered if self.done("train") else self.pruned
+
+    def write_json(self, path: Path, data: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+
+
+def _source_license(folder: Path) -> str | None:
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(readme).data.to_dict().get("license")
+    except Exception:  # a malformed card only loses the license line
+        return None
+
+
+def _start_run(recipe: Recipe, run: RunFolder) -> None:
+    from compressor.recipe import dump_recipe
+
+    text = dump_recipe(recipe)
+    if run.recipe.is_file():
+        if run.recipe.read_text() != text:
+            raise CompressorError(
+                f"{run.root} holds a run of a different recipe ({run.recipe}); use another --run-dir, "
+                "or delete that folder to start over"
+            )
+        log.info("resuming the run in %s", run.root)
+    else:
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.recipe.write_text(text)
+
+
+def run(recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=None) -> dict[str, Any]:
+    """pull → plan → prune → recover → eval → card → push, resuming after the last finished stage.
+
+    `on_stage(stage, state)` is called with state "start", "skip" (already done) or "done".
+    Returns the run's summary: stages done, final model folder, and the pushed URL if any.
+    """
+    from compressor import hub
+
+    run_ = RunFolder(run_dir)
+    notify = on_stage or (lambda stage, state: log.info("%s: %s", stage, state))
+    if recipe.publish is not None:  # before any heavy work: a bad token fails now, not after training
+        user = hub.check_token(token, write=True)
+        log.info("pushing as %s to %s", user, recipe.publish.repo_id)
+    _start_run(recipe, run_)
+    m = recipe.model
+
+    def stage(name: str, done: bool) -> bool:
+        notify(name, "skip" if done else "start")
+        return not done
+
+    if stage("plan", run_.plan.is_file() and run_.source.is_file()):
+        plan_, commit = _plan_at(recipe, token)
+        local, _ = hub.pull(m.source, revision=commit or m.revision, token=token, allow_pickle=m.allow_pickle)
+        run_.write_json(
+            run_.source,
+            {
+                "id": m.source,
+                "revision": m.revision,
+                "commit": commit,
+                "license": _source_license(Path(local)),
+                "calibration": recipe.prune.calibration.dataset,
+            },
+        )
+        run_.write_json(run_.plan, plan_.model_dump(mode="json"))
+        notify("plan", "done")
+    source = json.loads(run_.source.read_text())
+    pinned = recipe.model_copy(
+        update={"model": m.model_copy(update={"revision": source["commit"] or m.revision})}
+    )
+
+    if stage("prune", run_.done("prune")):
+        report = prune(pinned, run_.pruned, token=token, overwrite=True)
+        run_.write_json(run_.report("prune"), json.loads((run_.pruned / PRUNE_REPORT).read_text()))
+        log.info("pruned: %s", report.plan.table().splitlines()[2])
+        notify("prune", "done")
+
+    if recipe.recover is not None and stage("recover", run_.done("train")):
+        from compressor import recover
+        from compressor.recover import TRAIN_REPORT, checkpoint_dir
+
+        resume = checkpoint_dir(run_.recovered).is_dir() and any(
+            checkpoint_dir(run_.recovered).glob("checkpoint-*")
+        )
+        recover.run(
+            run_.pruned,
+            m.source,
+            recipe.recover,
+            None,
+            run_.recovered,
+            resume=resume,
+            token=token,
+            overwrite=True,
+            teacher_revision=source["commit"] or m.revision,
+            trust_remote_code=m.trust_remote_code,
+        )
+        run_.write_json(run_.report("train"), json.loads((run_.recovered / TRAIN_REPORT).read_text()))
+        notify("recover", "done")
+
+    final = run_.final_model()
+    if recipe.evaluate is not None and stage("eval", run_.done("eval")):
+        from compressor import evaluate
+
+        original, _ = hub.pull(
+            m.source, revision=source["commit"] or m.revision, token=token, allow_pickle=m.allow_pickle
+        )
+        report = evaluate.run(
+            original,
+            final,
+            recipe.evaluate,
+            token=token,
+            dtype=m.dtype,
+            trust_remote_code=m.trust_remote_code,
+        )
+        run_.write_json(run_.report("eval"), report.model_dump(mode="json"))
+        notify("eval", "done")
+
+    repo_id = recipe.publish.repo_id if recipe.publish else None
+    if stage("card", (final / "README.md").is_file()):
+        card(run_.root, repo_id)
+        notify("card", "done")
+
+    url = None
+    if recipe.publish is not None and stage("push", run_.done("push")):
+        p = recipe.publish
+        url = hub.push(
+            final,
+            p.repo_id,
+            token=token,
+            private=p.private,
+            overwrite=p.overwrite,
+            commit_message=f"compressor: {recipe.prune.method} pruning of {m.source}",
+        )
+        run_.write_json(run_.report("push"), {"repo_id": p.repo_id, "url": url})
+        notify("push", "done")
+    elif run_.done("push"):
+        url = json.loads(run_.report("push").read_text())["url"]
+    return {
+        "run_dir": str(run_.root),
+        "model": str(final),
+        "url": url,
+        "stages": [s for s in ("prune", "train", "eval", "push") if run_.done(s)],
+    }
+
+
+def card(run_dir: str | Path, repo_id: str | None = None) -> str:
+    """Render the model card from the run folder's files into the final model folder; returns it.
+
+    The recipe and the evaluation report travel with the model, beside the card.
+    """
+    from compressor.card import render, validate
+
+    run_ = RunFolder(run_dir)
+    content = render(run_.root, repo_id)
+    validate(content)
+    final = run_.final_model()
+    shutil.copyfile(run_.recipe, final / "recipe.yaml")
+    if run_.done("eval"):
+        shutil.copyfile(run_.report("eval"), final / "eval_report.json")
+    (final / "README.md").write_text(content)
+    return content
+
+
+def push(
+    run_dir: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    overwrite: bool = False,
+) -> str:
+    """Push the run's final model folder, with a card naming `repo_id`, in one commit; returns the URL."""
+    from compressor import hub
+
+    run_ = RunFolder(run_dir)
+    hub.check_token(token, write=True)
+    card(run_.root, repo_id)
+    source = json.loads(run_.source.read_text()) if run_.source.is_file() else {}
+    message = f"compressor: pruned from {source.get('id', 'a model')}"
+    url = hub.push(
+        run_.final_model(), repo_id, token=token, private=private, overwrite=overwrite, commit_message=message
+    )
+    run_.write_json(run_.report("push"), {"repo_id": repo_id, "url": url})
+    return url

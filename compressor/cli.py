@@ -152,6 +152,40 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from compressor import api
+
+    recipe = load_recipe(args.recipe)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    summary = api.run(recipe, run_dir, token=_token(args))
+    eval_report = api.RunFolder(run_dir).report("eval")
+    if eval_report.is_file():
+        from compressor.evaluate.report import EvalReport
+
+        print(EvalReport.model_validate_json(eval_report.read_text()).table())
+    print(f"model: {summary['model']}")
+    if summary["url"]:
+        print(f"pushed: {summary['url']}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from compressor import api
+
+    print(api.card(args.run_dir, args.repo_id))
+    return 0
+
+
+def cmd_push(args) -> int:
+    from compressor import api
+
+    url = api.push(
+        args.run_dir, args.repo_id, token=_token(args), private=args.private, overwrite=args.overwrite
+    )
+    print(f"pushed: {url}")
+    return 0
+
+
 def cmd_serve_hub(args) -> int:
     from compressor import hubserver
 
@@ -189,6 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=cmd_prune)
 
+    from compressor.evaluate.command import add_parser as add_eval
+    from compressor.recover.command import add_parser as add_recover
+
+    add_recover(sub)
+    add_eval(sub)
+
+    p = sub.add_parser("run", help="the whole pipeline: plan, prune, recover, eval, card, push (resumable)")
+    p.add_argument("recipe", help="recipe .yaml")
+    p.add_argument(
+        "--run-dir", help="run folder (default runs/RECIPE_NAME); a rerun resumes after the last stage"
+    )
+    p.add_argument(
+        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("card", help="(re-)render the model card of a run folder and print it")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", help="the repo the card will live in (for its title and usage lines)")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("push", help="push a run folder's final model with its card, in one commit")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", required=True, help="owner/name on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty repo")
+    p.add_argument(
+        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
+    )
+    p.set_defaults(func=cmd_push)
+
     p = sub.add_parser(
         "serve-hub", help="run the embedded Hub-compatible server (tests, demo)", add_help=False
     )
@@ -204,9 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+        force=True,
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "urllib3",
+        "filelock",
+        "huggingface_hub",
+        "compressor.hubserver",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)

@@ -3,8 +3,11 @@
 The default is a tiny LLaVA (Llama backbone + CLIP vision tower, 0.3 M parameters) with a locally built
 tokenizer and processor, trained for a few hundred steps on generated pictures of coloured squares and
 circles until it names them right, so pruning and recovery change something measurable. It is built once
-and cached (`$COMPRESSOR_CACHE`, default `~/.cache/compressor`). The demo prints the plan, prunes,
-reloads the checkpoint with plain transformers, and prints the before/after table.
+and cached (`$COMPRESSOR_CACHE`, default `~/.cache/compressor`).
+
+The demo starts the embedded Hub in-process, publishes the default model and its datasets there, runs
+`compressor/demo.yaml` (plan, prune, a short recovery, eval, card, push), loads the pushed model back
+through the Hub into a fresh cache, and prints the card and the before/after table.
 """
 
 from __future__ import annotations
@@ -13,48 +16,88 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VERSION = "embedded-default-v1"
-TRAIN_ROWS, HELD_OUT_ROWS = 160, 32
+DEFAULT_VERSION = "embedded-default-v2"
+TRAIN_ROWS, EVAL_ROWS = 192, 64
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
 
 
-def write_dataset(folder: Path, n: int = 24, seed: int = 0) -> Path:
-    """A local dataset folder in TRL's conversational vision format: data.jsonl + PNG files."""
-    import random
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's evaluation prompt
 
+
+def _picture(rng) -> tuple[Any, str, str]:
     from PIL import Image, ImageDraw
 
-    rng = random.Random(seed)
+    color, shape = rng.choice(sorted(COLORS)), rng.choice(SHAPES)
+    img = Image.new("RGB", (32, 32), (250, 250, 250))
+    draw = ImageDraw.Draw(img)
+    (draw.rectangle if shape == "square" else draw.ellipse)((6, 6, 26, 26), fill=COLORS[color])
+    return img, color, shape
+
+
+def _question(rng, color: str, shape: str) -> tuple[str, str, str]:
+    """(kind, question, answer): what colour, what shape, or a yes/no question about the colour."""
+    kind = rng.choice(("color", "shape", "yes_no"))
+    if kind == "color":
+        return kind, "What color is the shape?", color
+    if kind == "shape":
+        return kind, "What shape is it?", shape
+    asked = color if rng.random() < 0.5 else rng.choice(sorted(set(COLORS) - {color}))
+    return kind, f"Is the shape {asked}?", "yes" if asked == color else "no"
+
+
+def _write(folder: Path, rows: list[dict[str, Any]], images: list[Any]) -> Path:
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
+    for i, img in enumerate(images):
+        img.save(folder / f"images/{i:03d}.png")
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def write_dataset(folder: Path, n: int = 24, seed: int = 0) -> Path:
+    """Conversations in TRL's conversational vision format (data.jsonl + PNGs): questions about the colour
+    and the shape of one coloured square or circle, answered in a word, as LLaVA-1.5's evaluation asks."""
+    import random
+
+    rng = random.Random(seed)
+    rows, images = [], []
     for i in range(n):
-        color = rng.choice(sorted(COLORS))
-        shape = rng.choice(SHAPES)
-        img = Image.new("RGB", (32, 32), (250, 250, 250))
-        draw = ImageDraw.Draw(img)
-        box = (6, 6, 26, 26)
-        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLORS[color])
-        name = f"images/{i:03d}.png"
-        img.save(folder / name)
+        img, color, shape = _picture(rng)
+        _, question, answer = _question(rng, color, shape)
+        images.append(img)
+        user = [{"type": "image"}, {"type": "text", "text": f"{question}\n{SHORT_ANSWER}"}]
         rows.append(
             {
-                "images": [name],
+                "images": [f"images/{i:03d}.png"],
                 "messages": [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}],
-                    },
-                    {"role": "assistant", "content": [{"type": "text", "text": f"A {color} {shape}."}]},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": [{"type": "text", "text": answer.capitalize()}]},
                 ],
             }
         )
-    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return _write(folder, rows, images)
+
+
+def write_eval_sets(folder: Path, n: int = 32, seed: int = 1) -> dict[str, Path]:
+    """Held-out pictures as eval rows: `vqa` (question, answers) and `yes_no` (POPE-style question, answer)."""
+    import random
+
+    rng = random.Random(seed)
+    sets: dict[str, tuple[list, list]] = {"vqa": ([], []), "yes_no": ([], [])}
+    for _ in range(n):
+        img, color, shape = _picture(rng)
+        kind, question, answer = _question(rng, color, shape)
+        rows, images = sets["yes_no" if kind == "yes_no" else "vqa"]
+        row = {"image": f"images/{len(images):03d}.png", "question": question}
+        row.update({"answer": answer} if kind == "yes_no" else {"answers": [answer]})
+        rows.append(row)
+        images.append(img)
+    return {name: _write(folder / f"shapes-{name}", rows, images) for name, (rows, images) in sets.items()}
 
 
 def answer_only_batch(processor, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -88,7 +131,7 @@ def train_default(
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     processor = AutoProcessor.from_pretrained(model_dir)
     rows = load_rows(str(data_dir))
-    train = [rows[i] for i in range(TRAIN_ROWS)]
+    train = [rows[i] for i in range(len(rows))]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     model.train()
@@ -104,21 +147,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor") / DEFAULT_VERSION
 
 
-def build_default(cache: Path | None = None) -> tuple[Path, Path]:
-    """The embedded default model folder and its dataset folder, built once and cached.
+@dataclass(frozen=True)
+class Default:
+    """The embedded default: the model, its training conversations and two held-out eval sets."""
 
-    The first `TRAIN_ROWS` rows trained the model; the last `HELD_OUT_ROWS` are held out for evaluation.
-    """
+    model: Path
+    data: Path
+    vqa: Path
+    yes_no: Path
+
+
+def build_default(cache: Path | None = None) -> Default:
+    """The embedded default, built once and cached (rebuilt only when `DEFAULT_VERSION` changes)."""
     from compressor.tiny import save_family
 
     cache = cache or cache_dir()
-    model_dir, data_dir = cache / "tiny-llava", cache / "shapes"
-    if (model_dir / "config.json").exists() and (data_dir / "data.jsonl").exists():
-        return model_dir, data_dir
+    default = Default(cache / "tiny-llava", cache / "shapes", cache / "shapes-vqa", cache / "shapes-yes_no")
+    if all((p / name).exists() for p, name in zip(astuple(default), ("config.json", *["data.jsonl"] * 3))):
+        return default
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache.parent))
     try:
-        write_dataset(tmp / "shapes", n=TRAIN_ROWS + HELD_OUT_ROWS)
+        write_dataset(tmp / "shapes", n=TRAIN_ROWS)
+        write_eval_sets(tmp, n=EVAL_ROWS)
         save_family("llava", tmp / "tiny-llava", seed=0)
         print("building the embedded default: training a tiny LLaVA to name shapes (once, ~1 min on 2 cores)")
         train_default(tmp / "tiny-llava", tmp / "shapes")
@@ -126,91 +177,89 @@ def build_default(cache: Path | None = None) -> tuple[Path, Path]:
         tmp.rename(cache)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return model_dir, data_dir
+    return default
 
 
-def _disk_mb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+RECIPE = Path(__file__).with_name("demo.yaml")
+TOKEN = "hf_demo_write_token"  # of the embedded Hub's one user, `demo`; it exists only in this process
 
 
-def compare(
-    original_dir: Path, pruned_dir: Path, data_dir: Path, num_samples: int = 8
-) -> list[tuple[str, Any, Any]]:
-    """Before/after rows: shape, parameters, disk size, and top-1 agreement with the original's next tokens."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def _point_client_at(url: str, workdir: Path) -> None:
+    """HF_ENDPOINT is read when huggingface_hub is imported: it must be set before anything imports it."""
+    import sys
 
-    from compressor.arch import spec_for
-    from compressor.data import load_rows
-    from compressor.plan import count_params
-    from compressor.prune.calibration import encode
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
 
-    a = AutoModelForImageTextToText.from_pretrained(original_dir).eval()
-    b = AutoModelForImageTextToText.from_pretrained(pruned_dir).eval()
-    processor = AutoProcessor.from_pretrained(pruned_dir)
-    spec, _ = spec_for(a.config.to_dict())
-    rows = load_rows(str(data_dir))
-    agree = total = 0
-    with torch.no_grad():
-        for i in range(min(num_samples, len(rows))):
-            enc = encode(processor, rows[i], a.config)
-            enc.pop("labels")
-            top_a = a(**enc).logits.argmax(-1)
-            top_b = b(**enc).logits.argmax(-1)
-            agree += int((top_a == top_b).sum())
-            total += top_a.numel()
-    ta, tb = a.config.get_text_config(), b.config.get_text_config()
-    ca, cb = count_params(a, spec), count_params(b, spec)
-    return [
-        ("decoder layers", ta.num_hidden_layers, tb.num_hidden_layers),
-        (
-            "query heads / KV groups",
-            f"{ta.num_attention_heads} / {ta.num_key_value_heads}",
-            f"{tb.num_attention_heads} / {tb.num_key_value_heads}",
-        ),
-        ("MLP intermediate", ta.intermediate_size, tb.intermediate_size),
-        ("language backbone params", ca["backbone"], cb["backbone"]),
-        ("whole model params", ca["total"], cb["total"]),
-        ("safetensors on disk (MB)", f"{_disk_mb(original_dir):.2f}", f"{_disk_mb(pruned_dir):.2f}"),
-        ("top-1 agreement with original", "100.0%", f"{100 * agree / max(total, 1):.1f}%"),
-    ]
+        if url != constants.ENDPOINT:
+            raise RuntimeError(
+                "the demo must start before huggingface_hub is imported (it points it at its own Hub)"
+            )
+    os.environ.update(
+        HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HOME=str(workdir / "hf-home"), HF_TOKEN=TOKEN
+    )
 
 
-def format_rows(rows: list[tuple[str, Any, Any]]) -> str:
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  {'original':>14}  {'pruned':>14}"]
-    lines += [f"{name:{width}}  {str(x):>14}  {str(y):>14}" for name, x, y in rows]
-    return "\n".join(lines)
+def _publish_inputs(default: Default) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=TOKEN)
+    api.create_repo("demo/tiny-llava", exist_ok=True)
+    api.upload_folder(repo_id="demo/tiny-llava", folder_path=default.model, commit_message="embedded default")
+    api.upload_file(
+        path_or_fileobj=b"---\nlicense: apache-2.0\n---\n# tiny-llava\n",
+        path_in_repo="README.md",
+        repo_id="demo/tiny-llava",
+    )
+    for name, folder in (
+        ("shapes", default.data),
+        ("shapes-vqa", default.vqa),
+        ("shapes-yes_no", default.yes_no),
+    ):
+        api.create_repo(f"demo/{name}", repo_type="dataset", exist_ok=True)
+        api.upload_folder(repo_id=f"demo/{name}", repo_type="dataset", folder_path=folder)
 
 
 def run(workdir: Path | None = None) -> int:
-    from compressor import api
-    from compressor.recipe import parse_recipe
+    """Embedded Hub → pull → plan → prune → recover → eval → card → push → load back through the Hub."""
+    import socket
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="compressor-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model_dir, data_dir = build_default()
-    print(f"embedded default: {model_dir} (tiny LLaVA, built locally)\ncalibration data: {data_dir}\n")
-    for method, scorer in (("depth", "block_influence"), ("width", "taylor")):
-        recipe = parse_recipe(
-            {
-                "model": {"source": str(model_dir)},
-                "prune": {
-                    "method": method,
-                    "ratio": 0.3,
-                    "scorer": scorer,
-                    "round_to": 16,
-                    "calibration": {"dataset": str(data_dir), "num_samples": 8},
-                },
-            },
-            "demo",
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _point_client_at(f"http://127.0.0.1:{port}", workdir)
+
+    from compressor import api, hubserver
+    from compressor.evaluate.report import EvalReport
+    from compressor.recipe import load_recipe
+
+    default = build_default()
+    server = hubserver.serve(port, workdir / "hub-data", {TOKEN: {"user": "demo", "role": "write"}})
+    try:
+        print(f"embedded Hub at {server.url}; embedded default model {default.model}")
+        _publish_inputs(default)
+        recipe = load_recipe(RECIPE)
+        print(f"\n== recipe ({RECIPE})\n{RECIPE.read_text()}")
+        print(f"== plan\n{api.plan(recipe, token=TOKEN).table()}\n")
+        summary = api.run(recipe, workdir / "run", token=TOKEN)
+        repo_id = recipe.publish.repo_id
+        print(f"\n== pushed {summary['url']}; loading it back through the Hub into a fresh cache")
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            repo_id, cache_dir=workdir / "fresh-cache", token=TOKEN
         )
-        print(f"== plan ({method})\n{api.plan(recipe).table()}\n")
-        out = workdir / f"pruned-{method}"
-        report = api.prune(recipe, out, overwrite=True)
-        if report.dropped_layers is not None:
-            print(f"dropped layers (by {scorer}): {report.dropped_layers}")
+        text = model.config.get_text_config()
         print(
-            f"== before / after ({method}, reloaded from {out})\n{format_rows(compare(model_dir, out, data_dir))}\n"
+            f"loaded {repo_id}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"{text.num_attention_heads} heads, MLP {text.intermediate_size}"
         )
+        card = (Path(summary["model"]) / "README.md").read_text()
+        print(f"\n== model card\n{card}")
+        report = EvalReport.model_validate_json((workdir / "run" / "reports" / "eval.json").read_text())
+        print(f"== before / after\n{report.table()}")
+    finally:
+        server.shutdown()
     return 0

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from compressor.errors import CompressorError
+from compressor.evaluate.config import Evaluate
+from compressor.recover.config import Recover
 
 DEPTH_SCORERS = ("block_influence", "angular", "last")
 WIDTH_SCORERS = ("taylor", "activation", "magnitude")
@@ -117,9 +119,29 @@ class Prune(_Strict):
         return self.calibration.num_samples or DEFAULT_NUM_SAMPLES[self.method]
 
 
+class Publish(_Strict):
+    repo_id: str = Field(description="Hub repo to push the compressed model to (owner/name).")
+    private: bool = Field(False, description="Create the repo private.")
+    overwrite: bool = Field(False, description="Replace the files of a non-empty repo (one commit).")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _owner_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError(f"repo_id {v!r} must be owner/name, e.g. alice/llava-1.5-7b-depth30")
+        return v
+
+
 class Recipe(_Strict):
     model: ModelSource
     prune: Prune
+    recover: Recover | None = Field(
+        None, description="Recovery training; omit to publish the pruned model as is."
+    )
+    evaluate: Evaluate | None = Field(None, description="Evaluation of original against compressed.")
+    publish: Publish | None = Field(None, description="Where to push; omit to stop after the model card.")
 
 
 def _format_errors(err: ValidationError, where: str) -> str:
@@ -158,7 +180,7 @@ def load_recipe(path: str | Path) -> Recipe:
 def dump_recipe(recipe: Recipe) -> str:
     import yaml
 
-    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_unset=True), sort_keys=False)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,308 @@
+"""The model card, rendered only from the run folder's files (so it can be re-rendered without re-running).
+
+Reads `recipe.yaml`, `plan.json`, `source.json` and `reports/{prune,train,eval}.json`; writes nothing.
+Front matter goes through `huggingface_hub.ModelCardData`, so it is what the Hub expects.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+CITATION = """@inproceedings{huang2025investigating,
+  title     = {Investigating Structural Pruning and Recovery Techniques for Compressing Multimodal Large Language Models: An Empirical Study},
+  author    = {Huang, Yiran and Thede, Lukas and Mancini, Massimiliano and Xu, Wenjia and Akata, Zeynep},
+  booktitle = {German Conference on Pattern Recognition (GCPR)},
+  year      = {2025},
+  eprint    = {2507.20749},
+  archivePrefix = {arXiv}
+}"""
+
+TASK_TYPES = {  # the Hub's task types, for model-index
+    "vqa": "visual-question-answering",
+    "yes_no": "visual-question-answering",
+    "multiple_choice": "multiple-choice",
+    "perplexity": "text-generation",
+    "teacher_agreement": "text-generation",
+    "lmms_eval": "image-text-to-text",
+}
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Everything the card needs, from the run folder's files."""
+    run = Path(run_dir)
+    if not (run / "recipe.yaml").is_file() or not (run / "reports" / "prune.json").is_file():
+        raise CompressorError(
+            f"{run} is not a finished run folder (recipe.yaml and reports/prune.json are missing): "
+            "run `compressor run RECIPE.yaml` first"
+        )
+    return {
+        "recipe_yaml": (run / "recipe.yaml").read_text(),
+        "plan": _read(run / "plan.json"),
+        "source": _read(run / "source.json") or {},
+        "prune": _read(run / "reports" / "prune.json"),
+        "train": _read(run / "reports" / "train.json"),
+        "eval": _read(run / "reports" / "eval.json"),
+    }
+
+
+def _fmt_params(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}%"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _dataset_name(dataset: str | None) -> str | None:
+    """A Hub dataset id as is; a local path by its last part (local paths never reach the card)."""
+    if not dataset:
+        return None
+    if Path(dataset).exists() or dataset.startswith(("/", ".", "~")) or dataset.count("/") != 1:
+        return Path(dataset).name
+    return dataset
+
+
+def _hub_dataset(dataset: str | None) -> str | None:
+    name = _dataset_name(dataset)
+    return name if name and name == dataset else None
+
+
+def _eval_rows(report: dict[str, Any]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """(task, metric name, score) for every metric of an EvalReport."""
+    return [
+        (task, name, score) for task in report.get("tasks", []) for name, score in task["metrics"].items()
+    ]
+
+
+def front_matter(run: dict[str, Any], repo_id: str | None):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    plan, prune, source = run["plan"], run["prune"], run["source"]
+    tags = ["pruned", "compressor", f"{plan['method']}-pruning", plan["scorer"].replace("_", "-")]
+    datasets = []
+    for dataset in (source.get("calibration"), ((run["train"] or {}).get("data") or {}).get("source")):
+        hub_id = _hub_dataset(dataset)
+        if hub_id and hub_id not in datasets:
+            datasets.append(hub_id)
+    if run["train"]:
+        tags += ["distillation"] if set(run["train"].get("loss", {})) - {"ce"} else ["sft"]
+    results = []
+    name = repo_id or "compressed-model"
+    for task, metric, score in _eval_rows(run["eval"] or {}):
+        if score.get("primary"):
+            dataset = _dataset_name(task.get("dataset")) or task["name"]
+            results.append(
+                EvalResult(
+                    task_type=TASK_TYPES.get(task["task"], "image-text-to-text"),
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split=task.get("split"),
+                    dataset_config=task.get("subset"),
+                    metric_type=metric,
+                    metric_name=f"{task['name']} {metric}",
+                    metric_value=round(float(score["compressed"]), 6),
+                )
+            )
+    return ModelCardData(
+        base_model=source.get("id") or prune.get("source", {}).get("id"),
+        base_model_relation="finetune",
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        license=source.get("license"),
+        tags=tags,
+        datasets=datasets or None,
+        model_name=name,
+        eval_results=results or None,
+    )
+
+
+def _removed_section(plan: dict[str, Any], prune: dict[str, Any]) -> str:
+    p = plan["params"]
+    rows = [
+        (
+            "method",
+            f"{plan['method']} pruning, scorer `{plan['scorer']}`"
+            + (f" on {prune.get('num_samples', 0)} calibration samples" if prune.get("num_samples") else ""),
+        ),
+        (
+            "compression (share of language-backbone parameters)",
+            f"{plan['requested_ratio']:.1%} requested, {plan['achieved_ratio']:.1%} achieved",
+        ),
+    ]
+    if plan["method"] == "depth":
+        rows.append(
+            (
+                "decoder layers",
+                f"{plan['num_layers_before']} → {plan['num_layers_after']}; removed "
+                f"{prune.get('dropped_layers')}",
+            )
+        )
+    else:
+        rows += [
+            (
+                "query heads / KV groups",
+                f"{plan['heads_before']} / {plan['kv_heads_before']} → "
+                f"{plan['heads_after']} / {plan['kv_heads_after']} (head_dim {plan['head_dim']})",
+            ),
+            ("MLP intermediate size", f"{plan['intermediate_before']} → {plan['intermediate_after']}"),
+        ]
+    rows += [
+        (
+            "language backbone parameters",
+            f"{_fmt_params(p['backbone_before'])} → {_fmt_params(p['backbone_after'])}",
+        ),
+        ("whole model parameters", f"{_fmt_params(p['total_before'])} → {_fmt_params(p['total_after'])}"),
+    ]
+    return "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _recovery_section(train: dict[str, Any] | None) -> str:
+    if not train:
+        return "No recovery training: this is the pruned model as is."
+    loss = " + ".join(f"{w:g}·{name}" for name, w in train.get("loss", {}).items())
+    teacher = " against the original model as teacher" if set(train.get("loss", {})) - {"ce"} else ""
+    data = train.get("data") or {}
+    trainable = train.get("trainable") or {}
+    lines = [
+        f"- trainable: `{train.get('mode')}` ({_fmt_params(trainable.get('trainable_params'))} parameters)",
+        f"- loss: {loss}{teacher}",
+        f"- data: {_dataset_name(data.get('source'))}, {data.get('fraction', 1):.0%} of it ({data.get('used')} rows), "
+        f"{train.get('steps')} steps",
+    ]
+    if train.get("final_loss") is not None:
+        lines.append(f"- final training loss: {train['final_loss']:.4g}")
+    return "\n".join(lines)
+
+
+def _scores_section(report: dict[str, Any] | None) -> str:
+    if not report or not report.get("tasks"):
+        return "Not evaluated."
+    lines = ["| task | metric | original | compressed | retained |", "| --- | --- | --- | --- | --- |"]
+    for task, metric, score in _eval_rows(report):
+        name = f"{task['name']} ({_dataset_name(task.get('dataset'))}, {task.get('samples')} samples)"
+        mark = "" if score.get("primary") else " (info)"
+        lines.append(
+            f"| {name} | {metric}{mark} | {_num(score['original'])} | {_num(score['compressed'])} | "
+            f"{_pct(score.get('retained'))} |"
+        )
+    lines.append(f"| **average over tasks** | | | | **{_pct(report.get('average_retained'))}** |")
+    return "\n".join(lines)
+
+
+SPEED_ROWS = (
+    ("parameters", "params_total", _fmt_params),
+    ("language backbone parameters", "params_backbone", _fmt_params),
+    ("safetensors on disk", "disk_bytes", lambda b: f"{b / 1e6:.1f} MB"),
+    ("prefill latency (median)", "prefill_ms_median", lambda v: f"{v:.1f} ms"),
+    ("decode tokens/s (median)", "decode_tokens_per_s_median", lambda v: f"{v:.1f}"),
+    ("peak memory", "peak_memory_bytes", lambda b: f"{b / 1e6:.0f} MB"),
+)
+
+
+def _speed_section(report: dict[str, Any] | None) -> str:
+    rows = {r["model"]: r for r in (report or {}).get("speed") or []}
+    if not {"original", "compressed"} <= set(rows):
+        return "Not measured."
+    a, b = rows["original"], rows["compressed"]
+    lines = ["| | original | compressed | compressed / original |", "| --- | --- | --- | --- |"]
+    for label, key, fmt in SPEED_ROWS:
+        if a.get(key) is None or b.get(key) is None:
+            continue
+        ratio = b[key] / a[key] if a[key] else None
+        lines.append(
+            f"| {label} | {fmt(a[key])} | {fmt(b[key])} | {'' if ratio is None else f'{ratio:.2f}×'} |"
+        )
+    if report.get("speed_method"):
+        lines.append(
+            f"\nMeasured on {report.get('device')} in {report.get('dtype')}: {report['speed_method']}."
+        )
+    return "\n".join(lines)
+
+
+def render(run_dir: str | Path, repo_id: str | None = None) -> str:
+    """The README.md of the compressed model."""
+    from huggingface_hub import ModelCard
+
+    run = load_run(run_dir)
+    plan, prune, source = run["plan"], run["prune"], run["source"]
+    base = source.get("id") or "the original model"
+    name = repo_id or "compressed-model"
+    summary = (
+        f"This is **{base}** with {plan['achieved_ratio']:.0%} of its language-backbone parameters removed by "
+        f"{plan['method']} pruning"
+        + (", then recovered by training against the original" if run["train"] else "")
+        + ". The vision tower and the projector are kept. It loads with plain `transformers`, no custom code."
+    )
+    if run["eval"] and run["eval"].get("average_retained") is not None:
+        summary += f" It keeps {run['eval']['average_retained']:.1f}% of the original's scores on average."
+    body = f"""
+# {name}
+
+{summary}
+
+Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.get("commit") else ""}.
+
+## What was removed
+
+{_removed_section(plan, prune)}
+
+## Recovery
+
+{_recovery_section(run["train"])}
+
+## Scores, original vs compressed
+
+{_scores_section(run["eval"])}
+
+## Speed and memory
+
+{_speed_section(run["eval"])}
+
+## How to use
+
+```python
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = AutoModelForImageTextToText.from_pretrained("{name}")
+processor = AutoProcessor.from_pretrained("{name}")
+```
+
+## Recipe
+
+The exact recipe (`python -m compressor run recipe.yaml` reproduces this model):
+
+```yaml
+{run["recipe_yaml"].rstrip()}
+```
+
+## Citation
+
+The pruning and recovery methods follow:
+
+```bibtex
+{CITATION}
+```
+"""
+    data = front_matter(run, repo_id)
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def validate(content: str) -> None:
+    """Check the card with huggingface_hub (and the Hub's validate-yaml endpoint when reachable)."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(content)
+    card.validate()
