@@ -10,43 +10,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, field_help
 from compressor.recipe import Calibration, ModelSource, Prune, Recipe, load_recipe, parse_recipe
-
-
-def _help(model, name: str) -> str:
-    return model.model_fields[name].description or ""
 
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="Hub repo id, local model folder, or a recipe .yaml (then no other option)")
     g = p.add_argument_group("pruning")
-    g.add_argument("--method", choices=["depth", "width"], help=_help(Prune, "method"))
-    g.add_argument("--ratio", type=float, help=_help(Prune, "ratio"))
-    g.add_argument("--scorer", help=_help(Prune, "scorer"))
-    g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + _help(Prune, "targets"))
-    g.add_argument("--round-to", type=int, help=_help(Prune, "round_to"))
-    g.add_argument("--contiguous", action="store_true", default=None, help=_help(Prune, "contiguous"))
-    g.add_argument("--layers", help="width only: START:END. " + _help(Prune, "layers"))
+    g.add_argument("--method", choices=["depth", "width"], help=field_help(Prune, "method"))
+    g.add_argument("--ratio", type=float, help=field_help(Prune, "ratio"))
+    g.add_argument("--scorer", help=field_help(Prune, "scorer"))
+    g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + field_help(Prune, "targets"))
+    g.add_argument("--round-to", type=int, help=field_help(Prune, "round_to"))
+    g.add_argument("--contiguous", action="store_true", default=None, help=field_help(Prune, "contiguous"))
+    g.add_argument("--layers", help="width only: START:END. " + field_help(Prune, "layers"))
     c = p.add_argument_group("calibration")
-    c.add_argument("--calibration", metavar="DATA", help=_help(Calibration, "dataset"))
-    c.add_argument("--image-folder", help=_help(Calibration, "image_folder"))
-    c.add_argument("--split", help=_help(Calibration, "split"))
-    c.add_argument("--num-samples", type=int, help=_help(Calibration, "num_samples"))
-    c.add_argument("--max-length", type=int, help=_help(Calibration, "max_length"))
-    c.add_argument("--seed", type=int, help=_help(Calibration, "seed"))
+    c.add_argument("--calibration", metavar="DATA", help=field_help(Calibration, "dataset"))
+    c.add_argument("--image-folder", help=field_help(Calibration, "image_folder"))
+    c.add_argument("--split", help=field_help(Calibration, "split"))
+    c.add_argument("--num-samples", type=int, help=field_help(Calibration, "num_samples"))
+    c.add_argument("--max-length", type=int, help=field_help(Calibration, "max_length"))
+    c.add_argument("--seed", type=int, help=field_help(Calibration, "seed"))
     m = p.add_argument_group("model")
-    m.add_argument("--revision", help=_help(ModelSource, "revision"))
+    m.add_argument("--revision", help=field_help(ModelSource, "revision"))
     m.add_argument(
-        "--trust-remote-code", action="store_true", default=None, help=_help(ModelSource, "trust_remote_code")
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help=field_help(ModelSource, "trust_remote_code"),
     )
     m.add_argument(
-        "--allow-pickle", action="store_true", default=None, help=_help(ModelSource, "allow_pickle")
+        "--allow-pickle", action="store_true", default=None, help=field_help(ModelSource, "allow_pickle")
     )
     m.add_argument(
-        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=_help(ModelSource, "dtype")
+        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=field_help(ModelSource, "dtype")
     )
-    m.add_argument("--device-map", help=_help(ModelSource, "device_map"))
+    m.add_argument("--device-map", help=field_help(ModelSource, "device_map"))
     m.add_argument(
         "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
     )

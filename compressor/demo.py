@@ -20,7 +20,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VERSION = "embedded-default-v2"
+DEFAULT_VERSION = "embedded-default-v3"
 TRAIN_ROWS, EVAL_ROWS = 192, 64
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
@@ -119,7 +119,7 @@ def answer_only_batch(processor, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def train_default(
-    model_dir: Path, data_dir: Path, steps: int = 400, batch_size: int = 16, seed: int = 0
+    model_dir: Path, data_dir: Path, steps: int = 600, batch_size: int = 16, lr: float = 2e-3, seed: int = 0
 ) -> None:
     """Teach the tiny model to name the shapes (a fixture-building step, not the product's recovery)."""
     import torch
@@ -132,13 +132,15 @@ def train_default(
     processor = AutoProcessor.from_pretrained(model_dir)
     rows = load_rows(str(data_dir))
     train = [rows[i] for i in range(len(rows))]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)  # linear to zero
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(train), (batch_size,), generator=generator).tolist()
         model(**answer_only_batch(processor, [train[i] for i in idx])).loss.backward()
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
     model.eval().save_pretrained(model_dir)
 

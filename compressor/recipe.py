@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, invalid
 from compressor.evaluate.config import Evaluate
 from compressor.recover.config import Recover
 
@@ -144,22 +144,11 @@ class Recipe(_Strict):
     publish: Publish | None = Field(None, description="Where to push; omit to stop after the model card.")
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
-    lines = [f"invalid recipe {where}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_recipe(data: Any, where: str = "") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise CompressorError(_format_errors(err, where or "(in memory)")) from None
+        raise invalid(err, f"invalid recipe {where or '(in memory)'}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

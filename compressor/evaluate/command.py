@@ -12,12 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, field_help, invalid
 from compressor.evaluate.config import LLAVA_SUITE, EvalTask, Evaluate
-
-
-def _help(model, name: str) -> str:
-    return model.model_fields[name].description or ""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,13 +30,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=DATASET",
         help="a task on a dataset, repeatable, e.g. vqa=lmms-lab/textvqa or perplexity=./held-out; replaces the "
-        "recipe's tasks. " + _help(EvalTask, "name"),
+        "recipe's tasks. " + field_help(EvalTask, "name"),
     )
     p.add_argument("--split", help="split of every --task dataset (default test)")
     p.add_argument(
-        "--limit", type=int, help="samples per task (overrides the recipe). " + _help(EvalTask, "limit")
+        "--limit", type=int, help="samples per task (overrides the recipe). " + field_help(EvalTask, "limit")
     )
-    p.add_argument("--max-new-tokens", type=int, help=_help(EvalTask, "max_new_tokens"))
+    p.add_argument("--max-new-tokens", type=int, help=field_help(EvalTask, "max_new_tokens"))
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     p.add_argument(
         "--lmms-eval",
@@ -62,17 +58,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval.json", help="where to write the JSON report (default eval.json)")
     p.set_defaults(func=cmd_eval)
     return p
-
-
-def _invalid(err: ValidationError, where: str) -> CompressorError:
-    lines = [f"invalid eval settings {where}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(
-            f"  {loc}: {'unknown key; remove it or check its spelling' if e['type'] == 'extra_forbidden' else msg}"
-        )
-    return CompressorError("\n".join(lines))
 
 
 def _from_recipe(path: str) -> dict[str, Any]:
@@ -120,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> Evaluate:
     try:
         return Evaluate.model_validate(data)
     except ValidationError as err:
-        raise _invalid(err, f"in {args.recipe!r}" if args.recipe else "from the command line") from None
+        where = f"in {args.recipe!r}" if args.recipe else "from the command line"
+        raise invalid(err, f"invalid eval settings {where}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

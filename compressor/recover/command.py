@@ -11,12 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, field_help
 from compressor.recover.config import LoraOptions, Recover, RecoverData, parse_loss, parse_recover
-
-
-def _help(model, name: str) -> str:
-    return model.model_fields[name].description or ""
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,15 +25,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("student", metavar="STUDENT_DIR", help="folder written by `compressor prune`")
     p.add_argument("--teacher", metavar="SRC", help="the original model: Hub repo id or local folder")
     p.add_argument("--teacher-revision", help="branch, tag or commit of the teacher's Hub repo")
-    p.add_argument("--data", metavar="DATA", help=_help(RecoverData, "dataset"))
-    p.add_argument("--image-folder", help=_help(RecoverData, "image_folder"))
-    p.add_argument("--split", help=_help(RecoverData, "split"))
-    p.add_argument("--mode", choices=["projector", "lora", "full"], help=_help(Recover, "mode"))
-    p.add_argument("--fraction", type=float, help=_help(Recover, "fraction"))
-    p.add_argument("--loss", metavar="TERMS", help="e.g. ce=0.5,hidden_mse=0.5. " + _help(Recover, "loss"))
-    p.add_argument("--max-steps", type=int, help=_help(Recover, "max_steps"))
-    p.add_argument("--seed", type=int, help=_help(Recover, "seed"))
-    p.add_argument("--lora-r", type=int, help=_help(LoraOptions, "r"))
+    p.add_argument("--data", metavar="DATA", help=field_help(RecoverData, "dataset"))
+    p.add_argument("--image-folder", help=field_help(RecoverData, "image_folder"))
+    p.add_argument("--split", help=field_help(RecoverData, "split"))
+    p.add_argument("--mode", choices=["projector", "lora", "full"], help=field_help(Recover, "mode"))
+    p.add_argument("--fraction", type=float, help=field_help(Recover, "fraction"))
+    p.add_argument(
+        "--loss", metavar="TERMS", help="e.g. ce=0.5,hidden_mse=0.5. " + field_help(Recover, "loss")
+    )
+    p.add_argument("--max-steps", type=int, help=field_help(Recover, "max_steps"))
+    p.add_argument("--seed", type=int, help=field_help(Recover, "seed"))
+    p.add_argument("--lora-r", type=int, help=field_help(LoraOptions, "r"))
     p.add_argument(
         "--recipe", metavar="FILE", help="a recipe .yaml: its recover: section (and model: as teacher)"
     )

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, invalid
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_LOSS = {"ce": 0.5, "hidden_mse": 0.5}
@@ -155,23 +155,12 @@ class Recover(_Strict):
         return any(LOSSES.get(n).uses_teacher for n, w in self.loss.items() if w > 0)
 
 
-def format_errors(err: ValidationError, where: str, prefix: str = "recover") -> str:
-    lines = [f"invalid {prefix} section {where}:"]
-    for e in err.errors():
-        loc = ".".join([prefix, *(str(p) for p in e["loc"])])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_recover(data: Any, where: str = "(in memory)") -> Recover:
     """A `recover:` mapping → Recover, or a CompressorError naming each bad field."""
     try:
         return Recover.model_validate(data or {})
     except ValidationError as err:
-        raise CompressorError(format_errors(err, where)) from None
+        raise invalid(err, f"invalid recover section {where}", prefix="recover") from None
 
 
 def parse_loss(text: str) -> dict[str, float]:

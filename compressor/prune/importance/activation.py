@@ -6,18 +6,12 @@ MLP channel scores |activation| (the input of the output projection) summed over
 
 from __future__ import annotations
 
-import torch
-
 from compressor.prune.importance.base import (
     WIDTH_SCORERS,
     WidthScores,
+    calibration_pass,
     decoder_layers,
-    hooks,
-    input_device,
     masked_tokens,
-    model_inputs,
-    to_device,
-    token_mask,
 )
 
 
@@ -53,12 +47,7 @@ def activation(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScor
         if "mlp" in targets:
             down = getattr(getattr(layer, ctx.backbone.mlp), ctx.backbone.mlp_out)
             handles.append(down.register_forward_pre_hook(on_down(i)))
-    device = input_device(ctx.model)
-    with hooks(handles), torch.no_grad():
-        for batch in ctx.progress(ctx.batches, "activation scores"):
-            batch = to_device(batch, device)
-            state["mask"] = token_mask(batch)
-            ctx.model(**model_inputs(batch), use_cache=False)
+    calibration_pass(ctx, "activation scores", handles, state)
     return WidthScores(
         heads=[h.tolist() if h is not None else [] for h in heads],
         mlp=[m.tolist() if m is not None else [] for m in mlp],

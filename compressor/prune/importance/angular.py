@@ -12,19 +12,7 @@ import math
 
 import torch
 
-from compressor.prune.importance.base import (
-    DEPTH_SCORERS,
-    ScoreContext,
-    decoder_layers,
-    hidden_of,
-    hooks,
-    input_device,
-    masked_tokens,
-    model_inputs,
-    output_hidden,
-    to_device,
-    token_mask,
-)
+from compressor.prune.importance.base import DEPTH_SCORERS, ScoreContext, decoder_layers, layer_io_pass
 from compressor.prune.importance.block_influence import layer_cosines
 
 
@@ -33,42 +21,23 @@ def _angle(cos: torch.Tensor) -> torch.Tensor:
 
 
 def block_distances(ctx: ScoreContext, n: int) -> list[float]:
-    """Mean angular distance between the input of layer l and the output of layer l+n−1, per l."""
-    layers = decoder_layers(ctx.model, ctx.spec)
-    num = len(layers)
-    starts = range(num - n + 1)
-    totals = [0.0] * len(starts)
-    count = [0]
-    state: dict = {"mask": None}
-    states: dict[int, torch.Tensor] = {}  # only the block starts still waiting for their end
+    """Angular distance between the input of layer l and the output of layer l+n−1, summed over tokens, per l."""
+    starts = len(decoder_layers(ctx.model, ctx.spec)) - n + 1
+    totals = [0.0] * starts
+    waiting: dict[int, torch.Tensor] = {}  # inputs of the block starts still waiting for their block's end
 
-    def pre(i):
-        def hook(_m, args, kwargs):
-            if i < len(starts):
-                states[i] = masked_tokens(hidden_of(args, kwargs).detach(), state["mask"]).float()
+    def on_input(i: int, h: torch.Tensor) -> None:
+        if i < starts:
+            waiting[i] = h
 
-        return hook
+    def on_output(i: int, h_out: torch.Tensor) -> None:
+        start = i - n + 1
+        if start >= 0:
+            h_in = waiting.pop(start)
+            cos = torch.nn.functional.cosine_similarity(h_in, h_out.to(h_in.device), dim=-1)
+            totals[start] += float(_angle(torch.nan_to_num(cos, nan=0.0)).sum())
 
-    def post(i):
-        def hook(_m, _args, _kwargs, output):
-            start = i - n + 1
-            if start >= 0:
-                h_out = masked_tokens(output_hidden(output).detach(), state["mask"]).float()
-                h_in = states.pop(start)
-                cos = torch.nn.functional.cosine_similarity(h_in, h_out.to(h_in.device), dim=-1)
-                totals[start] += float(_angle(torch.nan_to_num(cos, nan=0.0)).sum())
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    handles += [layer.register_forward_hook(post(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    device = input_device(ctx.model)
-    with hooks(handles), torch.no_grad():
-        for batch in ctx.progress(ctx.batches, "angular distance"):
-            batch = to_device(batch, device)
-            state["mask"] = token_mask(batch)
-            ctx.model(**model_inputs(batch), use_cache=False)
-            count[0] += 1
+    layer_io_pass(ctx, "angular distance", on_input, on_output)
     return totals
 
 
@@ -76,4 +45,4 @@ def block_distances(ctx: ScoreContext, n: int) -> list[float]:
 def angular(ctx: ScoreContext) -> list[float]:
     if ctx.contiguous:
         return block_distances(ctx, max(ctx.drop_count, 1))
-    return layer_cosines(ctx, _angle)
+    return layer_cosines(ctx, _angle, "angular distance")

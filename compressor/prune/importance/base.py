@@ -80,3 +80,44 @@ def masked_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None and mask.shape == x.shape[:2]:
         return x[mask.to(x.device)]
     return x.reshape(-1, *x.shape[2:])
+
+
+def calibration_pass(ctx: ScoreContext, desc: str, handles: list, state: dict[str, Any]) -> None:
+    """Every calibration batch through the model once, under no_grad, with `handles` hooked in.
+
+    `state["mask"]` holds the current batch's token mask for the hooks to drop padding with.
+    """
+    device = input_device(ctx.model)
+    with hooks(handles), torch.no_grad():
+        for batch in ctx.progress(ctx.batches, desc):
+            batch = to_device(batch, device)
+            state["mask"] = token_mask(batch)
+            ctx.model(**model_inputs(batch), use_cache=False)
+
+
+def layer_io_pass(
+    ctx: ScoreContext,
+    desc: str,
+    on_input: Callable[[int, torch.Tensor], None],
+    on_output: Callable[[int, torch.Tensor], None],
+) -> None:
+    """One calibration pass calling `on_input(i, h)` / `on_output(i, h)` with each decoder layer's input and
+    output hidden states as [tokens, hidden] float tensors, padding dropped. Nothing is kept by the pass."""
+    state: dict[str, Any] = {"mask": None}
+
+    def pre(i):
+        def hook(_m, args, kwargs):
+            on_input(i, masked_tokens(hidden_of(args, kwargs).detach(), state["mask"]).float())
+
+        return hook
+
+    def post(i):
+        def hook(_m, _args, _kwargs, output):
+            on_output(i, masked_tokens(output_hidden(output).detach(), state["mask"]).float())
+
+        return hook
+
+    layers = decoder_layers(ctx.model, ctx.spec)
+    handles = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_hook(post(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    calibration_pass(ctx, desc, handles, state)

@@ -8,54 +8,23 @@ from __future__ import annotations
 
 import torch
 
-from compressor.prune.importance.base import (
-    DEPTH_SCORERS,
-    ScoreContext,
-    decoder_layers,
-    hidden_of,
-    hooks,
-    input_device,
-    masked_tokens,
-    model_inputs,
-    output_hidden,
-    to_device,
-    token_mask,
-)
+from compressor.prune.importance.base import DEPTH_SCORERS, ScoreContext, decoder_layers, layer_io_pass
 
 
-def layer_cosines(ctx: ScoreContext, reduce) -> list[float]:
+def layer_cosines(ctx: ScoreContext, reduce, desc: str) -> list[float]:
     """Run the calibration set once; `reduce(cos)` maps per-token cosines to the per-layer sum."""
-    layers = decoder_layers(ctx.model, ctx.spec)
-    totals = [0.0] * len(layers)
-    state: dict[str, torch.Tensor | None] = {"mask": None}
+    totals = [0.0] * len(decoder_layers(ctx.model, ctx.spec))
     inputs: dict[int, torch.Tensor] = {}
 
-    def pre(i):
-        def hook(_m, args, kwargs):
-            inputs[i] = hidden_of(args, kwargs).detach()
+    def on_output(i: int, h_out: torch.Tensor) -> None:
+        h_in = inputs.pop(i)
+        cos = torch.nn.functional.cosine_similarity(h_in, h_out.to(h_in.device), dim=-1)
+        totals[i] += float(reduce(torch.nan_to_num(cos, nan=0.5)).sum())
 
-        return hook
-
-    def post(i):
-        def hook(_m, _args, _kwargs, output):
-            h_in = masked_tokens(inputs.pop(i), state["mask"]).float()
-            h_out = masked_tokens(output_hidden(output).detach(), state["mask"]).float()
-            cos = torch.nn.functional.cosine_similarity(h_in, h_out.to(h_in.device), dim=-1)
-            totals[i] += float(reduce(torch.nan_to_num(cos, nan=0.5)).sum())
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(pre(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    handles += [layer.register_forward_hook(post(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    device = input_device(ctx.model)
-    with hooks(handles), torch.no_grad():
-        for batch in ctx.progress(ctx.batches, "block influence"):
-            batch = to_device(batch, device)
-            state["mask"] = token_mask(batch)
-            ctx.model(**model_inputs(batch), use_cache=False)
+    layer_io_pass(ctx, desc, inputs.__setitem__, on_output)
     return totals
 
 
 @DEPTH_SCORERS.register("block_influence")
 def block_influence(ctx: ScoreContext) -> list[float]:
-    return layer_cosines(ctx, lambda cos: 1 - cos)
+    return layer_cosines(ctx, lambda cos: 1 - cos, "block influence")
