@@ -20,7 +20,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VERSION = "embedded-default-v3"
+DEFAULT_VERSION = "embedded-default-v4"
 TRAIN_ROWS, EVAL_ROWS = 192, 64
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
@@ -119,7 +119,7 @@ def answer_only_batch(processor, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def train_default(
-    model_dir: Path, data_dir: Path, steps: int = 600, batch_size: int = 16, lr: float = 2e-3, seed: int = 0
+    model_dir: Path, data_dir: Path, steps: int = 800, batch_size: int = 16, lr: float = 1e-3, seed: int = 0
 ) -> None:
     """Teach the tiny model to name the shapes (a fixture-building step, not the product's recovery)."""
     import torch
@@ -173,7 +173,7 @@ def build_default(cache: Path | None = None) -> Default:
         write_dataset(tmp / "shapes", n=TRAIN_ROWS)
         write_eval_sets(tmp, n=EVAL_ROWS)
         save_family("llava", tmp / "tiny-llava", seed=0)
-        print("building the embedded default: training a tiny LLaVA to name shapes (once, ~1 min on 2 cores)")
+        print("building the embedded default: training a tiny LLaVA to name shapes (once, 1-2 min on 2 cores)")
         train_default(tmp / "tiny-llava", tmp / "shapes")
         shutil.rmtree(cache, ignore_errors=True)
         tmp.rename(cache)
