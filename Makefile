@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup
+.PHONY: demo test lint format app clean setup browser
 
 setup: $(STAMP)
 
@@ -30,8 +30,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Debian's Chromium drives the app's browser tests (Playwright with executable_path; never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 # pytest exits 5 when it collects nothing: that is a failure here, like any other non-zero exit.
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q
 
 app: $(STAMP)
