@@ -167,7 +167,7 @@ def _removed_section(plan: dict[str, Any], prune: dict[str, Any]) -> str:
         ),
         ("whole model parameters", f"{_fmt_params(p['total_before'])} → {_fmt_params(p['total_after'])}"),
     ]
-    return "| | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| | original → compressed |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def _recovery_section(train: dict[str, Any] | None) -> str:
@@ -301,8 +301,7 @@ The pruning and recovery methods follow:
 
 
 def validate(content: str) -> None:
-    """Check the card with huggingface_hub (and the Hub's validate-yaml endpoint when reachable)."""
-    from huggingface_hub import ModelCard
+    """Check the card's metadata the way the Hub will (see `hub.validate_card`)."""
+    from compressor import hub
 
-    card = ModelCard(content)
-    card.validate()
+    hub.validate_card(content)

@@ -91,6 +91,23 @@ def dataset_files(repo_id: str, revision: str | None = None, token: str | None =
         return HfApi().list_repo_files(repo_id, repo_type="dataset", revision=revision, token=token)
 
 
+def validate_card(content: str) -> None:
+    """Check a model card's metadata with the Hub's validate-yaml endpoint.
+
+    A card whose YAML does not parse fails here; when the Hub cannot be reached, the remote check is
+    skipped with a warning (the push itself will need the Hub anyway).
+    """
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(content)  # parses the front matter locally
+    try:
+        card.validate()
+    except Exception as exc:
+        if not _unreachable(exc):
+            raise CompressorError(f"the model card's metadata is invalid: {exc}") from None
+        log.warning("the Hub is unreachable: the model card's metadata was only checked locally")
+
+
 def check_token(token: str | None = None, write: bool = False) -> str:
     """The user name behind `token` (else HF_TOKEN or the saved login); with `write`, refuse a read-only token."""
     from huggingface_hub import HfApi, constants

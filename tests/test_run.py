@@ -155,3 +155,25 @@ def test_card_and_push_commands_on_a_run_folder(recipe_file, tmp_path, repo_name
     assert main(["push", str(run_dir), "--repo-id", target]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["push", str(run_dir), "--repo-id", target, "--overwrite"]) == 0
+
+
+def test_card_validation_survives_an_unreachable_hub_and_refuses_bad_metadata(tmp_path):
+    """In a subprocess whose HF_ENDPOINT is a closed port: a good card passes (checked locally), a bad one fails."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from compressor import hub\n"
+        "from compressor.errors import CompressorError\n"
+        "hub.validate_card('---\\nlicense: mit\\n---\\n# ok\\n')\n"
+        "try:\n"
+        "    hub.validate_card('---\\nlicense: [mit\\n---\\n')\n"
+        "except Exception as e:\n"
+        "    print('refused', type(e).__name__)\n"
+    )
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused" in proc.stdout
+    assert "only checked locally" in proc.stderr
