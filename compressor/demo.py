@@ -173,7 +173,9 @@ def build_default(cache: Path | None = None) -> Default:
         write_dataset(tmp / "shapes", n=TRAIN_ROWS)
         write_eval_sets(tmp, n=EVAL_ROWS)
         save_family("llava", tmp / "tiny-llava", seed=0)
-        print("building the embedded default: training a tiny LLaVA to name shapes (once, 1-2 min on 2 cores)")
+        print(
+            "building the embedded default: training a tiny LLaVA to name shapes (once, 1-2 min on 2 cores)"
+        )
         train_default(tmp / "tiny-llava", tmp / "shapes")
         shutil.rmtree(cache, ignore_errors=True)
         tmp.rename(cache)
