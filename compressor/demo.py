@@ -263,7 +263,13 @@ def run(workdir: Path | None = None) -> int:
         card = (Path(summary["model"]) / "README.md").read_text()
         print(f"\n== model card\n{card}")
         report = EvalReport.model_validate_json((workdir / "run" / "reports" / "eval.json").read_text())
-        print(f"== before / after\n{report.table()}")
+        print(f"== before / after (original vs pruned and recovered)\n{report.table()}")
+        from compressor import evaluate
+
+        without = evaluate.run(
+            report.original, workdir / "run" / "pruned", recipe.evaluate.model_copy(update={"speed": False})
+        )
+        print(f"\n== for comparison: the pruned model before recovery\n{without.table()}")
     finally:
         server.shutdown()
     return 0
