@@ -106,8 +106,10 @@ def app_url(runs_dir):
 @pytest.fixture(scope="module")
 def browser():
     if sync_playwright is None or not os.path.exists(CHROMIUM):  # `make test` installs both: fail, never skip
-        pytest.fail(f"the browser tests need the playwright package and {CHROMIUM}: run `make browser` "
-                    "(apt-get install -y chromium chromium-driver) and pip install the dev extra")
+        pytest.fail(
+            f"the browser tests need the playwright package and {CHROMIUM}: run `make browser` "
+            "(apt-get install -y chromium chromium-driver) and pip install the dev extra"
+        )
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
