@@ -32,37 +32,9 @@ RATIOS = (0.15, 0.30, 0.45)
 
 
 def build():
-    import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from shapes import smollm2_llava
 
-    text = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        head_dim=64,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    )
-    vision = CLIPVisionConfig(
-        image_size=64,
-        patch_size=8,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-    )
-    config = LlavaConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=3,
-        tie_word_embeddings=True,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    return LlavaForConditionalGeneration(config).eval()
+    return smollm2_llava()
 
 
 def student(original, method: str, ratio: float):

@@ -13,7 +13,8 @@ Operations are interleaved round by round after warm-up; min and median are repo
 distillation step cannot beat: 1 + teacher forward / SFT step, for the full teacher (with its LM head) and
 for the backbone-only teacher that `DistillationSFTTrainer` runs.
 
-Run: `.venv/bin/python benchmarks/recovery_overhead.py` (about two minutes on two cores).
+Run: `.venv/bin/python benchmarks/recovery_overhead.py` (about two minutes on two cores); add `smollm2` for
+SmolLM2-135M's language-model shape (30 layers, hidden 576, vocab 49152), the research notes' anchor.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ ROUNDS, WARMUP, BATCH, SEQ = 12, 2, 4, 128
 OPS = ("sft", "kd", "kd_no_share", "teacher_full", "teacher_backbone", "vision")
 
 
+def _small_clip(config) -> None:
+    """A CLIP tower of 4 layers x 256 on 64 px images: 64 image tokens."""
+    v = config.vision_config
+    v.image_size, v.patch_size, v.hidden_size, v.intermediate_size = 64, 8, 256, 1024
+    v.num_hidden_layers, v.num_attention_heads = 4, 4
+    config.image_seq_length = 64
+
+
 def build(size: str):
     import torch
     from transformers import AutoModelForImageTextToText
@@ -36,6 +45,11 @@ def build(size: str):
 
     if size == "tiny":
         config = tiny.tiny_config("llava")
+    elif size == "smollm2":  # SmolLM2-135M's language-model shape, the research notes' anchor
+        from shapes import SMOLLM2_135M
+
+        config = tiny.tiny_config("llava", **SMOLLM2_135M)
+        _small_clip(config)
     else:
         config = tiny.tiny_config(
             "llava",
@@ -48,10 +62,7 @@ def build(size: str):
             vocab_size=8192,
             tie_word_embeddings=True,
         )
-        v = config.vision_config
-        v.image_size, v.patch_size, v.hidden_size, v.intermediate_size = 64, 8, 256, 1024
-        v.num_hidden_layers, v.num_attention_heads = 4, 4
-        config.image_seq_length = 64
+        _small_clip(config)
     torch.manual_seed(0)
     return AutoModelForImageTextToText.from_config(config, dtype=torch.float32).eval()
 

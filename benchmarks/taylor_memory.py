@@ -27,41 +27,16 @@ SAMPLES, TEXT_TOKENS = 10, 128
 
 def build():
     import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from shapes import IMAGE_TOKEN, smollm2_llava
 
-    text = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        head_dim=64,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    )
-    vision = CLIPVisionConfig(
-        image_size=64,
-        patch_size=8,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-    )
-    config = LlavaConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=3,
-        tie_word_embeddings=True,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
+    model = smollm2_llava()
     g = torch.Generator().manual_seed(1)
     batches = []
     for _ in range(SAMPLES):
-        ids = torch.cat([torch.full((1, 64), 3), torch.randint(10, 49152, (1, TEXT_TOKENS), generator=g)], 1)
-        labels = ids.masked_fill(ids == 3, -100)
+        ids = torch.cat(
+            [torch.full((1, 64), IMAGE_TOKEN), torch.randint(10, 49152, (1, TEXT_TOKENS), generator=g)], 1
+        )
+        labels = ids.masked_fill(ids == IMAGE_TOKEN, -100)
         batches.append(
             {
                 "input_ids": ids,
