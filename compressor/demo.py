@@ -202,6 +202,8 @@ def _point_client_at(url: str, workdir: Path) -> None:
     os.environ.update(
         HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HOME=str(workdir / "hf-home"), HF_TOKEN=TOKEN
     )
+    # per-file upload/download bars of the demo's own publishing would drown what the demo shows
+    os.environ.update(HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
 
 
 def _publish_inputs(default: Default) -> None:
