@@ -167,7 +167,7 @@ def _removed_section(plan: dict[str, Any], prune: dict[str, Any]) -> str:
         ),
         ("whole model parameters", f"{_fmt_params(p['total_before'])} → {_fmt_params(p['total_after'])}"),
     ]
-    return "| | original → compressed |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| | details |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def _recovery_section(train: dict[str, Any] | None) -> str:
