@@ -131,18 +131,6 @@ class RunFolder:
         tmp.replace(path)
 
 
-def _source_license(folder: Path) -> str | None:
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return None
-    from huggingface_hub import ModelCard
-
-    try:
-        return ModelCard.load(readme).data.to_dict().get("license")
-    except Exception:  # a malformed card only loses the license line
-        return None
-
-
 def _start_run(recipe: Recipe, run: RunFolder) -> None:
     from compressor.recipe import dump_recipe
 
@@ -181,14 +169,13 @@ def run(recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=
 
     if stage("plan", run_.plan.is_file() and run_.source.is_file()):
         plan_, commit = _plan_at(recipe, token)
-        local, _ = hub.pull(m.source, revision=commit or m.revision, token=token, allow_pickle=m.allow_pickle)
         run_.write_json(
             run_.source,
             {
                 "id": m.source,
                 "revision": m.revision,
                 "commit": commit,
-                "license": _source_license(Path(local)),
+                "license": hub.license_of(m.source, revision=commit or m.revision, token=token),
                 "calibration": recipe.prune.calibration.dataset,
             },
         )

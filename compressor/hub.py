@@ -91,6 +91,28 @@ def dataset_files(repo_id: str, revision: str | None = None, token: str | None =
         return HfApi().list_repo_files(repo_id, repo_type="dataset", revision=revision, token=token)
 
 
+def license_of(src: str | Path, revision: str | None = None, token: str | None = None) -> str | None:
+    """The `license` of a model's card (README.md front matter), fetching only that file; None if absent."""
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    folder = _local_folder(src)
+    if folder is not None:
+        readme = folder / "README.md"
+    else:
+        with _hub_errors(str(src), revision, token):
+            try:
+                readme = Path(hf_hub_download(str(src), "README.md", revision=revision, token=token))
+            except EntryNotFoundError:  # a repo without a card
+                return None
+    if not readme.is_file():
+        return None
+    try:
+        return ModelCard.load(readme).data.to_dict().get("license")
+    except ValueError:  # a malformed card only loses the license line
+        return None
+
+
 def validate_card(content: str) -> None:
     """Check a model card's metadata with the Hub's validate-yaml endpoint.
 

@@ -181,3 +181,19 @@ for call in (lambda: hub.pull_config("alice/x", token={BAD_TOKEN!r}), lambda: hu
     assert len(lines) == 4, out.stderr
     assert all(f"cannot reach the Hub at {closed}" in line and "HF_ENDPOINT" in line for line in lines)
     assert BAD_TOKEN not in out.stdout + out.stderr
+
+
+def test_license_of_reads_only_the_card(tiny_llama, repo_name, tmp_path):
+    api = HfApi(token=ALICE_WRITE)
+    repo_id = f"alice/{repo_name}"
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=tiny_llama)
+    assert hub.license_of(repo_id, token=ALICE_WRITE) is None  # no README.md in the repo
+    api.upload_file(
+        path_or_fileobj=b"---\nlicense: mit\n---\n# m\n", path_in_repo="README.md", repo_id=repo_id
+    )
+    assert hub.license_of(repo_id, token=ALICE_WRITE) == "mit"
+    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n")
+    assert hub.license_of(tmp_path) == "apache-2.0"
+    (tmp_path / "no-card").mkdir()
+    assert hub.license_of(tmp_path / "no-card") is None
