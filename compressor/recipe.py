@@ -151,7 +151,8 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         raise invalid(err, f"invalid recipe {where or '(in memory)'}") from None
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """A recipe file's YAML mapping, unvalidated (commands that read one section of it start here)."""
     import yaml
 
     path = Path(path)
@@ -163,7 +164,11 @@ def load_recipe(path: str | Path) -> Recipe:
         raise CompressorError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise CompressorError(f"recipe {str(path)!r} must be a YAML mapping with model: and prune: sections")
-    return parse_recipe(data, repr(str(path)))
+    return data
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    return parse_recipe(read_recipe_file(path), repr(str(path)))
 
 
 def dump_recipe(recipe: Recipe) -> str:

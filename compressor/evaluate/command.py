@@ -61,16 +61,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _from_recipe(path: str) -> dict[str, Any]:
-    import yaml
+    from compressor.recipe import read_recipe_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise CompressorError(f"recipe file {path!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        raise CompressorError(f"recipe {path!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("evaluate"), dict):
+    data = read_recipe_file(path)
+    if not isinstance(data.get("evaluate"), dict):
         raise CompressorError(
             f"recipe {path!r} has no evaluate: section; add one or pass --task NAME=DATASET"
         )

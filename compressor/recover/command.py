@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError, field_help
+from compressor.errors import field_help
 from compressor.recover.config import LoraOptions, Recover, RecoverData, parse_loss, parse_recover
 
 
@@ -51,17 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _read_recipe(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(recover section, model section) of a recipe file."""
-    import yaml
+    from compressor.recipe import read_recipe_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise CompressorError(f"recipe file {path!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CompressorError(f"recipe {path!r} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise CompressorError(f"recipe {path!r} must be a YAML mapping")
+    data = read_recipe_file(path)
     return dict(data.get("recover") or {}), dict(data.get("model") or {})
 
 
