@@ -72,10 +72,6 @@ class Plan(BaseModel):
 # ---------------------------------------------------------------------------- config helpers
 
 
-def text_config_of(config: dict[str, Any], spec: ArchSpec) -> dict[str, Any]:
-    return spec.text_config(config)
-
-
 def head_dim_of(text: dict[str, Any]) -> int:
     return text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]
 
@@ -290,7 +286,7 @@ def resolve(
     config: dict[str, Any], spec: ArchSpec, backbone: Backbone, prune: Prune, source: str = ""
 ) -> Plan:
     """Turn a recipe's prune section into exact widths, layer counts and parameter counts."""
-    text = text_config_of(config, spec)
+    text = spec.text_config(config)
     warnings: list[str] = []
     targets: list[str] = []
     n = text["num_hidden_layers"]
@@ -408,10 +404,6 @@ def resolve(
         if prune.method == "width"
         else {"num_hidden_layers": n - drop_count},
     )
-
-
-def with_dropped_layers(plan: Plan, dropped: list[int]) -> Plan:
-    return plan.model_copy(update={"dropped_layers": sorted(dropped)})
 
 
 # ---------------------------------------------------------------------------- display
