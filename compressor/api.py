@@ -40,23 +40,14 @@ def plan(recipe: Recipe, token: str | None = None) -> Plan:
     return _plan_at(recipe, token)[0]
 
 
-def calibration_batches(
-    recipe: Recipe, plan_: Plan, processor, config, token: str | None = None
-) -> list[dict[str, Any]]:
+def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, token: str | None = None):
     """The calibration samples the plan's scorer needs (none for data-free scorers)."""
-    from compressor.arch import spec_for
     from compressor.data import load_rows
     from compressor.prune.calibration import build_batches
 
     if not plan_.num_samples:
         return []
     cal = recipe.prune.calibration
-    if cal.dataset is None:
-        raise CompressorError(
-            f"scorer {plan_.scorer!r} needs calibration data; pass --calibration DATA (a Hub dataset, a local "
-            "folder or a LLaVA json file), or choose a data-free scorer (depth: last; width: magnitude)"
-        )
-    spec, _ = spec_for(config.to_dict(), recipe.model.trust_remote_code)
     log.info("calibration: %d samples from %s", plan_.num_samples, cal.dataset)
     rows = load_rows(cal.dataset, split=cal.split, image_folder=cal.image_folder, token=token)
     return build_batches(
@@ -74,6 +65,11 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     out = prepare_output(out, overwrite)
     plan_, planned_at = _plan_at(recipe, token)  # fails fast, before any weight is downloaded
     log.debug("plan:\n%s", plan_.table())
+    if plan_.num_samples and recipe.prune.calibration.dataset is None:
+        raise CompressorError(
+            f"scorer {plan_.scorer!r} needs calibration data; pass --calibration DATA (a Hub dataset, a local "
+            "folder or a LLaVA json file), or choose a data-free scorer (depth: last; width: magnitude)"
+        )
     m = recipe.model
     # the snapshot is taken at the commit the plan was read at, even if the branch moves meanwhile
     local, commit = hub.pull(
@@ -82,7 +78,7 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     spec, backbone = spec_for(json.loads((Path(local) / "config.json").read_text()), m.trust_remote_code)
     model = load_model(local, spec, m.dtype, m.device_map, m.trust_remote_code, m.allow_pickle)
     processor = load_processor(local, m.trust_remote_code)
-    batches = calibration_batches(recipe, plan_, processor, model.config, token)
+    batches = calibration_batches(recipe, plan_, spec, processor, model.config, token)
     log.info("scoring with %s and pruning", plan_.scorer)
     report = pruning.apply(model, spec, backbone, plan_, batches, progress or pruning.tqdm_progress)
 
