@@ -20,14 +20,13 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
+from compressor.evaluate.tasks import SHORT_ANSWER  # the eval prompt the default is trained to answer
+
 DEFAULT_VERSION = "embedded-default-v4"
 TRAIN_ROWS, EVAL_ROWS = 192, 64
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 SHAPES = ("square", "circle")
-
-
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's evaluation prompt
 
 
 def _picture(rng) -> tuple[Any, str, str]:
