@@ -90,17 +90,22 @@ def normalise(row: dict[str, Any], root: Path | None) -> dict[str, Any]:
 
 
 class Rows:
-    """A lazily normalised view of a dataset: len(), [i] → normalised row."""
+    """A lazily normalised view of a dataset: len(), [i] → normalised row.
 
-    def __init__(self, rows, root: Path | None) -> None:
-        self._rows = rows
-        self._root = root
+    `raw` holds the rows as stored, `root` the folder their image paths are relative to, and `commit` the
+    resolved commit of a Hub dataset (None for local data).
+    """
+
+    def __init__(self, rows, root: Path | None, commit: str | None = None) -> None:
+        self.raw = rows
+        self.root = root
+        self.commit = commit
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.raw)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return normalise(dict(self._rows[i]), self._root)
+        return normalise(dict(self.raw[i]), self.root)
 
     def sample(self, n: int, seed: int) -> list[int]:
         """A deterministic, seeded subset of row indices (the seed's uniform random subset)."""
@@ -109,6 +114,17 @@ class Rows:
         idx = list(range(len(self)))
         random.Random(seed).shuffle(idx)
         return idx[: min(n, len(idx))]
+
+
+_NOT_ROWS = {"dataset_info.json", "dataset_infos.json", "state.json"}
+
+
+def _has_top_rows(folder: Path) -> bool:
+    return any(
+        f.name not in _NOT_ROWS
+        for pattern in ("*.jsonl", "*.json", "*.parquet")
+        for f in folder.glob(pattern)
+    )
 
 
 def _load_folder(path: Path, split: str):
@@ -131,8 +147,14 @@ def load_rows(
     image_folder: str | None = None,
     revision: str | None = None,
     token: str | None = None,
+    subset: str | None = None,
 ) -> Rows:
-    """Open a dataset from any supported source; rows are read and normalised on access."""
+    """Open a dataset from any supported source; rows are read and normalised on access.
+
+    A Hub dataset is taken as a snapshot at its resolved commit (kept in `Rows.commit`): one with rows at
+    its top (json/jsonl/parquet beside the images they reference) is read like a local folder; one in the
+    Hub's usual layout (parquet under data/, splits and subsets in its README) is read by `datasets`.
+    """
     path = Path(source)
     if path.is_file() and path.suffix == ".json":
         rows = json.loads(path.read_text())
@@ -154,16 +176,14 @@ def load_rows(
         )
     from compressor import hub
 
-    if any(
-        "/" not in f and f.endswith((".jsonl", ".json")) for f in hub.dataset_files(source, revision, token)
-    ):
-        # rows that reference image files in the repo: take the snapshot and read it as a local folder
-        folder, _commit = hub.pull_dataset(source, revision, token)
-        return load_rows(str(folder), split, image_folder)
+    folder, commit = hub.pull_dataset(source, revision, token)
+    if subset is None and (_has_top_rows(folder) or (folder / "state.json").exists()):
+        rows = load_rows(str(folder), split, image_folder)
+        return Rows(rows.raw, rows.root, commit)
     import datasets
 
     try:
-        ds = datasets.load_dataset(source, split=split, revision=revision, token=token)
-    except FileNotFoundError as err:
-        raise CompressorError(f"dataset {source!r} not found on the Hub or on disk: {err}") from None
-    return Rows(ds, Path(image_folder) if image_folder else None)
+        ds = datasets.load_dataset(str(folder), subset, split=split)
+    except ValueError as err:  # unknown split or subset
+        raise CompressorError(f"dataset {source!r}: {err}") from None
+    return Rows(ds, Path(image_folder) if image_folder else folder, commit)

@@ -83,14 +83,6 @@ def pull_dataset(repo_id: str, revision: str | None = None, token: str | None = 
     return Path(local), info.sha
 
 
-def dataset_files(repo_id: str, revision: str | None = None, token: str | None = None) -> list[str]:
-    """The file names of a Hub dataset repo."""
-    from huggingface_hub import HfApi
-
-    with _hub_errors(repo_id, revision, token):
-        return HfApi().list_repo_files(repo_id, repo_type="dataset", revision=revision, token=token)
-
-
 def license_of(src: str | Path, revision: str | None = None, token: str | None = None) -> str | None:
     """The `license` of a model's card (README.md front matter), fetching only that file; None if absent."""
     from huggingface_hub import ModelCard, hf_hub_download

@@ -1,9 +1,6 @@
 """Evaluation rows: open a task's dataset (local or Hub, at a recorded commit) and read one row of each format.
 
-Sources are those of `compressor.data.load_rows`. A Hub dataset is taken as a snapshot at its resolved commit
-(recorded in the report): one with rows at its top (json/jsonl/parquet beside the images they reference) is
-read like a local folder; one in the Hub's usual layout (parquet files under data/, splits and subsets
-described in its README) is read by `datasets`.
+Sources and Hub snapshots are those of `compressor.data.load_rows`; the commit is recorded in the report.
 """
 
 from __future__ import annotations
@@ -19,15 +16,6 @@ if TYPE_CHECKING:
     from compressor.evaluate.config import EvalTask
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_NOT_ROWS = {"dataset_info.json", "dataset_infos.json", "state.json"}
-
-
-def _has_top_rows(folder: Path) -> bool:
-    return any(
-        f.name not in _NOT_ROWS
-        for pattern in ("*.jsonl", "*.json", "*.parquet")
-        for f in folder.glob(pattern)
-    )
 
 
 def open_rows(
@@ -36,23 +24,8 @@ def open_rows(
     """(raw rows, the folder image paths are relative to, the Hub commit or None) of a task's dataset."""
     from compressor.data import load_rows
 
-    source = task.dataset
-    if Path(source).exists() or source.startswith((".", "/")) or Path(source).suffix:
-        rows = load_rows(source, task.split, task.image_folder)
-        return rows._rows, rows._root, None
-    from compressor import hub
-
-    folder, commit = hub.pull_dataset(source, task.revision, token)
-    if task.subset is None and (_has_top_rows(folder) or (folder / "state.json").exists()):
-        rows = load_rows(str(folder), task.split, task.image_folder)
-        return rows._rows, rows._root, commit
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(str(folder), task.subset, split=task.split)
-    except ValueError as err:  # unknown split or subset
-        raise CompressorError(f"dataset {source!r}: {err}") from None
-    return ds, Path(task.image_folder) if task.image_folder else folder, commit
+    rows = load_rows(task.dataset, task.split, task.image_folder, task.revision, token, subset=task.subset)
+    return rows.raw, rows.root, rows.commit
 
 
 def pick(n_rows: int, limit: int, seed: int | None) -> list[int]:
