@@ -11,7 +11,7 @@ layer's. The model stays in eval mode: no dropout touches the scores. Scores are
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -30,19 +30,58 @@ from compressor.prune.importance.width_common import layer_units, reduce_to_unit
 
 @contextmanager
 def checkpointed(layers):
-    """Run each layer's forward under non-reentrant activation checkpointing, in eval mode."""
+    """Run each layer's forward under non-reentrant activation checkpointing, in eval mode.
+
+    A layer dispatched by accelerate (`device_map`) already has an instance `forward` (its hook): that one is
+    wrapped and put back afterwards, so the hook survives; only a wrapper we added is deleted.
+    """
 
     def wrap(forward):
         return lambda *args, **kwargs: checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
-    originals = [layer.forward for layer in layers]
-    for layer, forward in zip(layers, originals):
-        layer.forward = wrap(forward)
+    own = [vars(layer).get("forward") for layer in layers]  # accelerate's hooked forward, or None
+    for layer in layers:
+        layer.forward = wrap(layer.forward)
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward  # back to the class's forward
+        for layer, forward in zip(layers, own):
+            if forward is None:
+                del layer.forward  # back to the class's forward
+            else:
+                layer.forward = forward
+
+
+def _offloaded(module) -> bool:
+    """Whether accelerate keeps this module's weights off the device (cpu/disk offload) between forwards."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None or "_old_forward" not in vars(module):
+        return False
+    return any(getattr(h, "offload", False) for h in getattr(hook, "hooks", [hook]))
+
+
+@contextmanager
+def live_weight_hooks(module, hooks_by_name: dict[str, object]):
+    """Register each gradient hook on the weight as it exists during each forward of an offloaded `module`.
+
+    accelerate materialises an offloaded weight as a new Parameter for every forward (and puts a meta tensor
+    back after it), so a hook on the parameter object seen at set-up would never fire. The wrapper sits
+    inside accelerate's hook (`_old_forward`), where the materialised weights are in place.
+    """
+    original = module._old_forward
+
+    def forward(*args, **kwargs):
+        for name, hook in hooks_by_name.items():
+            p = module._parameters[name]
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(hook)
+        return original(*args, **kwargs)
+
+    module._old_forward = forward
+    try:
+        yield
+    finally:
+        module._old_forward = original
 
 
 @WIDTH_SCORERS.register("taylor")
@@ -50,7 +89,9 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
     model = ctx.model
     layers = decoder_layers(model, ctx.spec)
     acc: list[dict[str, torch.Tensor]] = [{} for _ in layers]
-    previous = {id(p): p.requires_grad for p in model.parameters()}
+    previous = {
+        n: p.requires_grad for n, p in model.named_parameters()
+    }  # by name: offloaded ones get replaced
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -64,15 +105,22 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
 
         return hook
 
-    handles = []
+    handles, offloaded = [], ExitStack()
     for i, layer in enumerate(layers):
         units = layer_units(layer, ctx.backbone, num_kv, head_dim)
+        live: dict[int, tuple[object, dict[str, object]]] = {}
         for kind, name, p in scored_params(units, ctx.backbone, targets):
-            p.requires_grad_(True)
-            handles.append(p.register_post_accumulate_grad_hook(fold(i, units, kind, name)))
+            p.requires_grad_(True)  # an offloaded weight's copies inherit it
+            owner = getattr(units.attention if kind == "heads" else units.mlp, name.split(".")[0])
+            if _offloaded(owner):
+                live.setdefault(id(owner), (owner, {}))[1][name.split(".")[1]] = fold(i, units, kind, name)
+            else:
+                handles.append(p.register_post_accumulate_grad_hook(fold(i, units, kind, name)))
+        for owner, by_name in live.values():
+            offloaded.enter_context(live_weight_hooks(owner, by_name))
     device = input_device(model)
     try:
-        with hooks(handles), checkpointed(layers):
+        with offloaded, hooks(handles), checkpointed(layers):
             for batch in ctx.progress(ctx.batches, "taylor scores"):
                 batch = to_device(batch, device)
                 if "labels" not in batch:
@@ -80,8 +128,8 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
                 loss = model(**model_inputs(batch, with_labels=True), use_cache=False).loss
                 loss.backward()
     finally:
-        for p in model.parameters():
-            p.requires_grad_(previous[id(p)])
+        for n, p in model.named_parameters():
+            p.requires_grad_(previous.get(n, p.requires_grad))
             p.grad = None
     return WidthScores(
         heads=[a["heads"].tolist() if "heads" in a else [] for a in acc],
