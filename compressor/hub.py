@@ -24,6 +24,45 @@ PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
 OTHER_WEIGHTS = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite"]
 DEFAULT_COMMIT_MESSAGE = "Upload compressed model with compressor"
 
+# The only files a push uploads, at the top of the folder: weights (safetensors), configs, processor and
+# tokenizer files, the card, the recipe and the reports. Never the Trainer's training_args.bin (a pickle),
+# TensorBoard runs/, checkpoints or anything else a training run leaves behind.
+PUSH_ALLOW = (
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+    "recipe.yaml",
+    "*_report.json",
+)
+
+
+def publishable(relative: str | Path) -> bool:
+    """Whether a file (path relative to the model folder) may be pushed: on `PUSH_ALLOW`, at the top level."""
+    name = Path(relative).as_posix()
+    return "/" not in name and any(fnmatch.fnmatchcase(name, p) for p in PUSH_ALLOW)
+
+
+def push_plan(folder: str | Path) -> tuple[list[str], list[str]]:
+    """(files that a push uploads, files it leaves out), relative to `folder`, sorted."""
+    folder = Path(folder)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return [f for f in files if publishable(f)], [f for f in files if not publishable(f)]
+
 
 def pull_config(
     src: str | Path, revision: str | None = None, token: str | None = None, trust_remote_code: bool = False
@@ -145,14 +184,26 @@ def push(
     overwrite: bool = False,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
-    """Upload every file of `folder` to `repo_id` in ONE commit and return the repo URL.
+    """Upload the publishable files of `folder` (`PUSH_ALLOW`) to `repo_id` in ONE commit; returns the repo URL.
 
+    Anything else in the folder (training_args.bin, runs/, checkpoints) is left out, with a warning naming it.
     A repo with files (other than .gitattributes) is replaced only with `overwrite` (stale files are deleted
     in the same commit). If the commit fails, nothing lands, and a repo created by this call is deleted.
     """
     folder = Path(folder)
     if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
         raise CompressorError(f"nothing to push: {folder} is not a folder with files; run the pipeline first")
+    upload, left_out = push_plan(folder)
+    if not any(f.endswith(".safetensors") for f in upload):
+        raise CompressorError(
+            f"nothing to push: {folder} has no safetensors weights at its top level; run the pipeline first"
+        )
+    if left_out:
+        tops = sorted({f.split("/")[0] + ("/" if "/" in f else "") for f in left_out})
+        shown = ", ".join(tops[:12]) + (f" and {len(tops) - 12} more" if len(tops) > 12 else "")
+        log.warning(
+            "not pushed (only weights, configs, processor files, the card and reports are): %s", shown
+        )
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -165,6 +216,7 @@ def push(
             api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
+                allow_patterns=[_literal(f) for f in upload],
                 commit_message=commit_message,
                 delete_patterns="*" if existed else None,
             )
@@ -173,6 +225,11 @@ def push(
                 _delete_quietly(api, repo_id)
             raise
     return str(url)
+
+
+def _literal(name: str) -> str:
+    """An fnmatch pattern that matches exactly `name` (glob characters escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _local_folder(src: str | Path) -> Path | None:

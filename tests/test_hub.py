@@ -68,7 +68,9 @@ def test_a_failed_push_leaves_no_repo_and_no_commit(hub_server, tiny_llama, repo
     folder.mkdir()
     for path in tiny_llama.iterdir():
         (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "notes.txt").write_text("x" * 200_000)  # a regular file, sent inline with the commit
+    (folder / "eval_report.json").write_text(
+        "x" * 200_000
+    )  # a pushed regular file, sent inline with the commit
     size = (folder / "model.safetensors").stat().st_size
     monkeypatch.setattr(hub_server, "max_file_size", size + 1)  # the weights upload; the commit is refused
     with pytest.raises(CompressorError, match="nothing was committed"):
@@ -101,7 +103,8 @@ def test_push_without_write_access_says_so(tiny_llama, repo_name):
 def test_a_card_with_invalid_metadata_is_refused_before_anything_lands(tiny_llama, repo_name, tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
-    (folder / "config.json").write_bytes((tiny_llama / "config.json").read_bytes())
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((tiny_llama / name).read_bytes())
     (folder / "README.md").write_text("---\nlicense: not-a-license\n---\n# Pruned model\n")
     with pytest.raises(CompressorError, match='(?s)invalid metadata.*"license" must be one of'):
         hub.push(folder, f"alice/{repo_name}", token=ALICE_WRITE)
@@ -172,7 +175,7 @@ for call in (lambda: hub.pull_config("alice/x", token={BAD_TOKEN!r}), lambda: hu
     except CompressorError as exc:
         print(exc)
 """
-    (tmp_path / "f.txt").write_text("x")
+    (tmp_path / "model.safetensors").write_text("x")
     env = {**os.environ, "HF_ENDPOINT": closed, "HF_HOME": str(tmp_path / "home")}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
