@@ -1,6 +1,7 @@
 """The model card, rendered only from the run folder's files (so it can be re-rendered without re-running).
 
-Reads `recipe.yaml`, `plan.json`, `source.json` and `reports/{prune,train,eval}.json`; writes nothing.
+Reads `recipe.yaml`, `plan.json`, `source.json`, `reports/{prune,train,eval}.json` and the final model folder's
+config.json and safetensors sizes (`recovered/` after recovery, else `pruned/`); writes nothing.
 Front matter goes through `huggingface_hub.ModelCardData`, so it is what the Hub expects.
 """
 
@@ -43,14 +44,30 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
             f"{run} is not a finished run folder (recipe.yaml and reports/prune.json are missing): "
             "run `compressor run RECIPE.yaml` first"
         )
+    train = _read(run / "reports" / "train.json")
     return {
+        "checkpoint": checkpoint_info(run / ("recovered" if train else "pruned")),
         "recipe_yaml": (run / "recipe.yaml").read_text(),
         "plan": _read(run / "plan.json"),
         "source": _read(run / "source.json") or {},
         "prune": _read(run / "reports" / "prune.json"),
-        "train": _read(run / "reports" / "train.json"),
+        "train": train,
         "eval": _read(run / "reports" / "eval.json"),
     }
+
+
+def checkpoint_info(folder: Path) -> dict[str, Any]:
+    """The saved model's dtype (its config.json) and the bytes of its safetensors files."""
+    config = _read(folder / "config.json") or {}
+    dtype = None
+    for where in (config, config.get("text_config") or {}):
+        dtype = dtype or where.get("dtype") or where.get("torch_dtype")
+    files = sorted(folder.glob("*.safetensors"))
+    return {"dtype": dtype, "disk_bytes": sum(f.stat().st_size for f in files) if files else None}
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _fmt_params(n: int | None) -> str:
@@ -130,7 +147,9 @@ def front_matter(run: dict[str, Any], repo_id: str | None):
     )
 
 
-def _removed_section(plan: dict[str, Any], prune: dict[str, Any]) -> str:
+def _removed_section(
+    plan: dict[str, Any], prune: dict[str, Any], checkpoint: dict[str, Any] | None = None
+) -> str:
     p = plan["params"]
     rows = [
         (
@@ -167,6 +186,15 @@ def _removed_section(plan: dict[str, Any], prune: dict[str, Any]) -> str:
         ),
         ("whole model parameters", f"{_fmt_params(p['total_before'])} → {_fmt_params(p['total_after'])}"),
     ]
+    checkpoint = checkpoint or {}
+    if checkpoint.get("disk_bytes") is not None:
+        rows.append(
+            (
+                "checkpoint",
+                f"{checkpoint.get('dtype') or 'unknown dtype'} safetensors, {_fmt_bytes(checkpoint['disk_bytes'])} "
+                "on disk",
+            )
+        )
     return "| | details |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
@@ -183,6 +211,13 @@ def _recovery_section(train: dict[str, Any] | None) -> str:
         f"- data: {_dataset_name(data.get('source'))}, {data.get('fraction', 1):.0%} of it ({data.get('used')} rows), "
         f"{train.get('steps')} steps",
     ]
+    precision = train.get("precision") or {}
+    if precision.get("compute"):
+        lines.append(
+            f"- precision: frozen weights in {precision['compute']}, trainable weights in "
+            f"{precision.get('trainable', 'float32')}; saved in {precision.get('saved')}"
+            + (" (the original's dtype)" if precision.get("saved") == precision.get("source") else "")
+        )
     if train.get("final_loss") is not None:
         lines.append(f"- final training loss: {train['final_loss']:.4g}")
     return "\n".join(lines)
@@ -258,7 +293,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## What was removed
 
-{_removed_section(plan, prune)}
+{_removed_section(plan, prune, run.get("checkpoint"))}
 
 ## Recovery
 

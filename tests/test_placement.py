@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from compressor.arch import spec_for
@@ -69,3 +70,67 @@ def test_taylor_scores_an_offloaded_model_and_keeps_its_hooks(tiny_saved, tmp_pa
     inputs = make_inputs("llava", plain.config)
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, plain(**inputs).logits, atol=1e-5)
+
+
+class FakeCuda:
+    """torch.cuda as a machine with 4 GPUs of `free` bytes each, recording which GPU was asked."""
+
+    def __init__(self, monkeypatch, free: int) -> None:
+        self.asked: list[int] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (self.asked.append(i), (free, free))[1])
+
+
+def test_each_rank_loads_on_its_own_gpu(tiny_saved, monkeypatch) -> None:
+    from compressor.errors import CompressorError
+    from compressor.models import pick_device_map
+
+    folder = tiny_saved("llava")
+    need = _size(folder)
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(var, raising=False)
+    cuda = FakeCuda(monkeypatch, free=need * 10)
+    assert pick_device_map(folder, torch.float32, None) == {"": 0}  # one process: the current GPU
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert pick_device_map(folder, torch.float32, None) == {"": 3}  # rank 3 of torchrun: GPU 3, not GPU 0
+    assert cuda.asked == [0, 3]  # the free memory of the process's own GPU was read
+    assert pick_device_map(folder, torch.float32, "auto") == "auto"  # the user's choice stands
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert pick_device_map(folder, torch.float32, None) is None  # FSDP shards from the CPU copy
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    FakeCuda(monkeypatch, free=need // 2)
+    with pytest.raises(CompressorError, match="do not fit .* GPU 3 of this process.*fsdp.yaml"):
+        pick_device_map(folder, torch.float32, None)  # every rank spreading over every GPU: refused
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert pick_device_map(folder, torch.float32, None) == "auto"  # one process may spread and offload
+
+
+def test_recovery_with_an_offloaded_teacher_never_moves_it(tiny_saved, tmp_path: Path) -> None:
+    from compressor.recover import prepare
+    from tests.test_recover import fast, make_student, write_rows
+
+    teacher = tiny_saved("llava")
+    student = make_student(teacher, "llava", tmp_path / "student")
+    data = write_rows(tmp_path / "data", n=4)
+    options = {"max_memory": {"cpu": int(_size(teacher) * 0.6)}, "offload_folder": str(tmp_path / "offload")}
+    cfg = fast(mode="projector", teacher_device="auto")
+    session = prepare(student, teacher, cfg, str(data), tmp_path / "out", teacher_options=options)
+    assert "disk" in set(session.teacher.hf_device_map.values())
+    moved: list = []
+    original_to = session.teacher.to
+    session.teacher.to = lambda *a, **k: (moved.append(a), original_to(*a, **k))[1]
+    report = session.finish()
+    assert moved == []  # `.to()` on a dispatched model would break its hooks
+    where = report.placement["teacher"]
+    assert where["dispatched"] and where["how"] == "kept on its device_map"
+    assert "model.language_model.layers.5" in where["offloaded"] and "disk" in where["devices"]
+    assert report.placement["student"] == {
+        "devices": ["cpu"],
+        "dtypes": ["float32"],
+        "dispatched": False,
+        "offloaded": [],
+    }
+    assert report.shared_vision["hits"] == 2 and report.losses[-1]["loss_hidden_mse"] > 0

@@ -48,6 +48,9 @@ class TrainReport(BaseModel):
     resumed_from: str | None
     world_size: int
     sft: dict[str, Any]
+    # compute / trainable / saved dtypes and the source's; where each model lived (devices, offloaded modules)
+    precision: dict[str, Any] = {}
+    placement: dict[str, Any] = {}
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -56,14 +59,20 @@ def checkpoint_dir(out: str | Path) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
-def _resolve_dtype(dtype: str, mode: str | None = None) -> str:
-    import torch
+def save_dtype(
+    cfg: Recover, teacher_dir: Path | None, student_dir: Path, fallback: str
+) -> tuple[str, str | None]:
+    """(dtype to save in, the source's declared dtype): the recipe's save_dtype, else the original's.
 
-    if dtype != "auto":
-        return dtype
-    if mode is None or mode == "lora":  # teacher, or a LoRA student whose base stays frozen
-        return "bfloat16" if torch.cuda.is_available() else "float32"
-    return "float32"
+    The original is the teacher when it is loaded; else the student's folder, which `compressor prune` saves in
+    the original's dtype.
+    """
+    from compressor.models import source_dtype
+
+    source = (source_dtype(teacher_dir) if teacher_dir is not None else None) or source_dtype(student_dir)
+    if cfg.save_dtype != "auto":
+        return cfg.save_dtype, source
+    return source or fallback, source
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -131,6 +140,7 @@ class Session:
     prune_report: dict[str, Any]
     timer: Any
     vision: Any = None
+    precision: dict[str, Any] | None = None
 
     def finish(self) -> TrainReport:
         """Train (resuming when asked), then write the plain checkpoint + processor + report into `out`."""
@@ -171,7 +181,24 @@ class Session:
             resumed_from=Path(self.last).name if self.last else None,
             world_size=sft_args.world_size(targs),
             sft=sft_args.summary(targs),
+            precision={
+                **(self.precision or {}),
+                **{f"{k}_dtypes": v for k, v in self.trainable.dtypes.items()},
+            },
+            placement=self._placement(),
         )
+
+    def _placement(self) -> dict[str, Any]:
+        from compressor.models import placement
+
+        teacher = getattr(self.teacher, "module", self.teacher)  # the model inside a DeepSpeed engine
+        out = {"student": placement(self.student)}
+        if teacher is not None:
+            out["teacher"] = placement(teacher)
+            distiller = getattr(self.trainer, "distiller", None)
+            if distiller is not None and distiller.placed:
+                out["teacher"]["how"] = distiller.placed
+        return out
 
     def _save(self, report: TrainReport) -> None:
         from compressor.models import commit_output, save_model
@@ -184,15 +211,19 @@ class Session:
         if sharded:  # FSDP / ZeRO-3: the Trainer gathers the full weights (a collective on every rank)
             trainer.save_model(str(gathered))
         if trainer.accelerator.is_main_process:
+            from compressor.hub import publishable
+
             final = trainable.merge(trainer.model)
+            dtype = (self.precision or {}).get("saved")
 
             def write(folder: Path) -> None:
-                if sharded:
+                if sharded:  # only the model's files: the Trainer also writes training_args.bin (a pickle)
                     for f in gathered.iterdir():
-                        shutil.move(str(f), folder / f.name)
+                        if publishable(f.name):
+                            shutil.move(str(f), folder / f.name)
                     self.processor.save_pretrained(folder)
                 else:
-                    save_model(final, self.processor, folder)
+                    save_model(final, self.processor, folder, dtype=dtype)
                 (folder / TRAIN_REPORT).write_text(report.model_dump_json(indent=1))
                 if (self.work / "runs").is_dir():  # TensorBoard logs (report_to: tensorboard) outlive the run
                     shutil.move(str(self.work / "runs"), folder / "runs")
@@ -237,10 +268,12 @@ def prepare(
     teacher_revision: str | None = None,
     trust_remote_code: bool = False,
     callbacks: list | None = None,
+    teacher_options: dict[str, Any] | None = None,
 ) -> Session:
     """Load the student and the teacher, choose what trains, build the data and the trainer.
 
-    `overwrite` replaces a non-empty `out`; `callbacks` are extra `TrainerCallback`s.
+    `overwrite` replaces a non-empty `out`; `callbacks` are extra `TrainerCallback`s; `teacher_options` go to
+    the teacher's `from_pretrained` (e.g. `max_memory`, `offload_folder` with `teacher_device: auto`).
     """
     from transformers import set_seed
 
@@ -287,10 +320,12 @@ def prepare(
     # own reload (`load_state_dict(strict=False)`) misses every key of a VLM saved in its original format, so it
     # would silently continue from the untrained student (transformers#43701). LoRA checkpoints go through PEFT.
     weights = Path(last) if last is not None and cfg.mode != "lora" else student_dir
-    student_dtype = _resolve_dtype(cfg.student_dtype, cfg.mode)
-    student = load_model(weights, spec, student_dtype, trust_remote_code=trust_remote_code)
+    compute = trainable.compute_dtype(cfg.student_dtype)
+    student = load_model(
+        weights, spec, trainable.load_dtype(cfg.mode, compute), trust_remote_code=trust_remote_code
+    )
 
-    teacher, teacher_info = None, None
+    teacher, teacher_info, local = None, None, None
     if cfg.uses_teacher:
         local, commit = hub.pull(str(teacher_src), revision=teacher_revision, token=token)
         t_spec, _ = spec_for(_read_json(Path(local) / "config.json") or {}, trust_remote_code)
@@ -299,9 +334,19 @@ def prepare(
                 f"teacher {teacher_src} is a {t_spec.family} model but the student is {spec.family}; "
                 "give the original model the student was pruned from"
             )
-        teacher_dtype = _resolve_dtype(cfg.teacher_dtype)
-        teacher = load_model(local, t_spec, teacher_dtype, trust_remote_code=trust_remote_code)
+        teacher_dtype = trainable.compute_dtype(cfg.teacher_dtype)
+        where = cfg.teacher_device
+        teacher = load_model(
+            local,
+            t_spec,
+            teacher_dtype,
+            device_map=where if where in (None, "auto") else {"": where},
+            trust_remote_code=trust_remote_code,
+            **(teacher_options or {}),
+        )
         teacher_info = {"source": str(teacher_src), "commit": commit, "dtype": teacher_dtype}
+    saved, source_dtype = save_dtype(cfg, Path(local) if local else None, student_dir, compute)
+    precision = {"compute": compute, "trainable": "float32", "saved": saved, "source": source_dtype}
 
     pairs: list[tuple[int, int]] = []
     vision, shared = None, {"enabled": False, "reason": "no teacher"}
@@ -315,9 +360,9 @@ def prepare(
         vision, shared = _share_vision(cfg, spec, student, teacher)
 
     set_seed(cfg.seed)  # LoRA initialisation draws from the global generator
-    model, info = trainable.setup(student, spec, backbone, cfg.mode, cfg.lora)
+    model, info = trainable.setup(student, spec, backbone, cfg.mode, cfg.lora, compute=compute)
     train = data.build(source, cfg.fraction, cfg.seed, cfg.data.split, cfg.data.image_folder, token)
-    targs = sft_args.build(cfg, work, assistant_only_loss=data.assistant_only(processor))
+    targs = sft_args.build(cfg, work, assistant_only_loss=data.assistant_only(processor), compute=compute)
     if sft_args.sharded(targs) and cfg.mode == "lora":
         raise CompressorError(
             "mode lora is merged into the weights at the end, which needs the whole model in one process: "
@@ -342,7 +387,7 @@ def prepare(
             direction=cfg.kl_direction,
             student_layers=tuple(s for s, _ in pairs),
             teacher_layers=tuple(t for _, t in pairs),
-            teacher_device=cfg.teacher_device,
+            teacher_device=None if cfg.teacher_device == "auto" else cfg.teacher_device,
             vision=vision,
         )
         teacher_info.update(
@@ -379,6 +424,7 @@ def prepare(
         prune_report=prune_report,
         timer=timer,
         vision=vision,
+        precision=precision,
     )
 
 

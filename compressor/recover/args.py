@@ -29,6 +29,23 @@ OWNED = {
     "packing": "nothing: TRL cannot pack image datasets",
     "padding_free": "nothing: TRL cannot pad-free image datasets",
 }
+# The trainer must never push: a token would be written into recipe.yaml and the card, and checkpoints would
+# reach the Hub outside the one atomic commit of the finished model (`publish:` does that).
+_PUSH = "publish: (repo_id, private) and --token or HF_TOKEN; the finished model is pushed in one commit"
+OWNED |= dict.fromkeys(
+    [
+        "push_to_hub",
+        "hub_model_id",
+        "hub_token",
+        "hub_strategy",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+    ],
+    _PUSH,
+)
+# Mixed precision follows recover.student_dtype: 16-bit frozen weights need autocast around fp32 trainable ones.
+PRECISION = {"bfloat16": {"bf16": True, "fp16": False}, "float16": {"bf16": False, "fp16": True}}
 
 # Deprecated transformers names that would lose to our default under the new name: renamed before the build.
 ALIASES = {
@@ -53,8 +70,11 @@ def _no_accelerator() -> bool:
     return not torch.accelerator.is_available()
 
 
-def defaults(cfg: Recover) -> dict[str, Any]:
-    """SFTConfig values we choose; the user's `recover.sft` overrides any of them."""
+def defaults(cfg: Recover, compute: str | None = None) -> dict[str, Any]:
+    """SFTConfig values we choose; the user's `recover.sft` overrides any of them.
+
+    `compute`: the student's compute dtype; 16 bits turn on the matching autocast (bf16 / fp16).
+    """
     return {
         "learning_rate": LEARNING_RATE[cfg.mode],
         "lr_scheduler_type": "cosine",
@@ -74,6 +94,7 @@ def defaults(cfg: Recover) -> dict[str, Any]:
         "label_names": ["labels"],
         # without it, processes started by torchrun on a machine with no GPU each train alone (no DDP)
         "use_cpu": _no_accelerator(),
+        **PRECISION.get(compute or "", {}),
     }
 
 
@@ -108,14 +129,28 @@ def check_fields(sft: dict[str, Any]) -> None:
 
 
 def build(
-    cfg: Recover, output_dir: str | Path, assistant_only_loss: bool = False, **overrides: Any
+    cfg: Recover,
+    output_dir: str | Path,
+    assistant_only_loss: bool = False,
+    compute: str | None = None,
+    **overrides: Any,
 ) -> SFTConfig:
-    """Our defaults < the recipe's `recover.sft` < `overrides`, plus the fields the recipe owns."""
+    """Our defaults < the recipe's `recover.sft` < `overrides`, plus the fields the recipe owns.
+
+    `compute` is the student's compute dtype (see `trainable.compute_dtype`).
+    """
     from trl import SFTConfig
 
     check_fields(cfg.sft)
     sft = {ALIASES.get(k, k): v for k, v in cfg.sft.items()}
-    values = {**defaults(cfg), "assistant_only_loss": assistant_only_loss, **sft, **overrides}
+    values = {**defaults(cfg, compute), "assistant_only_loss": assistant_only_loss, **sft, **overrides}
+    need = PRECISION.get(compute or "")
+    if need and not any(values.get(k) for k in ("bf16", "fp16")):
+        raise CompressorError(
+            f"recover.student_dtype {compute} keeps the frozen weights in 16 bits and the trainable ones in "
+            f"float32, which needs autocast: set sft.{'bf16' if compute == 'bfloat16' else 'fp16'}: true (the "
+            "default), or student_dtype: float32"
+        )
     values.update(_owned(cfg, output_dir))
     try:
         args = SFTConfig(**values)
@@ -143,8 +178,9 @@ def check_sft(cfg: Recover) -> None:
     """Build the SFTConfig once (in a throw-away folder) so that a bad `recover.sft` fails at load time."""
     import tempfile
 
+    compute = None if cfg.student_dtype == "auto" else cfg.student_dtype  # auto depends on the machine
     with tempfile.TemporaryDirectory(prefix="compressor-sft-check-") as tmp:
-        build(cfg, tmp)
+        build(cfg, tmp, compute=compute)
 
 
 def sharded(args: SFTConfig) -> bool:

@@ -96,14 +96,24 @@ class Recover(_Strict):
     lora: LoraOptions = Field(default_factory=LoraOptions)
     student_dtype: Dtype = Field(
         "auto",
-        description="Student load dtype. auto: bfloat16 for lora on a GPU (frozen base), float32 otherwise "
-        "(mixed precision comes from sft.bf16).",
+        description="Compute dtype of the student's frozen weights. auto: bfloat16 on a GPU that supports it, "
+        "float16 on one that doesn't, float32 on the CPU. Trainable weights are always float32 master copies; "
+        "with a 16-bit compute dtype, mixed precision (sft.bf16 / sft.fp16) is switched on.",
     )
     teacher_dtype: Dtype = Field(
-        "auto", description="Teacher load dtype; auto = bfloat16 on a GPU, float32 on the CPU."
+        "auto",
+        description="Teacher load dtype; auto = bfloat16 (float16 without bf16) on a GPU, float32 on the CPU.",
+    )
+    save_dtype: Dtype = Field(
+        "auto",
+        description="dtype of the saved checkpoint. auto: the original model's (its config's dtype / "
+        "torch_dtype), so a compressed model is never bigger on disk than its source.",
     )
     teacher_device: str | None = Field(
-        None, description="Device of the teacher, e.g. cuda:1 or cpu. Default: the student's device."
+        None,
+        description="Where the teacher lives: a device (cuda:1, cpu), or auto for accelerate's device_map "
+        "(spread over the GPUs, then CPU and disk offload; never moved afterwards). Default: the student's GPU "
+        "when it fits there, else auto.",
     )
     share_vision: bool = Field(
         True,

@@ -5,6 +5,12 @@
   never gets adapters) + the projector, trained in place; `merge` folds the adapters back in at the end.
 - full: the language model (embeddings, decoder, LM head) + the projector.
 
+Precision (what transformers users expect): frozen weights stay in the compute dtype (bf16 on a GPU that has
+it, fp16 on one that doesn't, fp32 on the CPU, or `recover.student_dtype`); every trainable weight — the
+projector, LoRA adapters (PEFT upcasts them), the language model in full mode — is a float32 master copy, and
+16-bit compute comes from autocast (`SFTConfig(bf16/fp16=True)`). AdamW never steps pure-bf16 weights, where
+updates of lr 2e-5 round away.
+
 Parameters are matched by name: a path owns a parameter whose name is the path or starts with "path.", which
 covers projector entries that are bare parameters (LLaVA-NeXT's `image_newline`).
 """
@@ -23,6 +29,44 @@ EXTRA_FILE = (
 )
 
 
+def compute_dtype(requested: str = "auto") -> str:
+    """The dtype frozen weights compute in: `requested`, or bf16 / fp16 on a GPU (bf16 where supported), fp32 on CPU."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def load_dtype(mode: str, compute: str) -> str:
+    """The dtype to load the student in: float32 for full mode (nearly every weight gets a float32 master copy,
+    so loading in 16 bits would only round the source), else the compute dtype (frozen weights stay as loaded)."""
+    return "float32" if mode == "full" else compute
+
+
+def set_precision(model, trainable_names: list[str], compute: str) -> None:
+    """Trainable parameters to float32 (master copies), the frozen ones to `compute`, in place."""
+    import torch
+
+    target = getattr(torch, compute)
+    chosen = set(trainable_names)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            want = torch.float32 if name in chosen else target
+            if p.is_floating_point() and p.dtype != want:
+                p.data = p.data.to(want)
+
+
+def dtypes_of(model) -> dict[str, list[str]]:
+    """The dtypes of the trainable and of the frozen parameters, for the report."""
+    out: dict[str, set[str]] = {"trainable": set(), "frozen": set()}
+    for p in {id(p): p for p in model.parameters()}.values():
+        out["trainable" if p.requires_grad else "frozen"].add(str(p.dtype).removeprefix("torch."))
+    return {k: sorted(v) for k, v in out.items()}
+
+
 @dataclass
 class Trainable:
     mode: str
@@ -30,6 +74,7 @@ class Trainable:
     total: int = 0
     names: list[str] = field(default_factory=list)  # trained base-model parameters (not LoRA adapters)
     lora_modules: int = 0
+    dtypes: dict[str, list[str]] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -38,6 +83,7 @@ class Trainable:
             "total_params": self.total,
             "trainable_share": round(self.trainable / max(self.total, 1), 6),
             "lora_modules": self.lora_modules,
+            "dtypes": self.dtypes,
         }
 
 
@@ -63,8 +109,13 @@ def lora_target(spec: ArchSpec, backbone: Backbone, target: str | None) -> str:
     return rf"{re.escape(spec.decoder)}\.(?:{target})"
 
 
-def setup(model, spec: ArchSpec, backbone: Backbone, mode: str, lora=None):
-    """Freeze and unfreeze `model` for `mode`; returns (model to train — a PeftModel for lora —, Trainable)."""
+def setup(model, spec: ArchSpec, backbone: Backbone, mode: str, lora=None, compute: str | None = None):
+    """Freeze and unfreeze `model` for `mode`; returns (model to train — a PeftModel for lora —, Trainable).
+
+    With `compute`, the frozen weights are cast to it and the trainable ones to float32 (see the module doc).
+    """
+    import torch
+
     model.requires_grad_(False)
     names = dict(model.named_parameters())
     if mode == "projector":
@@ -80,6 +131,8 @@ def setup(model, spec: ArchSpec, backbone: Backbone, mode: str, lora=None):
             f"no parameter of {spec.family} matches {mode} mode (projector {spec.projector})"
         )
     info = Trainable(mode=mode, names=chosen)
+    if compute is not None:
+        set_precision(model, chosen, compute)
     if mode == "lora":
         model, info.lora_modules = _add_lora(model, spec, backbone, lora)
     for n in chosen:
@@ -88,6 +141,12 @@ def setup(model, spec: ArchSpec, backbone: Backbone, mode: str, lora=None):
         if names[n].requires_grad:
             raise RuntimeError(f"internal error: vision parameter {n} is trainable in {mode} mode")
     params = {id(p): p for p in model.parameters()}.values()
+    low = sorted({str(p.dtype) for p in params if p.requires_grad and p.dtype != torch.float32})
+    if compute is not None and low:
+        raise RuntimeError(
+            f"internal error: trainable parameters in {low} in {mode} mode; they must be float32"
+        )
+    info.dtypes = dtypes_of(model)
     info.trainable = sum(p.numel() for p in params if p.requires_grad)
     info.total = sum(p.numel() for p in params)
     return model, info

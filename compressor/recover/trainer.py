@@ -103,9 +103,11 @@ class SharedVision:
     def _teacher_forward(self, tower, original):
         def forward(*args, **kwargs):
             if self._queue and self._queue[0][0] == _shapes(args, kwargs):
+                from compressor.models import execution_device
+
                 self.hits += 1
-                p = next(tower.parameters())
-                return _to(self._queue.pop(0)[1], p.device, p.dtype)
+                dtype = next(tower.parameters()).dtype
+                return _to(self._queue.pop(0)[1], execution_device(tower), dtype)
             self.misses += 1
             return original(*args, **kwargs)
 
@@ -155,6 +157,7 @@ class Distiller:
     teacher_layers: tuple[int, ...] = ()  # ... against teacher layer map[i]
     teacher_device: str | None = None
     vision: SharedVision | None = None
+    placed: str | None = None  # how `prepare` placed the teacher, for the report
     _ready: bool = field(default=False, repr=False)
 
     @property
@@ -162,7 +165,13 @@ class Distiller:
         return any(losses.LOSSES.get(n).uses_logits for n, w in self.weights.items() if w > 0)
 
     def prepare(self, trainer: SFTTrainer) -> None:
-        """Place the teacher once the accelerator is set up (first training step)."""
+        """Place the teacher once the accelerator is set up (first training step).
+
+        A teacher that accelerate dispatched (a device_map over several GPUs, CPU or disk offload) stays where
+        it is: `.to()` would break its hooks.
+        """
+        from compressor.models import place
+
         if self._ready:
             return
         self.teacher.requires_grad_(False)
@@ -171,15 +180,18 @@ class Distiller:
             from trl.models import prepare_deepspeed
 
             self.teacher = prepare_deepspeed(self.teacher, trainer.accelerator)
-        else:  # DDP, FSDP (the teacher is replicated), one device, or a device of its own
-            self.teacher.to(self.teacher_device or sft_args.device(trainer.args))
+            self.placed = "partitioned by DeepSpeed ZeRO-3"
+        else:  # DDP, FSDP (the teacher is replicated), one device, a device of its own, or dispatched
+            self.placed = place(self.teacher, self.teacher_device or sft_args.device(trainer.args))
         self.teacher.eval()
         self._ready = True
 
     @torch.no_grad()
     def teacher_side(self, inputs: dict[str, Any]) -> losses.Side:
+        from compressor.models import input_device
+
         teacher = getattr(self.teacher, "module", self.teacher)  # the model inside a DeepSpeed engine
-        device = next(teacher.parameters()).device
+        device = input_device(teacher)  # not a parameter's device: an offloaded one is on meta
         t_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         t_inputs = {k: v for k, v in t_inputs.items() if k not in DROP}
         t_inputs["use_cache"] = False

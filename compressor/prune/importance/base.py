@@ -43,12 +43,9 @@ def decoder_layers(model: nn.Module, spec: ArchSpec) -> nn.ModuleList:
 
 def input_device(model: nn.Module) -> torch.device:
     """Where the inputs go: the embedding's device, or its execution device when accelerate offloads it."""
-    embed = model.get_input_embeddings()
-    device = embed.weight.device
-    hook = getattr(embed, "_hf_hook", None)
-    if device.type == "meta" and getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    return device
+    from compressor.models import input_device as device_of
+
+    return device_of(model)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
