@@ -272,7 +272,7 @@ def commit_output(out: Path, write: Any) -> Path:
 def save_model(model, processor, folder: Path, dtype: str | None = None) -> None:
     """Save safetensors (+ the processor) in `dtype`; default: `model.save_dtype` (see `load_model`).
 
-    The model is cast in place, so call it last. A dispatched model (device_map with offload) is saved as it is.
+    The model's parameters are cast in place, so call it last. A dispatched model (device_map with offload) is saved as it is.
     """
     import torch
 
@@ -284,8 +284,11 @@ def save_model(model, processor, folder: Path, dtype: str | None = None) -> None
                 log.warning(
                     "the model is dispatched over several devices: saved in its load dtype, not %s", dtype
                 )
-        else:
-            model.to(target)
+        else:  # parameters only: buffers such as rotary inv_freq stay as transformers computes them
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.is_floating_point() and p.dtype != target:
+                        p.data = p.data.to(target)
     model.save_pretrained(folder, safe_serialization=True)
     if processor is not None:
         processor.save_pretrained(folder)
