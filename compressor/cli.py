@@ -197,6 +197,24 @@ def cmd_demo(args) -> int:
     return run(Path(args.workdir) if args.workdir else None)
 
 
+def cmd_reference(args) -> int:
+    from compressor import reference
+
+    if args.action == "path":
+        print(reference.find_reference(Path(args.root) if args.root else None).root)
+        return 0
+    ref = reference.build(Path(args.root) if args.root else None, force=args.force)
+    print((ref.model / "README.md").read_text())
+    print(f"reference: {ref.root}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from compressor import study
+
+    return study.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="compressor", description=__doc__.split("\n")[0] if __doc__ else None
@@ -258,6 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve_hub)
+
+    p = sub.add_parser(
+        "reference",
+        help="build (once, cached) the reference MLLM: real SmolLM2-135M-Instruct + a vision tower trained on easy-VQA",
+    )
+    p.add_argument("action", choices=["build", "path"], help="build it, or print where the built one is")
+    p.add_argument("--root", help="folder to build into (default: the user cache, see compressor.reference)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a built reference is cached")
+    p.set_defaults(func=cmd_reference)
+
+    p = sub.add_parser(
+        "study", help="a grid of recipes, each an ordinary resumable run; results.csv, a table and plots"
+    )
+    from compressor.study import add_arguments as add_study
+
+    add_study(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("demo", help="build the embedded default model and run the main job on it")
     p.add_argument("--workdir", help="where to build (default: a temporary folder)")

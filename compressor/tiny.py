@@ -372,11 +372,15 @@ def make_inputs(
 
 
 def _chat_template(family: str | None) -> str:
+    return chatml_template(
+        _CHAT_IMAGE.get(family or "", "<image>"), bos=not (family and family.startswith("qwen"))
+    )
+
+
+def chatml_template(image: str = "<image>", bos: bool = True) -> str:
     """ChatML-style template over TRL's conversational vision format, with `{% generation %}` markers."""
-    image = _CHAT_IMAGE.get(family or "", "<image>")
-    bos = "" if family and family.startswith("qwen") else "{{- bos_token -}}"
     return (
-        bos + "{%- for message in messages -%}"
+        ("{{- bos_token -}}" if bos else "") + "{%- for message in messages -%}"
         "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
         "{%- if message['content'] is string -%}"
         "{%- set parts = [{'type': 'text', 'text': message['content']}] -%}"

@@ -99,6 +99,11 @@ class ModelPair:
         text = self.chat_text(messages, add_generation_prompt)
         return self._inputs(text, images, self.original)
 
+    def encode_text(self, text: str) -> dict[str, Any]:
+        """Token ids of plain text (no chat template, no image), on the original's device."""
+        enc = self.tokenizer(text, return_tensors="pt")
+        return {k: v.to(self.original.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
     def answer(self, question: str, images: list, max_new_tokens: int) -> dict[str, str]:
         """Greedy answers of both models to one user turn: {'original': …, 'compressed': …}."""
         import torch

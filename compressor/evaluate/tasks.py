@@ -13,8 +13,9 @@ Row formats (keys of one dataset row; images are paths relative to the dataset f
   ``C``, ``D`` columns, ``answer`` (a letter, an index into the choices as in ScienceQA, or the choice's text),
   optional ``hint``/``context``. The prompt lists the options as "A. …" lines; the generated letter is scored
   (metrics/multiple_choice).
-- ``perplexity`` — conversations: ``images`` + ``messages`` (TRL's format), LLaVA's ``conversations``, or a
-  question-answer row of the formats above (one user turn, one assistant turn). Perplexity over the assistant
+- ``perplexity`` — plain ``text`` rows (the language model's own perplexity over every token, no chat template,
+  no image: held-out text), or conversations: ``images`` + ``messages`` (TRL's format), LLaVA's
+  ``conversations``, or a question-answer row of the formats above (one user turn, one assistant turn). Perplexity over the assistant
   tokens (each assistant turn and its end-of-turn token), found by rendering the conversation up to each turn
   with the chat template; where the template does not render the conversation as prefix + turn, over all text
   tokens (noted in the report).
@@ -210,16 +211,22 @@ class Perplexity(Task):
         from compressor.evaluate.rows import conversation
 
         nll = {"original": 0.0, "compressed": 0.0}
-        tokens = 0
-        fallback = 0
+        tokens = fallback = plain = 0
         with torch.inference_mode():
             for i in progress(indices, f"perplexity on {cfg.dataset}"):
-                conv = conversation(dict(rows[i]), root)
-                enc = pair.encode(conv["messages"], conv["images"])
-                ids = enc["input_ids"][0]
-                mask = assistant_positions(pair, conv, ids)
-                if mask is None:
-                    mask, fallback = _text_positions(pair, enc), fallback + 1
+                row = dict(rows[i])
+                if isinstance(row.get("text"), str) and "messages" not in row and "question" not in row:
+                    enc = pair.encode_text(row["text"])  # held-out text: every token counts
+                    ids = enc["input_ids"][0]
+                    mask = torch.ones_like(ids, dtype=torch.bool)
+                    plain += 1
+                else:
+                    conv = conversation(row, root)
+                    enc = pair.encode(conv["messages"], conv["images"])
+                    ids = enc["input_ids"][0]
+                    mask = assistant_positions(pair, conv, ids)
+                    if mask is None:
+                        mask, fallback = _text_positions(pair, enc), fallback + 1
                 targets, scored = ids[1:], mask[1:]
                 tokens += int(scored.sum())
                 for side, model in pair.sides():
@@ -232,7 +239,7 @@ class Perplexity(Task):
                 f"perplexity: no tokens to score in {cfg.dataset!r}; the rows need assistant turns"
             )
         ppl = {side: math.exp(v / tokens) for side, v in nll.items()}
-        notes = [f"{tokens} tokens scored"]
+        notes = [f"{tokens} tokens scored" + (f" ({plain} plain-text rows, all tokens)" if plain else "")]
         if fallback:
             notes.append(
                 f"{fallback} of {len(indices)} samples scored on all text tokens (chat template not prefix-stable)"

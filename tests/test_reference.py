@@ -1,0 +1,230 @@
+"""The reference MLLM's build path, end to end with a tiny random LM standing in for SmolLM2.
+
+The real build (`make reference`: the real SmolLM2-135M-Instruct, ~40 min on 2 cores) is not run here; every
+step of its code path is: a tiny Llama written as a GGUF file by the `gguf` package (F32, with llama.cpp's
+q/k row permutation) is converted back, the LLaVA is assembled around it, trained through stages 0-2 on a
+miniature easy-VQA folder of the package's layout, scored, carded, cached, and a study cell runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>"]  # SmolLM2's first four tokens
+SHAPE = {"hidden": 64, "ffn": 128, "layers": 4, "heads": 4, "kv": 2, "head_dim": 16}
+
+
+def _permute(w, n_head: int):
+    """llama.cpp's row order for q/k projections (transformers undoes it when it loads a GGUF)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path: Path, seed: int = 0):
+    """A tiny Llama (tied embeddings, GQA) as an F32 GGUF with a byte-level tokenizer; returns the HF model."""
+    import gguf
+    import numpy as np
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    toks = SPECIAL + sorted(pre_tokenizers.ByteLevel.alphabet())
+    s = SHAPE
+    config = LlamaConfig(
+        vocab_size=len(toks),
+        hidden_size=s["hidden"],
+        intermediate_size=s["ffn"],
+        num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv"],
+        head_dim=s["head_dim"],
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_context_length(256)
+    w.add_block_count(s["layers"])
+    w.add_feed_forward_length(s["ffn"])
+    w.add_embedding_length(s["hidden"])
+    w.add_rope_dimension_count(s["head_dim"])
+    w.add_head_count(s["heads"])
+    w.add_head_count_kv(s["kv"])
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(len(toks))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(toks)
+    w.add_token_types([gguf.TokenType.CONTROL] * len(SPECIAL) + [gguf.TokenType.NORMAL] * (len(toks) - 4))
+    w.add_token_merges([])
+    w.add_token_scores([0.0] * len(toks))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
+    names = {
+        "attn_norm": "input_layernorm",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    for i in range(s["layers"]):
+        p = f"model.layers.{i}."
+        w.add_tensor(f"blk.{i}.attn_q.weight", _permute(sd[p + "self_attn.q_proj.weight"], s["heads"]))
+        w.add_tensor(f"blk.{i}.attn_k.weight", _permute(sd[p + "self_attn.k_proj.weight"], s["kv"]))
+        for ours, theirs in names.items():
+            w.add_tensor(f"blk.{i}.{ours}.weight", sd[p + theirs + ".weight"])
+    w.add_tensor("output_norm.weight", sd["model.norm.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return model
+
+
+def write_tiny_easy_vqa(root: Path, seed: int = 0) -> Path:
+    """easy-VQA's package layout (split/images/N.png + split/questions.json of [question, answer, image])."""
+    from PIL import Image, ImageDraw
+
+    from compressor.reference import COLORS
+
+    rng = random.Random(seed)
+    palette = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "black": (0, 0, 0)}
+    for split, n in (("train", 12), ("test", 8)):
+        (root / split / "images").mkdir(parents=True)
+        questions = []
+        for i in range(n):
+            color, shape = rng.choice(sorted(palette)), rng.choice(["circle", "rectangle"])
+            img = Image.new("RGB", (64, 64), (255, 255, 255))
+            draw = ImageDraw.Draw(img)
+            (draw.ellipse if shape == "circle" else draw.rectangle)((10, 10, 50, 50), fill=palette[color])
+            img.save(root / split / "images" / f"{i}.png")
+            other = rng.choice([c for c in COLORS if c != color])
+            questions += [
+                ["what color is the shape?", color, i],
+                ["what shape is in the image?", shape, i],
+                [f"is there a {other} shape?", "no", i],
+                [f"is there a {color} shape in the image?", "yes", i],
+            ]
+        (root / split / "questions.json").write_text(json.dumps(questions))
+    return root
+
+
+def test_gguf_converts_to_a_plain_checkpoint_with_equal_logits(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compressor.reference import convert_gguf
+
+    original = write_tiny_gguf(tmp_path / "tiny.gguf")
+    out = convert_gguf(tmp_path / "tiny.gguf", tmp_path / "converted")
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.gguf"))
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("what color is the shape?<|im_end|>", return_tensors="pt")["input_ids"]
+    assert ids[0, -1] == 2 and ids.shape[1] > 10
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original(ids).logits)
+
+
+def test_assembled_llava_keeps_the_language_model_exactly(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compressor.reference import IMAGE_TOKEN, IMAGE_TOKEN_ID, BuildConfig, assemble, convert_gguf
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    lm_dir = convert_gguf(tmp_path / "tiny.gguf", tmp_path / "lm")
+    model, processor = assemble(lm_dir, BuildConfig(image_size=32, vision_hidden=32, vision_layers=1))
+    bare = AutoModelForCausalLM.from_pretrained(lm_dir).eval()
+    tok = processor.tokenizer
+    assert tok.convert_tokens_to_ids(IMAGE_TOKEN) == IMAGE_TOKEN_ID and len(tok) == bare.config.vocab_size
+    ids = tok("a text-only prompt", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids=ids).logits, bare(ids).logits)
+    # an image row expands to the vision tower's patch count (CLS dropped)
+    from PIL import Image
+
+    enc = processor(text=["<image>hi"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
+    assert int((enc["input_ids"] == IMAGE_TOKEN_ID).sum()) == (32 // 16) ** 2
+
+
+def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from compressor.reference import BuildConfig, build, find_reference
+    from compressor.study import load_study, run_study
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    easy = write_tiny_easy_vqa(tmp_path / "easy_vqa")
+    cfg = BuildConfig(
+        image_size=32,
+        vision_hidden=32,
+        vision_layers=1,
+        stage0_epochs=1,
+        stage1_steps=2,
+        stage2_steps=2,
+        batch_size=4,
+        eval_open=4,
+        eval_yes_no=4,
+        ppl_texts=2,
+        ppl_tokens=32,
+    )
+    ref = build(tmp_path / "ref", cfg, gguf=tmp_path / "tiny.gguf", easy_vqa=easy)
+    assert find_reference(tmp_path / "ref").root == ref.root
+    assert not [p for p in tmp_path.iterdir() if ".build-" in p.name], (
+        "the build folder is renamed into place"
+    )
+    report = json.loads(ref.report.read_text())
+    assert report["counts"] == {"train": 48, "test_open": 16, "test_yes_no": 16, "heldout_text": 2}
+    assert [report["stages"][s]["steps"] for s in ("stage1_projector", "stage2_finetune")] == [2, 2]
+    assert "dequantised from the Q4_1 GGUF" in report["language_model"]
+    assert report["heldout_perplexity"]["bare_lm"] > 1 and report["heldout_perplexity"]["after_stage2"] > 1
+    card = (ref.model / "README.md").read_text()
+    for line in ("| open (colour, shape) | 4 |", "| yes/no | 4 |", "Held-out perplexity", "Whole build:"):
+        assert line in card
+    model = AutoModelForImageTextToText.from_pretrained(ref.model)
+    processor = AutoProcessor.from_pretrained(ref.model)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert "{%- generation -%}" in processor.chat_template  # assistant-only loss in TRL
+    rows = (ref.train / "data.jsonl").read_text().splitlines()
+    first = json.loads(rows[0])
+    assert (ref.train / first["images"][0]).is_file() and first["messages"][1]["role"] == "assistant"
+    assert torch.isfinite(model(**processor(text=["hi"], return_tensors="pt")).logits).all()
+
+    # cached: a second build returns it untouched
+    stamp = ref.report.stat().st_mtime_ns
+    assert (
+        build(tmp_path / "ref", cfg, gguf=tmp_path / "tiny.gguf", easy_vqa=easy).report.stat().st_mtime_ns
+        == stamp
+    )
+
+    # the shipped study's base recipe runs on it (one no-recovery cell, small limits)
+    import yaml
+
+    study = yaml.safe_load((Path(__file__).parent.parent / "studies" / "seed-miniature.yaml").read_text())
+    study["groups"] = [{"name": "one", "set": {"recover": None, "prune.ratio": 0.5}}]
+    for task in study["base"]["evaluate"]["tasks"]:
+        task["limit"] = 2
+    study["base"]["evaluate"]["speed_new_tokens"] = 2
+    study["base"]["evaluate"]["speed_repeats"] = 1
+    study["base"]["prune"]["calibration"]["num_samples"] = 2
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    out = run_study(load_study(path, {"reference": str(ref.root)}), tmp_path / "study")
+    md = (out / "results.md").read_text()
+    assert "| width | 50% (" in md and "Reference (original)" in md
