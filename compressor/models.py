@@ -226,15 +226,23 @@ def load_model(
 
 
 def load_processor(path: str | Path, trust_remote_code: bool = False):
-    """The processor (or tokenizer alone) saved with the model; None when there is neither."""
-    from transformers import AutoProcessor, AutoTokenizer
+    """The processor saved with the model (see `compressor.arch.processors`); None when there is not even a tokenizer.
 
-    for auto in (AutoProcessor, AutoTokenizer):
-        try:
-            return auto.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
-            log.debug("%s failed on %s: %s", auto.__name__, path, err)
-    return None
+    For a multimodal family a folder whose image processor cannot load is an error naming the fix, never a
+    silent tokenizer; a folder of another model (no known family) may give its tokenizer alone.
+    """
+    import json
+
+    from compressor.arch import processors
+    from compressor.arch.spec import spec_for
+
+    file = Path(path) / "config.json"
+    config = json.loads(file.read_text()) if file.is_file() else {}
+    try:
+        spec = spec_for(config, trust_remote_code=True)[0]  # only to know the family; loading checks trust
+    except CompressorError:
+        spec = None
+    return processors.load(path, spec, config, trust_remote_code)
 
 
 def prepare_output(out: str | Path, overwrite: bool = False) -> Path:
@@ -292,3 +300,32 @@ def save_model(model, processor, folder: Path, dtype: str | None = None) -> None
     model.save_pretrained(folder, safe_serialization=True)
     if processor is not None:
         processor.save_pretrained(folder)
+
+
+def cast_checkpoint(folder: Path, dtype: str) -> None:
+    """Rewrite a saved checkpoint's floating tensors (and its config's dtype) in `dtype`, file by file.
+
+    For weights that did not go through `save_model`: the Trainer's gathered FSDP / ZeRO-3 state dict holds the
+    fp32 master copies of the trained weights beside the 16-bit frozen ones.
+    """
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = getattr(torch, dtype)
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        tensors = load_file(str(file))
+        if any(t.is_floating_point() and t.dtype != target for t in tensors.values()):
+            cast = {k: t.to(target) if t.is_floating_point() else t for k, t in tensors.items()}
+            save_file(cast, str(file), metadata={"format": "pt"})
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text())
+        data.pop("torch_dtype", None)
+        data["dtype"] = dtype
+        for sub in data.values():
+            if isinstance(sub, dict) and ("dtype" in sub or "torch_dtype" in sub):
+                sub.pop("torch_dtype", None)
+                sub["dtype"] = dtype
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

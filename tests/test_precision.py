@@ -233,3 +233,23 @@ def test_card_states_the_saved_dtype_and_the_size_on_disk(bf16_pair, data_dir, t
         "frozen weights in float32, trainable weights in float32; saved in bfloat16 (the original's dtype)"
         in text
     )
+
+
+def test_a_gathered_checkpoint_is_cast_to_the_saved_dtype(tiny_saved, tmp_path) -> None:
+    """What recover does to the Trainer's FSDP / ZeRO-3 output (fp32 masters beside 16-bit frozen weights)."""
+    import shutil
+
+    from transformers import AutoModelForImageTextToText
+
+    from compressor.models import cast_checkpoint
+
+    folder = tmp_path / "gathered"
+    shutil.copytree(tiny_saved("llava"), folder)
+    before = load_file(folder / "model.safetensors")
+    assert _dtypes(folder) == {torch.float32}
+    cast_checkpoint(folder, "bfloat16")
+    assert _dtypes(folder) == {torch.bfloat16}
+    after = load_file(folder / "model.safetensors")
+    assert all(torch.equal(after[k], before[k].bfloat16()) for k in before)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    assert model.dtype == torch.bfloat16 and model.config.text_config.dtype == torch.bfloat16

@@ -201,7 +201,7 @@ class Session:
         return out
 
     def _save(self, report: TrainReport) -> None:
-        from compressor.models import commit_output, save_model
+        from compressor.models import cast_checkpoint, commit_output, save_model
         from compressor.recover import args as sft_args
         from compressor.recover import trainable
 
@@ -221,6 +221,8 @@ class Session:
                     for f in gathered.iterdir():
                         if publishable(f.name):
                             shutil.move(str(f), folder / f.name)
+                    if dtype is not None:
+                        cast_checkpoint(folder, dtype)
                     self.processor.save_pretrained(folder)
                 else:
                     save_model(final, self.processor, folder, dtype=dtype)
