@@ -160,19 +160,22 @@ def count_params(model, spec: ArchSpec) -> dict[str, int | None]:
     """Backbone (decoder + untied lm_head), vision tower (less any projector inside it), projector, total."""
     decoder = get_module(model, spec.decoder)
     lm_head = get_module(model, "lm_head")
-    backbone = _numel(_unique_params([decoder, lm_head]))
     layers = decoder.layers
     projector_params = _unique_params([get_module(model, p) for p in spec.projector])
     vision_params = _unique_params([get_module(model, p) for p in spec.vision])
     projector_ids = {id(p) for p in projector_params}
     vision = [p for p in vision_params if id(p) not in projector_ids]
-    remote = spec.remote_code
+    # Bunny keeps its vision tower and projector under the decoder module (`model`): they are not backbone
+    multimodal = projector_ids | {id(p) for p in vision}
+    backbone = _numel(p for p in _unique_params([decoder, lm_head]) if id(p) not in multimodal)
+    # the meta model of a remote-code family is its native backbone only: no tower, no projector to count
+    missing = spec.remote_code and not vision_params
     return {
         "backbone": backbone,
         "per_layer": _numel(layers[0].parameters()),
-        "vision": None if remote else _numel(vision),
-        "projector": None if remote else _numel(projector_params),
-        "total": None if remote else _numel(_unique_params([model])),
+        "vision": None if missing else _numel(vision),
+        "projector": None if missing else _numel(projector_params),
+        "total": None if missing else _numel(_unique_params([model])),
     }
 
 

@@ -77,6 +77,13 @@ class ArchSpec:
     # (Qwen3-VL's deepstack): those layers can't be dropped
     protected_first_layers_key: str | None = None
     frozen_extra: tuple[str, ...] = field(default=())
+    # "auto": the family's processor class (AutoProcessor); "bunny": tokenizer + SigLIP image processor joined by
+    # compressor.arch.processors.BunnyProcessor (the repo ships no processor)
+    processor: str = "auto"
+    # False when the top-level forward splices the image features into the sequence (Bunny: at -200 in input_ids)
+    # and the backbone never sees pixels: the backbone alone cannot be run on model inputs, and its sequence is
+    # longer than input_ids
+    backbone_takes_images: bool = True
 
     def text_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         if self.text_config_key is None:
@@ -186,6 +193,8 @@ FAMILIES: tuple[ArchSpec, ...] = (
         auto_class="AutoModelForCausalLM",
         remote_code=True,
         text_config_key=None,
+        processor="bunny",
+        backbone_takes_images=False,
     ),
 )
 

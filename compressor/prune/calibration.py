@@ -26,6 +26,7 @@ def encode(processor, row: dict[str, Any], config, needs_mm_token_type_ids: bool
         kwargs["images"] = row["images"]
     enc = dict(processor(**kwargs))
     labels = enc["input_ids"].clone()
+    labels[labels < 0] = -100  # a placeholder id the model's forward splices images at (Bunny's -200)
     image_id = image_token_id(config)
     if image_id is not None:
         labels[enc["input_ids"] == image_id] = -100

@@ -1,0 +1,128 @@
+"""Bunny through its remote code: a tiny model of Bunny-v1.0's structure (tests/bunny_remote) saved with `auto_map`,
+loaded only with `trust_remote_code=True`, through plan, prune (depth and width), calibration with images,
+recovery (projector, lora, full), evaluation, the card, a push to the embedded Hub and a reload from it.
+
+The proofs are the native families' (tests/test_prune_families.py): after a save and a reload through the remote
+code, logits equal the in-memory pruned model's, greedy `generate` is the same with and without the KV cache,
+and the parameter count equals the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from compressor import prune as pruning
+from compressor.arch import spec_for
+from compressor.errors import CompressorError
+from compressor.plan import count_params, resolve
+from compressor.recipe import Prune
+from tests.bunny_remote import CODE_FILES, bunny_inputs, save_tiny_bunny
+
+
+@pytest.fixture(scope="module")
+def bunny(tmp_path_factory) -> Path:
+    return save_tiny_bunny(tmp_path_factory.mktemp("bunny") / "src")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    from compressor.demo import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("bunny-data") / "shapes", n=12)
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _load(folder: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+
+
+def _generate(model, inputs, use_cache: bool):
+    gen = {k: v for k, v in inputs.items() if k != "labels"}
+    return model.generate(**gen, max_new_tokens=5, do_sample=False, use_cache=use_cache)
+
+
+def test_the_tiny_bunny_is_remote_code_only(bunny):
+    from transformers import AutoModelForCausalLM
+
+    config = _config(bunny)
+    assert config["model_type"] == "bunny-phi" and "AutoModelForCausalLM" in config["auto_map"]
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModelForCausalLM.from_pretrained(bunny)
+    with pytest.raises(CompressorError, match="--trust-remote-code"):
+        spec_for(config)
+    model = _load(bunny)
+    assert type(model).__module__.startswith("transformers_modules.")  # the folder's own code ran
+    assert {"vision_tower", "mm_projector", "layers"} <= {n for n, _ in model.model.named_children()}
+
+
+def test_bunny_processor_is_its_tokenizer_and_siglip_image_processor(bunny):
+    from compressor.models import load_processor
+    from compressor.tiny import tiny_images
+
+    processor = load_processor(bunny, trust_remote_code=True)
+    assert type(processor).__name__ == "BunnyProcessor"
+    assert type(processor.image_processor).__name__.startswith("SiglipImageProcessor")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what?"}]}]
+    enc = processor(
+        text=[processor.apply_chat_template(messages, tokenize=False)],
+        images=tiny_images(1, size=24),
+        return_tensors="pt",
+    )
+    assert (enc["input_ids"] == -200).sum() == 1  # one placeholder per image, spliced by the model
+    assert enc["images"].shape == (1, 3, 16, 16)  # padded to a square, resized to the tower's input
+
+
+@pytest.mark.parametrize(
+    ("method", "scorer"), [("depth", "block_influence"), ("width", "taylor")], ids=["depth", "width"]
+)
+def test_pruned_bunny_reloads_through_its_remote_code(bunny, shapes, method, scorer, tmp_path):
+    from compressor.data import load_rows
+    from compressor.models import load_model, load_processor, save_model
+    from compressor.prune.calibration import build_batches
+
+    config = _config(bunny)
+    spec, backbone = spec_for(config, trust_remote_code=True)
+    plan = resolve(config, spec, backbone, Prune(method=method, ratio=0.3, scorer=scorer, round_to=8))
+    model = load_model(bunny, spec, "float32", trust_remote_code=True)
+    processor = load_processor(bunny, trust_remote_code=True)
+    before = count_params(model, spec)
+    batches = build_batches(load_rows(str(shapes)), processor, model.config, 3, 512, 0)
+    assert all("images" in b and (b["input_ids"] == -200).any() for b in batches)  # calibration sees images
+    report = pruning.apply(model, spec, backbone, plan, batches, progress=lambda it, _d: it)
+
+    counts = count_params(model, spec)
+    assert (
+        counts["backbone"] == plan.params.backbone_after < plan.params.backbone_before == before["backbone"]
+    )
+    assert counts["vision"] == before["vision"] > 0 and counts["projector"] == before["projector"] > 0
+    assert counts["total"] == before["total"] - (plan.params.backbone_before - plan.params.backbone_after)
+    if method == "depth":
+        assert len(report.dropped_layers) == plan.drop_count > 0
+        assert model.config.num_hidden_layers == plan.num_layers_after
+    else:
+        assert model.config.num_key_value_heads == plan.kv_heads_after < plan.kv_heads_before
+        assert model.config.intermediate_size == plan.intermediate_after
+
+    out = tmp_path / "pruned"
+    save_model(model, processor, out)
+    assert {*CODE_FILES, "model.safetensors", "preprocessor_config.json", "tokenizer.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    reloaded = _load(out)
+    assert count_params(reloaded, spec) == counts
+    inputs = bunny_inputs(model, batch_size=2, seed=11)
+    with torch.no_grad():
+        a = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        b = reloaded(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    assert torch.equal(a, b)
+    cached, uncached = _generate(reloaded, inputs, True), _generate(reloaded, inputs, False)
+    assert torch.equal(cached, uncached) and cached.shape[1] == inputs["input_ids"].shape[1] + 5
