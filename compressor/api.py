@@ -143,10 +143,13 @@ def _start_run(recipe: Recipe, run: RunFolder) -> None:
         run.recipe.write_text(text)
 
 
-def run(recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=None) -> dict[str, Any]:
+def run(
+    recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=None, eval_cache=None
+) -> dict[str, Any]:
     """pull → plan → prune → recover → eval → card → push, resuming after the last finished stage.
 
     `on_stage(stage, state)` is called with state "start", "skip" (already done) or "done".
+    `eval_cache`: a folder where the original's eval answers are kept for other runs of the same original.
     Returns the run's summary: stages done, final model folder, and the pushed URL if any.
     """
     from compressor import hub
@@ -224,6 +227,7 @@ def run(recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=
             token=token,
             dtype=m.dtype,
             trust_remote_code=m.trust_remote_code,
+            cache=eval_cache,
         )
         run_.write_json(run_.report("eval"), report.model_dump(mode="json"))
         notify("eval", "done")

@@ -232,7 +232,7 @@ def run_study(study: Study, root: Path, token: str | None = None, groups: list[s
         if done:
             continue
         t = time.perf_counter()
-        api.run(cell.recipe, folder, token=token)
+        api.run(cell.recipe, folder, token=token, eval_cache=root / "original-answers")
         spent.append(time.perf_counter() - t)
         (folder / "cell.json").write_text(
             json.dumps({"groups": cell.groups, "settings": cell.settings, "seconds": spent[-1]}, indent=1)

@@ -97,6 +97,9 @@ def test_study_runs_resumes_and_renders(study_file, tmp_path, caplog):
     assert md.count("| width |") + md.count("| depth |") == 5  # 4 grid rows + the shared cell's row
     # the seed's published numbers stand beside ours where the seed measured the same thing
     assert "79.9 / 75.6" in md and "69.2 / 69.0" in md
+    # the original is answered once: the later cells take its answers from the study's cache
+    notes = [json.loads(f.read_text())["tasks"][0]["notes"] for f in root.glob("cells/*/reports/eval.json")]
+    assert sum(any("reused" in n for n in ns) for ns in notes) == 3
     png = root / "grid.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -170,3 +173,25 @@ def test_seed_miniature_study_file_is_valid(tmp_path):
     } == {(m, r) for m in ("width", "depth") for r in (0.15, 0.3, 0.45, 0.6)}
     assert {c.recipe.recover.mode for c in groups["2-recovery-mode"]} == {"projector", "lora", "full"}
     assert sorted(c.recipe.recover.fraction for c in groups["4-data-fraction"]) == [0.01, 0.05, 0.1, 1.0]
+
+
+def test_eval_cache_reuses_the_originals_answers_only_for_the_same_weights(tiny_saved, tmp_path):
+    from compressor import evaluate
+    from compressor.demo import write_eval_sets
+    from compressor.evaluate.config import Evaluate
+
+    evals = write_eval_sets(tmp_path, n=10)
+    cfg = Evaluate(
+        tasks=[{"name": "vqa", "dataset": str(evals["vqa"]), "split": "train", "limit": 4}], speed=False
+    )
+    a, b, comp = tiny_saved("llava"), tiny_saved("llava", seed=1), tiny_saved("llava", seed=2)
+    cache = tmp_path / "cache"
+    first = evaluate.run(a, comp, cfg, cache=cache)
+    assert not any("reused" in n for n in first.tasks[0].notes) and len(list(cache.glob("*.json"))) == 1
+    other = evaluate.run(b, comp, cfg, cache=cache)  # another original: its own answers, its own cache file
+    assert not any("reused" in n for n in other.tasks[0].notes) and len(list(cache.glob("*.json"))) == 2
+    again = evaluate.run(a, comp, cfg, cache=cache)
+    assert any("answers to 4 prompts reused" in n for n in again.tasks[0].notes)
+    assert again.tasks[0].metrics == first.tasks[0].metrics
+    fresh = evaluate.run(a, comp, cfg)  # and the same as without any cache
+    assert fresh.tasks[0].metrics == first.tasks[0].metrics

@@ -7,6 +7,7 @@ average. Light at import (the CLI imports this package at start-up); the work im
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,18 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 over a model folder's config and weights: the identity of the original for the answer cache."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()[:16]
 
 
 def _family(folder: Path, trust_remote_code: bool) -> str:
@@ -98,12 +111,15 @@ def run(
     device: str | None = None,
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    cache: str | Path | None = None,
 ) -> EvalReport:
     """Evaluate `compressed` against `original` (local model folders, or Hub ids pulled first) as `cfg` says.
 
     `device` places both models (e.g. "cuda:0", "cpu"); default the first GPU when a model fits it, else the CPU
     (see `compressor.models.pick_device_map`).
     `progress(iterable, description)` wraps each task's loop over samples (default: tqdm bars).
+    `cache`: a folder where the original's greedy answers are kept, keyed by a digest of its weights and of
+    each input, so evaluating several compressions of one original (a study) generates its answers once.
     """
     from compressor import hub
     from compressor.evaluate import lmms, speed
@@ -139,10 +155,24 @@ def run(
     if cfg.tasks or cfg.speed:
         t = time.perf_counter()
         pair = ModelPair.load(folders[0], folders[1], device, dtype, trust_remote_code)
+        memo_file = None
+        if cache is not None and cfg.tasks:
+            memo_file = Path(cache) / f"{weights_digest(folders[0])}-{pair.device}-{pair.dtype}.json"
+            pair.memo = json.loads(memo_file.read_text()) if memo_file.is_file() else {}
         timings["load"] = time.perf_counter() - t
         for task_cfg, task in tasks:
+            before = pair.reused
             results.append(_run_task(pair, task_cfg, task, token, progress))
+            if pair.reused > before:
+                results[-1].notes.append(
+                    f"the original's answers to {pair.reused - before} prompts reused from {cache}"
+                )
             timings[f"task {len(results)}: {task_cfg.name}"] = results[-1].seconds
+        if memo_file is not None:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_name(memo_file.name + ".tmp")
+            tmp.write_text(json.dumps(pair.memo))
+            tmp.replace(memo_file)
         if cfg.speed:
             t = time.perf_counter()
             log.info("timing both models (%d rounds)", cfg.speed_repeats)
