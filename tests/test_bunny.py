@@ -126,3 +126,59 @@ def test_pruned_bunny_reloads_through_its_remote_code(bunny, shapes, method, sco
     assert torch.equal(a, b)
     cached, uncached = _generate(reloaded, inputs, True), _generate(reloaded, inputs, False)
     assert torch.equal(cached, uncached) and cached.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+# ---------------------------------------------------------------------------- recovery
+
+
+@pytest.fixture(scope="module")
+def student(bunny, tmp_path_factory) -> Path:
+    """The tiny Bunny depth-pruned by 30 % (data-free `last`), saved as `compressor prune` saves it."""
+    from compressor.models import load_model, load_processor, save_model
+
+    config = _config(bunny)
+    spec, backbone = spec_for(config, trust_remote_code=True)
+    plan = resolve(config, spec, backbone, Prune(method="depth", ratio=0.3, scorer="last"))
+    model = load_model(bunny, spec, "float32", trust_remote_code=True)
+    report = pruning.apply(model, spec, backbone, plan, [], progress=lambda it, _d: it)
+    out = tmp_path_factory.mktemp("bunny-student") / "pruned"
+    save_model(model, load_processor(bunny, trust_remote_code=True), out)
+    (out / "prune_report.json").write_text(report.model_dump_json())
+    return out
+
+
+def _parts(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
+    groups: dict[str, dict[str, torch.Tensor]] = {"vision": {}, "projector": {}, "layers": {}, "rest": {}}
+    for name, p in _load(folder).named_parameters():
+        part = (
+            "vision"
+            if name.startswith("model.vision_tower.")
+            else "projector"
+            if name.startswith("model.mm_projector.")
+            else "layers"
+            if name.startswith("model.layers.")
+            else "rest"
+        )
+        groups[part][name] = p.detach().clone()
+    return groups
+
+
+@pytest.mark.parametrize("mode", ["projector", "lora", "full"])
+def test_recovery_trains_bunny_through_its_remote_code(bunny, student, shapes, tmp_path, mode):
+    from compressor.recover import run
+    from tests.test_recover import EXPECTED, fast
+
+    out = tmp_path / "recovered"
+    report = run(student, bunny, fast(mode=mode), str(shapes), out, trust_remote_code=True)
+    before, after = _parts(student), _parts(out)
+    changed = {p: any(not torch.equal(before[p][k], after[p][k]) for k in before[p]) for p in before}
+    assert changed == EXPECTED[mode]
+    assert report.steps == 2 and {"loss_ce", "loss_hidden_mse"} <= set(report.losses[-1])
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in report.losses)
+    # the teacher ran through the remote code and reused the student's vision tower output
+    assert report.shared_vision["enabled"] and report.shared_vision["hits"] == 2
+    assert report.teacher["lm_head_runs"] is True  # Bunny's backbone cannot run on its own inputs
+    assert {*CODE_FILES, "preprocessor_config.json", "train_report.json"} <= {p.name for p in out.iterdir()}
+    model = _load(out)
+    with torch.no_grad():
+        assert torch.isfinite(model(**bunny_inputs(model)).loss)

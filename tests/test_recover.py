@@ -4,6 +4,7 @@ normalisation under gradient accumulation, exact resume, the config and the comm
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +326,14 @@ def test_run_refuses_bad_inputs(pair, tiny_saved, data_dir, tmp_path) -> None:
         run(student, None, fast(), str(data_dir), tmp_path / "b")
     with pytest.raises(CompressorError, match="is a gemma3 model but the student is llava"):
         run(student, tiny_saved("gemma3"), fast(), str(data_dir), tmp_path / "c")
+    bare = (
+        tmp_path / "no-image-processor"
+    )  # a tokenizer but no image processor: an error, not a bare tokenizer
+    shutil.copytree(student, bare)
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        (bare / name).unlink(missing_ok=True)
     with pytest.raises(CompressorError, match="processor"):
-        run(tiny_saved("qwen2_vl"), tiny_saved("qwen2_vl"), fast(), str(data_dir), tmp_path / "d")
+        run(bare, teacher, fast(), str(data_dir), tmp_path / "d")
     with pytest.raises(CompressorError, match="hidden_layers: 3 is not an inner layer"):
         run(student, teacher, fast(hidden_layers=[3]), str(data_dir), tmp_path / "e")
 

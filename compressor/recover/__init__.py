@@ -391,9 +391,11 @@ def prepare(
             teacher_layers=tuple(t for _, t in pairs),
             teacher_device=None if cfg.teacher_device == "auto" else cfg.teacher_device,
             vision=vision,
+            full_forward=not spec.backbone_takes_images,
         )
         teacher_info.update(
-            device=cfg.teacher_device or sft_args.device(targs), lm_head_runs=trainer.distiller.needs_logits
+            device=cfg.teacher_device or sft_args.device(targs),
+            lm_head_runs=trainer.distiller.needs_logits or trainer.distiller.full_forward,
         )
     if last is not None:
         log.info("resuming from %s", last)

@@ -128,13 +128,15 @@ class SharedVision:
 
 @contextlib.contextmanager
 def capture(module) -> Iterator[dict[str, Any]]:
-    """Keep the last output of `module` (a backbone: `.last_hidden_state`, `.hidden_states`)."""
+    """Keep the last output of `module` (a backbone: `.last_hidden_state`, `.hidden_states`) and the attention
+    mask it was called with (`mask`: longer than `input_ids` where the model splices image features in)."""
     got: dict[str, Any] = {}
 
-    def hook(_module, _args, output):
+    def hook(_module, _args, kwargs, output):
         got["output"] = output
+        got["mask"] = kwargs.get("attention_mask")
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(hook, with_kwargs=True)
     try:
         yield got
     finally:
@@ -158,6 +160,9 @@ class Distiller:
     teacher_device: str | None = None
     vision: SharedVision | None = None
     placed: str | None = None  # how `prepare` placed the teacher, for the report
+    # the top-level forward splices the images in (Bunny): both models run whole (their LM heads too), the CE is
+    # the model's own (its labels grow with the sequence), and the hidden terms use the backbone's longer mask
+    full_forward: bool = False
     _ready: bool = field(default=False, repr=False)
 
     @property
@@ -198,7 +203,7 @@ class Distiller:
         if self.teacher_layers:
             t_inputs["output_hidden_states"] = True
         backbone = teacher.base_model
-        if self.needs_logits:
+        if self.needs_logits or self.full_forward:
             with capture(backbone) as got:
                 logits = teacher(**t_inputs).logits
             out = got["output"]
@@ -229,7 +234,12 @@ class DistillationSFTTrainer(SFTTrainer):
             inputs["output_hidden_states"] = True
         vision = d.vision.recording() if d.vision is not None else contextlib.nullcontext()
         with vision, capture(d.student_backbone) as got:
-            if d.needs_logits:
+            if d.full_forward:
+                plain = {k: v for k, v in inputs.items() if k not in ("num_items_in_batch", "use_cache")}
+                output = model(**plain, use_cache=False)
+                logits = output.logits if d.needs_logits else None
+                ce = output.loss if "ce" in d.weights else None  # already a per-token mean
+            elif d.needs_logits:
                 plain = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
                 logits = model(**plain, use_cache=False).logits
                 ce = losses.cross_entropy(logits, labels) if "ce" in d.weights else None
@@ -241,8 +251,11 @@ class DistillationSFTTrainer(SFTTrainer):
             hidden=[out.last_hidden_state, *(out.hidden_states[i + 1] for i in d.student_layers)],
             logits=logits,
         )
+        spliced = got.get("mask")
+        if d.full_forward and spliced is not None and spliced.shape != mask.shape:
+            mask = spliced.bool()
         factors = self._factors(labels, mask, num_items_in_batch)
-        if ce is not None and not d.needs_logits:  # TRL's CE comes scaled: bring it back to a per-token mean
+        if ce is not None and not (d.needs_logits or d.full_forward):  # TRL's CE comes scaled: back to a mean
             ce = ce / factors["ce"]
         student.ce = ce
         batch = losses.Batch(mask=mask, temperature=d.temperature, direction=d.direction)
