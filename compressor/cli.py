@@ -46,9 +46,7 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
         "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=field_help(ModelSource, "dtype")
     )
     m.add_argument("--device-map", help=field_help(ModelSource, "device_map"))
-    m.add_argument(
-        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
-    )
+    add_token_options(m)
 
 
 _PRUNE_FLAGS = {
@@ -110,8 +108,50 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return parse_recipe({"model": model, "prune": prune}, "from the command line")
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    return getattr(args, "token", None) or os.environ.get("HF_TOKEN") or None
+TOKEN_HELP = (
+    "Hub token. Unsafe on a shared machine: a --token value is visible to every user in the process "
+    "list (ps). Prefer --token-file, HF_TOKEN or `hf auth login`. Never logged or saved"
+)
+TOKEN_FILE_HELP = (
+    "read the Hub token from FILE, or from standard input with '-' (e.g. `pass hf | compressor … "
+    "--token-file -`): the safe way, it never shows in the process list. Default: HF_TOKEN, then the cached login"
+)
+
+
+def add_token_options(p) -> None:
+    """--token and --token-file on a parser or an argument group (one of them at a time)."""
+    p.add_argument("--token", help=TOKEN_HELP)
+    p.add_argument("--token-file", metavar="FILE", help=TOKEN_FILE_HELP)
+
+
+def token_from(args: argparse.Namespace) -> str | None:
+    """The token of --token-file (a file, or '-' for stdin), else --token, else HF_TOKEN, else None (the
+    cached login). The value is never printed: errors name the file, not its content."""
+    path, given = getattr(args, "token_file", None), getattr(args, "token", None)
+    if path is not None and given is not None:
+        raise CompressorError("give the token once: --token-file or --token, not both")
+    if path is not None:
+        if path == "-":
+            text, where = sys.stdin.readline(), "standard input"
+        else:
+            try:
+                text, where = Path(path).read_text(), repr(path)
+            except OSError as err:
+                raise CompressorError(
+                    f"--token-file {path!r} cannot be read ({err.strerror}); give a file holding the token, "
+                    "or '-' to read it from standard input"
+                ) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) != 1 or any(c.isspace() for c in lines[0]):
+            raise CompressorError(
+                f"--token-file: {where} must hold the token alone on one line (it holds {len(lines)} non-empty "
+                "lines); write only the token there"
+            )
+        return lines[0]
+    return given or os.environ.get("HF_TOKEN") or None
+
+
+_token = token_from
 
 
 # ---------------------------------------------------------------------------- commands
@@ -188,7 +228,7 @@ def cmd_push(args) -> int:
 def cmd_serve_hub(args) -> int:
     from compressor import hubserver
 
-    return hubserver.main(args.rest)
+    return hubserver.run(args, args.parser)
 
 
 def cmd_demo(args) -> int:
@@ -251,9 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run-dir", help="run folder (default runs/RECIPE_NAME); a rerun resumes after the last stage"
     )
-    p.add_argument(
-        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
-    )
+    add_token_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run folder and print it")
@@ -266,16 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True, help="owner/name on the Hub")
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty repo")
-    p.add_argument(
-        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
-    )
+    add_token_options(p)
     p.set_defaults(func=cmd_push)
 
+    from compressor import hubserver
+
     p = sub.add_parser(
-        "serve-hub", help="run the embedded Hub-compatible server (tests, demo)", add_help=False
+        "serve-hub",
+        help="run the embedded Hub-compatible server (tests, demo)",
+        description="Serve a local, Hugging Face Hub-compatible endpoint for offline pulls and pushes.",
     )
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_serve_hub)
+    hubserver.add_arguments(p)
+    p.set_defaults(func=cmd_serve_hub, parser=p)
 
     p = sub.add_parser(
         "reference",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -463,7 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.query = parse_qs(url.query)
         self.body, self.user = b"", None
         self._unread, self._answered = True, False
+        fault = self.server.faults.take(self.command, url.path)
+        if fault is not None and fault.kind == "drop":
+            self._drop()
+            return
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
         try:
+            if fault is not None and fault.kind == "status":
+                raise HubError(fault.status, f"Injected fault: {fault.status} on request {fault.hits_at[-1]}")
             name, params = _route(self.command, url.path)
             if name != "lfs_upload":
                 self.body = b"".join(self._body_chunks())
@@ -481,6 +490,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._fail(HubError(500, "Internal server error"))
 
     # -- request and response plumbing
+
+    def _drop(self) -> None:
+        """Read half of the request body (mid-upload), then close the socket without an answer."""
+        import socket
+
+        left = int(self.headers.get("Content-Length") or 0) // 2
+        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+            left -= len(chunk)
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _body_chunks(self) -> Iterator[bytes]:
         """The request body, Content-Length or chunked, in pieces (an LFS upload may be large)."""
@@ -523,6 +543,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        if self.server.transcript is not None:
+            self.server.transcript.append((self.command, urlsplit(self.path).path, status, bytes(body)))
 
     def _json(self, obj: object, status: int = 200, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers)
@@ -983,6 +1005,98 @@ class _Handler(BaseHTTPRequestHandler):
         return files
 
 
+class Fault:
+    """A failure on purpose: the `nth` request (counted from when it is added) that matches `method` and the
+    `path` regex gets `kind`, and so do the `times - 1` matching requests after it.
+
+    kind "status": answer `status` (default 503) with a JSON error; "drop": read half of the request body,
+    then close the connection without an answer (a connection lost mid-upload); "slow": wait `delay`
+    seconds, then answer normally.
+    """
+
+    KINDS = ("status", "drop", "slow")
+
+    def __init__(
+        self,
+        kind: str,
+        nth: int = 1,
+        times: int = 1,
+        status: int = 503,
+        delay: float = 1.0,
+        method: str | None = None,
+        path: str | None = None,
+    ):
+        if kind not in self.KINDS or nth < 1 or times < 1:
+            raise ValueError(
+                f"fault kind must be one of {', '.join(self.KINDS)}, with nth >= 1 and times >= 1"
+            )
+        self.kind, self.nth, self.times, self.status, self.delay = kind, nth, times, status, delay
+        self.method, self.path = method, re.compile(path) if path else None
+        self.seen = 0
+        self.hits_at: list[int] = []  # the matching request numbers it hit
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (
+            self.path is None or bool(self.path.search(path))
+        )
+
+    @property
+    def spent(self) -> bool:
+        return len(self.hits_at) >= self.times
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """'KIND@N[xTIMES][:ARG][,METHOD][,PATH_REGEX]': 503@3, drop@2,PUT, slow@1x5:2.5, 500@1x9,POST,/commit/."""
+        m = re.fullmatch(r"(\w+)@(\d+)(?:x(\d+))?(?::([\d.]+))?(?:,([A-Z]+))?(?:,(.+))?", spec)
+        if not m:
+            raise ValueError(
+                f"fault {spec!r} must be KIND@N[xTIMES][:ARG][,METHOD][,PATH], e.g. 503@3 or drop@2,PUT"
+            )
+        kind, nth, times, arg, method, path = m.groups()
+        status = int(kind) if kind.isdigit() else 503
+        kwargs = {"delay": float(arg)} if arg and kind == "slow" else {}
+        return cls(
+            "status" if kind.isdigit() else kind,
+            int(nth),
+            int(times or 1),
+            status,
+            method=method,
+            path=path,
+            **kwargs,
+        )
+
+
+class Faults:
+    """The server's fault switch: a list of `Fault`s, each counting the requests it matches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+
+    def add(self, kind: str | Fault, **kwargs) -> Fault:
+        fault = kind if isinstance(kind, Fault) else Fault(kind, **kwargs)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The fault this request gets, if any (every live matching fault counts the request)."""
+        hit = None
+        with self._lock:
+            for fault in self._faults:
+                if fault.spent or not fault.matches(method, path):
+                    continue
+                fault.seen += 1
+                if fault.seen >= fault.nth and hit is None:
+                    fault.hits_at.append(fault.seen)
+                    hit = fault
+        return hit
+
+
 class HubServer(ThreadingHTTPServer):
     """A running Hub: `.url`, `.store`, `.tokens`; `.shutdown()` stops it and frees the port."""
 
@@ -997,6 +1111,8 @@ class HubServer(ThreadingHTTPServer):
         self.url = f"http://{self.server_address[0]}:{self.server_address[1]}"
         self._tickets: dict[str, tuple[str, int, float]] = {}
         self._thread: threading.Thread | None = None
+        self.faults = Faults()  # failures on purpose, for the tests (see Fault)
+        self.transcript: list[tuple[str, str, int, bytes]] | None = None  # a list: every answer is kept
 
     def start(self) -> HubServer:
         self._thread = threading.Thread(target=self.serve_forever, name="hub-server", daemon=True)
@@ -1052,10 +1168,8 @@ def serve(port: int, data: Path, tokens: dict | None = None, host: str = "127.0.
     return HubServer((host, port), Path(data), tokens).start()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`compressor serve-hub --port P --data DIR [--token TOKEN:USER:ROLE ...]`: serve until Ctrl-C."""
-    description = "Serve a local, Hugging Face Hub-compatible endpoint for offline pulls and pushes."
-    parser = argparse.ArgumentParser(prog="compressor serve-hub", description=description)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """serve-hub's options, on `python -m compressor serve-hub` and on `python -m compressor.hubserver`."""
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     parser.add_argument(
         "--data", type=Path, required=True, help="folder holding the repos (created if missing)"
@@ -1068,16 +1182,38 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TOKEN:USER:ROLE",
         help="accept TOKEN as USER (read|write)",
     )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND@N",
+        help="fail on purpose (tests): 503@3 answers the 3rd request with a 503, drop@2,PUT drops the 2nd PUT "
+        "mid-upload, slow@1x5:2 delays 5 requests by 2 s; see hubserver.Fault",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log each request")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Serve until Ctrl-C (or SIGTERM)."""
     try:
         tokens = dict(parse_token(spec) for spec in args.token)
+        faults = [Fault.parse(spec) for spec in args.fault]
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.host not in ("127.0.0.1", "localhost"):
         log.warning("binding %s: the hub is reachable from other machines", args.host)
-    server = serve(args.port, args.data, tokens, host=args.host)
+    try:
+        server = serve(args.port, args.data, tokens, host=args.host)
+    except OSError as exc:
+        print(
+            f"error: cannot serve on {args.host}:{args.port} ({exc.strerror}): pick another --port, or 0 for "
+            "any free one",
+            file=sys.stderr,
+        )
+        return 2
+    for fault in faults:
+        server.faults.add(fault)
     print(
         f"Hub on {server.url} (data: {args.data}); use HF_ENDPOINT={server.url} HF_HUB_DISABLE_XET=1",
         flush=True,
@@ -1089,6 +1225,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`compressor serve-hub --port P --data DIR [--token TOKEN:USER:ROLE ...]`: serve until Ctrl-C."""
+    description = "Serve a local, Hugging Face Hub-compatible endpoint for offline pulls and pushes."
+    parser = argparse.ArgumentParser(prog="compressor serve-hub", description=description)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

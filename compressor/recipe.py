@@ -157,13 +157,28 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise CompressorError(f"recipe file {str(path)!r} does not exist")
+        raise CompressorError(f"recipe file {str(path)!r} does not exist; check the path")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise CompressorError(f"recipe {str(path)!r} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CompressorError(
+            f"recipe {str(path)!r} is not valid YAML{where}: {problem}; fix that line (indent with spaces, "
+            "quote values that contain ': ')"
+        ) from None
+    except UnicodeDecodeError:
+        raise CompressorError(f"recipe {str(path)!r} is not a text file; give a YAML recipe") from None
+    if data is None:
+        raise CompressorError(
+            f"recipe {str(path)!r} is empty; write model: and prune: sections (see recipes/ for examples)"
+        )
     if not isinstance(data, dict):
-        raise CompressorError(f"recipe {str(path)!r} must be a YAML mapping with model: and prune: sections")
+        raise CompressorError(
+            f"recipe {str(path)!r} holds a {type(data).__name__}, not a mapping; write model: and prune: "
+            "sections at the top level"
+        )
     return data
 
 

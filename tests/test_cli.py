@@ -58,7 +58,10 @@ def test_plan_from_recipe_file(llava7b_config_only, tmp_path, capsys):
             ["--method", "width", "--ratio", "0.3", "--scorer", "taylr"],
             "unknown width scorer 'taylr' (did you mean 'taylor'?)",
         ),
-        (["--method", "depth", "--ratio", "1.5"], "prune.ratio: Input should be less than 1"),
+        (
+            ["--method", "depth", "--ratio", "1.5"],
+            "prune.ratio (--ratio) is 1.5: set --ratio to a number > 0 and < 1",
+        ),
         (["--ratio", "0.3"], "--method is required"),
         (
             ["--method", "depth", "--ratio", "0.3", "--targets", "heads"],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="load dtype"
     )
     p.add_argument("--trust-remote-code", action="store_true", help="run the models' own code (Bunny)")
-    p.add_argument(
-        "--token", help="Hub token (default: HF_TOKEN, then the cached login); never logged or saved"
-    )
+    from compressor.cli import add_token_options
+
+    add_token_options(p)
     p.add_argument("--out", default="eval.json", help="where to write the JSON report (default eval.json)")
     p.set_defaults(func=cmd_eval)
     return p
@@ -107,7 +106,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from compressor import evaluate
 
     cfg = config_from_args(args)
-    token = args.token or os.environ.get("HF_TOKEN") or None
+    from compressor.cli import token_from
+
+    token = token_from(args)
     report = evaluate.run(
         args.original,
         args.compressed,
