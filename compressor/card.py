@@ -218,6 +218,13 @@ def _recovery_section(train: dict[str, Any] | None) -> str:
             f"{precision.get('trainable', 'float32')}; saved in {precision.get('saved')}"
             + (" (the original's dtype)" if precision.get("saved") == precision.get("source") else "")
         )
+    shared = train.get("shared_vision") or {}
+    if shared:
+        lines.append(
+            "- vision tower: run once per batch and shared by the student and the teacher"
+            if shared.get("enabled")
+            else f"- vision tower: not shared between the student and the teacher ({shared.get('reason')})"
+        )
     if train.get("final_loss") is not None:
         lines.append(f"- final training loss: {train['final_loss']:.4g}")
     return "\n".join(lines)
@@ -268,6 +275,40 @@ def _speed_section(report: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def _spec(plan: dict[str, Any]):
+    from compressor.arch.spec import family_spec
+
+    return family_spec(plan["family"])
+
+
+def _loading_sentence(plan: dict[str, Any]) -> str:
+    spec = _spec(plan)
+    if spec.remote_code:
+        return (
+            f"It loads with `{spec.auto_class}` and `trust_remote_code=True`: it runs the {spec.family} modeling "
+            "code that this repo carries beside its config (the source repo's own, at the commit it was pruned from)."
+        )
+    return f"It loads with plain `transformers` (`{spec.auto_class}`), no custom code."
+
+
+def _usage(plan: dict[str, Any], name: str) -> str:
+    spec = _spec(plan)
+    if spec.processor == "bunny":
+        return f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer, AutoImageProcessor
+model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+image_processor = AutoImageProcessor.from_pretrained("{name}")
+# as in Bunny's own README: -200 marks the image in input_ids, pixels go in `images=`
+```"""
+    remote = ", trust_remote_code=True" if spec.remote_code else ""
+    return f"""```python
+from transformers import {spec.auto_class}, AutoProcessor
+model = {spec.auto_class}.from_pretrained("{name}"{remote})
+processor = AutoProcessor.from_pretrained("{name}")
+```"""
+
+
 def render(run_dir: str | Path, repo_id: str | None = None) -> str:
     """The README.md of the compressed model."""
     from huggingface_hub import ModelCard
@@ -280,7 +321,8 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> str:
         f"This is **{base}** with {plan['achieved_ratio']:.0%} of its language-backbone parameters removed by "
         f"{plan['method']} pruning"
         + (", then recovered by training against the original" if run["train"] else "")
-        + ". The vision tower and the projector are kept. It loads with plain `transformers`, no custom code."
+        + ". The vision tower and the projector are kept. "
+        + _loading_sentence(plan)
     )
     if run["eval"] and run["eval"].get("average_retained") is not None:
         summary += f" It keeps {run['eval']['average_retained']:.1f}% of the original's scores on average."
@@ -309,11 +351,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## How to use
 
-```python
-from transformers import AutoModelForImageTextToText, AutoProcessor
-model = AutoModelForImageTextToText.from_pretrained("{name}")
-processor = AutoProcessor.from_pretrained("{name}")
-```
+{_usage(plan, name)}
 
 ## Recipe
 

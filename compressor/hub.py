@@ -57,11 +57,33 @@ def publishable(relative: str | Path) -> bool:
     return "/" not in name and any(fnmatch.fnmatchcase(name, p) for p in PUSH_ALLOW)
 
 
+def remote_code_files(folder: str | Path) -> set[str]:
+    """The Python files that config.json's `auto_map` names (a remote-code model's own modeling code), with the
+    files they import relatively: a pushed repo must carry them to load with trust_remote_code=True."""
+    import re
+
+    folder = Path(folder)
+    file = folder / "config.json"
+    auto_map = (json.loads(file.read_text()).get("auto_map") or {}) if file.is_file() else {}
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, list) else [v]) if isinstance(r, str)]
+    todo = [r.split("--")[-1].rsplit(".", 1)[0] + ".py" for r in refs]
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in found or not (folder / name).is_file():
+            continue
+        found.add(name)
+        todo += [m + ".py" for m in re.findall(r"^\s*from \.(\w+) import", (folder / name).read_text(), re.M)]
+    return found
+
+
 def push_plan(folder: str | Path) -> tuple[list[str], list[str]]:
     """(files that a push uploads, files it leaves out), relative to `folder`, sorted."""
     folder = Path(folder)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    return [f for f in files if publishable(f)], [f for f in files if not publishable(f)]
+    code = remote_code_files(folder)
+    keep = [f for f in files if publishable(f) or f in code]
+    return keep, [f for f in files if f not in keep]
 
 
 def pull_config(

@@ -182,3 +182,90 @@ def test_recovery_trains_bunny_through_its_remote_code(bunny, student, shapes, t
     model = _load(out)
     with torch.no_grad():
         assert torch.isfinite(model(**bunny_inputs(model)).loss)
+
+
+# ---------------------------------------------------------------------------- the whole pipeline, through the Hub
+
+
+def test_run_prunes_recovers_evaluates_and_pushes_bunny(
+    bunny, shapes, hub_server, repo_name, tmp_path, monkeypatch, capsys
+):
+    import yaml
+    from huggingface_hub import HfApi, ModelCard
+
+    from compressor.cli import main
+    from compressor.demo import write_eval_sets
+    from tests.fixtures_hub import ALICE_READ, ALICE_WRITE
+
+    api = HfApi(token=ALICE_WRITE)
+    source = f"alice/{repo_name}-bunny"
+    api.create_repo(source)
+    api.upload_folder(repo_id=source, folder_path=bunny)
+    evals = write_eval_sets(tmp_path, n=8)
+    recipe = {
+        "model": {"source": source, "trust_remote_code": True},
+        "prune": {
+            "method": "width",
+            "ratio": 0.3,
+            "round_to": 8,
+            "calibration": {"dataset": str(shapes), "num_samples": 3},
+        },
+        "recover": {
+            "mode": "lora",
+            "fraction": 1.0,
+            "max_steps": 2,
+            "data": {"dataset": str(shapes)},
+            "sft": {"per_device_train_batch_size": 2, "logging_steps": 1},
+        },
+        "evaluate": {
+            "tasks": [{"name": "vqa", "dataset": str(evals["vqa"]), "split": "train", "limit": 3}],
+            "speed_repeats": 1,
+            "speed_new_tokens": 2,
+            "speed_memory": False,
+        },
+        "publish": {"repo_id": f"alice/{repo_name}", "private": True},
+    }
+    path = tmp_path / "bunny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+
+    untrusted = yaml.safe_load(path.read_text())
+    untrusted["model"]["trust_remote_code"] = False
+    (tmp_path / "untrusted.yaml").write_text(yaml.safe_dump(untrusted))
+    assert main(["plan", str(tmp_path / "untrusted.yaml")]) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--run-dir", str(run_dir)]) == 0
+    assert "pushed:" in capsys.readouterr().out
+    plan = json.loads((run_dir / "plan.json").read_text())
+    commit = json.loads((run_dir / "source.json").read_text())["commit"]
+    prune_report = json.loads((run_dir / "reports" / "prune.json").read_text())
+    assert (
+        prune_report["source"]["commit"] == commit
+    )  # the code that ran is the source's, at the planned commit
+    assert json.loads((run_dir / "reports" / "eval.json").read_text())["tasks"]
+
+    repo_id = recipe["publish"]["repo_id"]
+    files = set(api.list_repo_files(repo_id))
+    assert {*CODE_FILES, "config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
+    card = ModelCard.load(repo_id, token=ALICE_WRITE)
+    assert "trust_remote_code=True" in card.text and "AutoModelForCausalLM" in card.text
+    assert "AutoModelForImageTextToText" not in card.text
+    assert "vision tower: run once per batch and shared" in card.text
+
+    # a fresh cache, through the Hub: the pushed repo's own code runs
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "fresh-cache"))
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(repo_id, token=ALICE_READ, trust_remote_code=True).eval()
+    spec, _ = spec_for(model.config.to_dict(), trust_remote_code=True)
+    assert count_params(model, spec)["backbone"] == plan["params"]["backbone_after"]
+    assert model.config.intermediate_size == plan["intermediate_after"]
+    local = _load(run_dir / "recovered")
+    inputs = bunny_inputs(model, seed=5)
+    with torch.no_grad():
+        a = local(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        b = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    assert torch.equal(a, b)
+    assert torch.equal(_generate(model, inputs, True), _generate(model, inputs, False))

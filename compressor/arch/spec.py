@@ -199,6 +199,14 @@ FAMILIES: tuple[ArchSpec, ...] = (
 )
 
 
+def family_spec(family: str) -> ArchSpec:
+    """The spec of a family by its name (as a Plan records it)."""
+    for spec in FAMILIES:
+        if spec.family == family:
+            return spec
+    raise CompressorError(f"unknown family {family!r}; known: {', '.join(supported_families())}")
+
+
 def supported_families() -> list[str]:
     return sorted(spec.family for spec in FAMILIES)
 
