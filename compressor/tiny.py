@@ -2,7 +2,7 @@
 
 Used by `make demo` and the tests: nothing is downloaded and every family is expressed natively (no remote
 code), so a saved folder loads back with `AutoModelForImageTextToText`, and with `AutoProcessor` where the
-family has a processor (see `NO_PROCESSOR`).
+family has a processor (`compressor.models.load_processor` for those in `NO_VIDEO_PROCESSOR`).
 
 Every text backbone has the same shape: 6 decoder layers, hidden 64, 4 query heads over 2 KV heads
 (head_dim 16), MLP 128, and the 276-token vocabulary of `build_tokenizer()` (byte-level). Vision towers are
@@ -434,18 +434,21 @@ def build_tokenizer(family: str | None = None) -> PreTrainedTokenizerFast:
     )
 
 
-# Families whose processor cannot be built here, and why. In transformers 5.24 a processor whose class takes a
-# `video_processor` needs a real video processor: passing None fails the class check (the lookup goes through
-# VIDEO_PROCESSOR_MAPPING, a torchvision-only object), every video processor class requires torchvision, and
-# `AutoProcessor.from_pretrained` always loads the video processor through AutoVideoProcessor (torchvision again).
-NO_PROCESSOR: dict[str, str] = {
-    "llava_onevision": "LlavaOnevisionProcessor needs a video processor, which needs torchvision",
-    "qwen2_vl": "Qwen2VLProcessor needs a video processor, which needs torchvision",
-    "qwen2_5_vl": "Qwen2_5_VLProcessor needs a video processor, which needs torchvision",
-    "qwen3_vl": "Qwen3VLProcessor needs a video processor, which needs torchvision",
-    "smolvlm": "SmolVLMProcessor needs a video processor (torchvision) and the num2words package",
-    "internvl": "InternVLProcessor needs a video processor, which needs torchvision",
+# Families whose `AutoProcessor` needs a video processor, and so torchvision (every transformers 5.24 video
+# processor class requires it, and passing None fails the class check). Without torchvision their processor class
+# is built with its PIL image processor and no video processor (`compressor.arch.processors.without_video`), which
+# is what `build_processor` returns and `compressor.models.load_processor` loads: images work, videos do not.
+# SmolVLM's processor also needs the `num2words` package.
+NO_VIDEO_PROCESSOR: dict[str, str] = {
+    "llava_onevision": "LlavaOnevisionProcessor",
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+    "smolvlm": "SmolVLMProcessor",
+    "internvl": "InternVLProcessor",
 }
+# No tiny family is left without a processor (kept for callers that still ask).
+NO_PROCESSOR: dict[str, str] = {}
 
 
 def tiny_images(n: int, size: int = 32, seed: int = 0) -> list[Image.Image]:
@@ -494,10 +497,10 @@ def build_image_processor(family: str) -> Any:
 
 
 def build_processor(family: str, tokenizer: PreTrainedTokenizerFast | None = None) -> ProcessorMixin | None:
-    """The family's own processor class over its PIL image processor (no torchvision), or None.
+    """The family's own processor class over its PIL image processor (no torchvision).
 
-    `tokenizer` defaults to `build_tokenizer(family)` (a generic one lacks e.g. Gemma3's `boi_token`).
-    None for the families in `NO_PROCESSOR` (the reason is beside each there).
+    `tokenizer` defaults to `build_tokenizer(family)` (a generic one lacks e.g. Gemma3's `boi_token`). The
+    families in `NO_VIDEO_PROCESSOR` get theirs without a video processor.
     """
     _check_family(family)
     if family in NO_PROCESSOR:
@@ -522,6 +525,20 @@ def build_processor(family: str, tokenizer: PreTrainedTokenizerFast | None = Non
     if family == "idefics3":
         seq_len = num_image_tokens(family, config)
         return tf.Idefics3Processor(images, tok, image_seq_len=seq_len, chat_template=template)
+    if family in NO_VIDEO_PROCESSOR:
+        from compressor.arch.processors import without_video
+
+        extra: dict[str, Any] = {}
+        if family == "smolvlm":
+            extra["image_seq_len"] = num_image_tokens(family, config)
+        elif family == "internvl":
+            extra["image_seq_length"] = config.image_seq_length
+        elif family == "llava_onevision":
+            side = config.vision_config.image_size // config.vision_config.patch_size
+            extra["num_image_tokens"] = side * side
+            extra["vision_feature_select_strategy"] = config.vision_feature_select_strategy
+        cls = without_video(getattr(tf, NO_VIDEO_PROCESSOR[family]))
+        return cls(images, tok, video_processor=None, chat_template=template, **extra)
     return tf.Gemma3Processor(
         images, tok, chat_template=template, image_seq_length=config.mm_tokens_per_image
     )

@@ -9,7 +9,16 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoPr
 from compressor import tiny
 
 FAMILIES = tiny.FAMILIES
-WITH_PROCESSOR = [f for f in FAMILIES if f not in tiny.NO_PROCESSOR]
+WITH_PROCESSOR = list(FAMILIES)  # every family: those in NO_VIDEO_PROCESSOR without a video processor
+
+
+def _reload_processor(family, path):
+    """AutoProcessor, or compressor's loader for the families whose AutoProcessor needs torchvision."""
+    from compressor.models import load_processor
+
+    return load_processor(path) if family in tiny.NO_VIDEO_PROCESSOR else AutoProcessor.from_pretrained(path)
+
+
 MESSAGES = [
     {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]},
     {"role": "assistant", "content": [{"type": "text", "text": "Noise."}]},
@@ -80,10 +89,8 @@ def test_save_and_reload_gives_identical_logits(family: str, models, tiny_saved)
     inputs = _no_labels(tiny.make_inputs(family, model.config))
     with torch.no_grad():
         assert torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
-    if family in tiny.NO_PROCESSOR:
-        assert len(AutoTokenizer.from_pretrained(path)) == tiny.VOCAB_SIZE
-    else:
-        assert type(AutoProcessor.from_pretrained(path)) is type(tiny.build_processor(family))
+    assert len(AutoTokenizer.from_pretrained(path)) == tiny.VOCAB_SIZE
+    assert type(_reload_processor(family, path)).__name__ == type(tiny.build_processor(family)).__name__
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -119,15 +126,51 @@ def test_processor_feeds_model_and_reloads(family: str, models, tiny_saved) -> N
     with torch.no_grad():
         result = model(**out, labels=out["input_ids"])
     assert torch.isfinite(result.loss)
-    reloaded = AutoProcessor.from_pretrained(tiny_saved(family))
+    reloaded = _reload_processor(family, tiny_saved(family))
     again = reloaded(images=images, text=[text, text], return_tensors="pt", padding=True)
     assert out.keys() == again.keys() and all(torch.equal(out[k], again[k]) for k in out)
     assert reloaded.apply_chat_template(MESSAGES) == text
 
 
-@pytest.mark.parametrize("family", sorted(tiny.NO_PROCESSOR))
-def test_no_processor_families_return_none(family: str) -> None:
-    assert tiny.build_processor(family) is None
+@pytest.mark.parametrize("family", sorted(tiny.NO_VIDEO_PROCESSOR))
+def test_video_processor_families_load_their_real_processor_without_torchvision(family, tiny_saved, caplog):
+    """AutoProcessor fails here (its video processor needs torchvision); the loader builds the family's own
+    processor class over its PIL image processor, says so, and never falls back to a bare tokenizer."""
+    import importlib.util
+    import logging
+
+    from compressor.models import load_processor
+
+    path = tiny_saved(family)
+    if importlib.util.find_spec("torchvision") is None:
+        with pytest.raises((ImportError, AttributeError, TypeError, ValueError, OSError)):
+            AutoProcessor.from_pretrained(path)
+    with caplog.at_level(logging.INFO, logger="compressor.arch.processors"):
+        processor = load_processor(path)
+    assert type(processor).__name__ == tiny.NO_VIDEO_PROCESSOR[family]
+    assert (
+        "PIL" in type(processor.image_processor).__name__ or "Pil" in type(processor.image_processor).__name__
+    )
+    assert "no video processor" in caplog.text
+
+
+def test_a_missing_package_is_an_error_naming_it(tiny_saved):
+    """SmolVLM's processor needs num2words: with it unimportable, loading fails with `pip install num2words`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['num2words'] = None\n"
+        "from compressor.models import load_processor\n"
+        "from compressor.errors import CompressorError\n"
+        "try:\n"
+        f"    load_processor({str(tiny_saved('smolvlm'))!r})\n"
+        "except CompressorError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused:" in proc.stdout and "pip install num2words" in proc.stdout
 
 
 @pytest.mark.parametrize("family", FAMILIES)

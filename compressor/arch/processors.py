@@ -68,6 +68,11 @@ def without_video(cls):
         def get_attributes(klass):
             return list(attributes)
 
+        @classmethod
+        def from_args_and_dict(klass, args, processor_dict, **kwargs):
+            # SmolVLM's __init__ requires the argument: give None (the attributes loaded exclude it)
+            return super().from_args_and_dict(args, {**processor_dict, "video_processor": None}, **kwargs)
+
     ImagesOnly.__name__ = ImagesOnly.__qualname__ = cls.__name__
     ImagesOnly.__module__ = cls.__module__
     return ImagesOnly
