@@ -65,6 +65,7 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     out = prepare_output(out, overwrite)
     plan_, planned_at = _plan_at(recipe, token)  # fails fast, before any weight is downloaded
     log.debug("plan:\n%s", plan_.table())
+    check_disk(out, estimated_bytes(plan_, recipe.model.dtype))
     if plan_.num_samples and recipe.prune.calibration.dataset is None:
         raise CompressorError(
             f"scorer {plan_.scorer!r} needs calibration data; pass --calibration DATA (a Hub dataset, a local "
@@ -91,6 +92,26 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
 
     commit_output(out, write)
     return report
+
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def estimated_bytes(plan_: Plan, dtype: str) -> int:
+    """The pruned checkpoint's size on disk, from the plan's parameter count (4 bytes each for dtype auto)."""
+    params = plan_.params.total_after or plan_.params.backbone_after
+    return params * _DTYPE_BYTES.get(dtype, 4)
+
+
+def check_disk(out: Path, needed: int) -> None:
+    """Refuse to start when the output's file system has less free space than `needed` (+ 10 % margin)."""
+    where = next(p for p in (out, *out.absolute().parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if free < needed * 1.1:
+        raise CompressorError(
+            f"not enough disk for {out}: the pruned model needs about {needed / 1e9:.2f} GB and {where} has "
+            f"{free / 1e9:.2f} GB free; free some space or give --out on another disk (nothing was written)"
+        )
 
 
 # ---------------------------------------------------------------------------- the whole pipeline
@@ -120,6 +141,45 @@ class RunFolder:
     def final_model(self) -> Path:
         return self.recovered if self.done("train") else self.pruned
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def lock(self):
+        """Hold the run folder for one process: a second run of it is refused, not interleaved.
+
+        An OS lock (flock) on `.lock`: it dies with its process, so a killed run never leaves a stale lock.
+        """
+        import contextlib
+        import fcntl
+        import os
+
+        @contextlib.contextmanager
+        def held():
+            created = not self.root.exists()
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            ok = False
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                    raise CompressorError(
+                        f"run folder {self.root} is in use by another run ({holder}); wait for it to finish, "
+                        "or give another --run-dir"
+                    ) from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+                yield
+                ok = True
+            finally:
+                if not ok and created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                    shutil.rmtree(self.root, ignore_errors=True)  # a run that wrote nothing leaves nothing
+                os.close(fd)  # releases the lock
+
+        return held()
+
     def write_json(self, path: Path, data: Any) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -134,13 +194,35 @@ def _start_run(recipe: Recipe, run: RunFolder) -> None:
     if run.recipe.is_file():
         if run.recipe.read_text() != text:
             raise CompressorError(
-                f"{run.root} holds a run of a different recipe ({run.recipe}); use another --run-dir, "
-                "or delete that folder to start over"
+                f"{run.root} holds a run of a different recipe ({_difference(run.recipe, recipe)}); use "
+                "another --run-dir, or delete that folder to start over"
             )
         log.info("resuming the run in %s", run.root)
     else:
         run.root.mkdir(parents=True, exist_ok=True)
         run.recipe.write_text(text)
+
+
+def _difference(saved: Path, recipe: Recipe) -> str:
+    """'model.source is 'a/b' there, 'c/d' here' for the first keys that differ (recipe.yaml vs `recipe`)."""
+    import yaml
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict):
+            return {k: v for key, val in data.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): data}
+
+    try:
+        old = flat(yaml.safe_load(saved.read_text()) or {})
+    except yaml.YAMLError:
+        return f"{saved} is not valid YAML"
+    new = flat(recipe.model_dump(mode="json", exclude_unset=True))
+    diffs = [
+        f"{k} is {old.get(k, '(unset)')!r} there, {new.get(k, '(unset)')!r} here"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    return "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "") or str(saved)
 
 
 def run(
@@ -151,14 +233,33 @@ def run(
     `on_stage(stage, state)` is called with state "start", "skip" (already done) or "done".
     `eval_cache`: a folder where the original's eval answers are kept for other runs of the same original.
     Returns the run's summary: stages done, final model folder, and the pushed URL if any.
+    A second run of the same folder while this one holds it is refused (RunFolder.lock).
     """
     from compressor import hub
 
-    run_ = RunFolder(run_dir)
-    notify = on_stage or (lambda stage, state: log.info("%s: %s", stage, state))
     if recipe.publish is not None:  # before any heavy work: a bad token fails now, not after training
         user = hub.check_token(token, write=True)
         log.info("pushing as %s to %s", user, recipe.publish.repo_id)
+    run_ = RunFolder(run_dir)
+    with run_.lock():
+        return _run(recipe, run_, token, on_stage, eval_cache)
+
+
+def _card_inputs(run_: RunFolder) -> str:
+    """A digest of the files the card is rendered from: the card is stale when it changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in (run_.recipe, run_.plan, run_.source, *sorted(run_.reports.glob("*.json"))):
+        if path.is_file() and path.name not in ("card.json", "push.json"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _run(recipe: Recipe, run_: RunFolder, token: str | None, on_stage, eval_cache) -> dict[str, Any]:
+    from compressor import hub
+
+    notify = on_stage or (lambda stage, state: log.info("%s: %s", stage, state))
     _start_run(recipe, run_)
     m = recipe.model
 
@@ -233,7 +334,9 @@ def run(
         notify("eval", "done")
 
     repo_id = recipe.publish.repo_id if recipe.publish else None
-    if stage("card", (final / "README.md").is_file()):
+    card_record = run_.report("card")
+    rendered_from = json.loads(card_record.read_text()).get("inputs") if card_record.is_file() else None
+    if stage("card", (final / "README.md").is_file() and rendered_from == _card_inputs(run_)):
         card(run_.root, repo_id)
         notify("card", "done")
 
@@ -265,16 +368,17 @@ def card(run_dir: str | Path, repo_id: str | None = None) -> str:
 
     The recipe and the evaluation report travel with the model, beside the card.
     """
-    from compressor.card import render, validate
+    from compressor.card import public_recipe, render, validate
 
     run_ = RunFolder(run_dir)
     content = render(run_.root, repo_id)
     validate(content)
     final = run_.final_model()
-    shutil.copyfile(run_.recipe, final / "recipe.yaml")
+    (final / "recipe.yaml").write_text(public_recipe(run_.recipe.read_text()))
     if run_.done("eval"):
         shutil.copyfile(run_.report("eval"), final / "eval_report.json")
     (final / "README.md").write_text(content)
+    run_.write_json(run_.report("card"), {"inputs": _card_inputs(run_), "repo_id": repo_id})
     return content
 
 

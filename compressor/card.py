@@ -93,6 +93,39 @@ def _dataset_name(dataset: str | None) -> str | None:
     return dataset
 
 
+def _recovery_phrase(train: dict[str, Any] | None) -> str:
+    """How the model was recovered, in the summary: distillation only when a loss term used the teacher."""
+    if not train:
+        return ""
+    if set(k for k, w in (train.get("loss") or {}).items() if w) - {"ce"}:
+        return ", then recovered by training against the original as teacher (distillation)"
+    return ", then fine-tuned on instruction data with the cross-entropy loss alone (no teacher)"
+
+
+# Recipe keys whose values may be local paths: in the card and the pushed recipe.yaml a local path is
+# replaced by its last part, so no local path (user names, mount points) leaves the machine.
+PATH_KEYS = ("source", "dataset", "image_folder", "output_dir", "python", "logging_dir")
+
+
+def public_recipe(text: str) -> str:
+    """The recipe YAML with each local path shown by its last part (`./data/coco` → `coco`)."""
+    import yaml
+
+    data = yaml.safe_load(text) or {}
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (_dataset_name(v) if k in PATH_KEYS and isinstance(v, str) else clean(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return node
+
+    return yaml.safe_dump(clean(data), sort_keys=False)
+
+
 def _hub_dataset(dataset: str | None) -> str | None:
     name = _dataset_name(dataset)
     return name if name and name == dataset else None
@@ -320,7 +353,7 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> str:
     summary = (
         f"This is **{base}** with {plan['achieved_ratio']:.0%} of its language-backbone parameters removed by "
         f"{plan['method']} pruning"
-        + (", then recovered by training against the original" if run["train"] else "")
+        + _recovery_phrase(run["train"])
         + ". The vision tower and the projector are kept. "
         + _loading_sentence(plan)
     )
@@ -355,10 +388,10 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## Recipe
 
-The exact recipe (`python -m compressor run recipe.yaml` reproduces this model):
+The recipe, with local paths shown by their last part (`python -m compressor run recipe.yaml` reproduces this model from the same data):
 
 ```yaml
-{run["recipe_yaml"].rstrip()}
+{public_recipe(run["recipe_yaml"]).rstrip()}
 ```
 
 ## Citation

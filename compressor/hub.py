@@ -230,23 +230,72 @@ def push(
 
     api = HfApi(token=token)
     with _hub_errors(repo_id, None, token, writing=True):
-        existed = api.repo_exists(repo_id)
+        existed = _retrying(f"checking {repo_id}", lambda: api.repo_exists(repo_id))
         if existed:
             _refuse_overwrite(api, repo_id, overwrite)
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        url = _retrying(
+            f"creating {repo_id}", lambda: api.create_repo(repo_id, private=private, exist_ok=True)
+        )
         try:
-            api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                allow_patterns=[_literal(f) for f in upload],
-                commit_message=commit_message,
-                delete_patterns="*" if existed else None,
+            _retrying(
+                f"the commit to {repo_id}",
+                lambda: api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    allow_patterns=[_literal(f) for f in upload],
+                    commit_message=commit_message,
+                    delete_patterns="*" if existed else None,
+                ),
             )
         except BaseException:
             if not existed:
                 _delete_quietly(api, repo_id)
             raise
     return str(url)
+
+
+# Seconds to wait before each retry of one push step after a 5xx, a 429 or a dropped connection; after the
+# last one the push fails (and a repo it created is deleted). huggingface_hub retries LFS transfers itself.
+RETRY_WAITS = (1.0, 2.0, 4.0)
+TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+
+
+def _waits() -> tuple[float, ...]:
+    """RETRY_WAITS, or COMPRESSOR_RETRY_WAITS (comma-separated seconds, e.g. '0.1,0.2'; empty: no retry)."""
+    import os
+
+    text = os.environ.get("COMPRESSOR_RETRY_WAITS")
+    if text is None:
+        return RETRY_WAITS
+    try:
+        return tuple(float(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise CompressorError(
+            f"COMPRESSOR_RETRY_WAITS={text!r} must be comma-separated seconds, e.g. 1,2,4"
+        ) from None
+
+
+def _transient(exc: BaseException) -> bool:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in TRANSIENT_STATUS or _unreachable(exc)
+
+
+def _retrying(what: str, call):
+    """`call()`, retried after the waits of RETRY_WAITS when it fails for a transient reason."""
+    import time
+
+    waits = _waits()
+    for attempt, wait in enumerate((*waits, None), start=1):
+        try:
+            return call()
+        except Exception as exc:
+            if wait is None or not _transient(exc):
+                raise
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            reason = f"the Hub answered {status}" if status else "the connection failed"
+            log.warning("%s failed (%s); retry %d of %d in %.1f s", what, reason, attempt, len(waits), wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _literal(name: str) -> str:
@@ -289,7 +338,7 @@ def _refuse_overwrite(api, repo_id: str, overwrite: bool) -> None:
 def _delete_quietly(api, repo_id: str) -> None:
     """Remove a repo this push created, so a failed push leaves nothing behind."""
     try:
-        api.delete_repo(repo_id, missing_ok=True)
+        _retrying(f"deleting {repo_id}", lambda: api.delete_repo(repo_id, missing_ok=True))
     except Exception:
         log.warning("the push failed and the empty repo %s could not be deleted: delete it by hand", repo_id)
 
@@ -332,8 +381,9 @@ def _explain(
     if isinstance(exc, errors.OfflineModeIsEnabled):
         return f"HF_HUB_OFFLINE is set, so {where} cannot be reached: unset it to use the Hub"
     if _unreachable(exc):
+        tried = f" (the push tried {len(_waits()) + 1} times and committed nothing)" if writing else ""
         return (
-            f"cannot reach the Hub at {endpoint}: check your network, or set HF_ENDPOINT to a Hub that is up "
+            f"cannot reach the Hub at {endpoint}{tried}: check your network, or set HF_ENDPOINT to a Hub that is up "
             "(e.g. one started with `python -m compressor serve-hub`)"
         )
     if isinstance(exc, errors.GatedRepoError):
@@ -375,7 +425,8 @@ def _explain(
         else str(exc)
     )
     if writing:
-        return f"the push to {where} failed and nothing was committed: {detail}"
+        tries = f" (tried {len(_waits()) + 1} times)" if status in TRANSIENT_STATUS else ""
+        return f"the push to {where} failed{tries} and nothing was committed: {detail}; push again later"
     return f"reading {where} failed: {detail}" if status else None
 
 
