@@ -165,8 +165,6 @@ def _prune(prune: dict[str, Any], v: dict[str, Any]) -> None:
     _put(prune, "scorer", v["scorer"])
     _put(prune, "targets", list(v["targets"] or []) if width else None)
     _put(prune, "round_to", _int(v["round_to"]) if width else None)
-    if not width:
-        prune.pop("layers", None)
     if v["scorer"] != "angular":
         prune.pop("contiguous", None)
     cal = prune.setdefault("calibration", {})

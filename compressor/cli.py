@@ -23,7 +23,6 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + field_help(Prune, "targets"))
     g.add_argument("--round-to", type=int, help=field_help(Prune, "round_to"))
     g.add_argument("--contiguous", action="store_true", default=None, help=field_help(Prune, "contiguous"))
-    g.add_argument("--layers", help="width only: START:END. " + field_help(Prune, "layers"))
     c = p.add_argument_group("calibration")
     c.add_argument("--calibration", metavar="DATA", help=field_help(Calibration, "dataset"))
     c.add_argument("--image-folder", help=field_help(Calibration, "image_folder"))
@@ -75,7 +74,7 @@ _MODEL_FLAGS = {
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """A recipe file as SRC, or a recipe built from SRC and the flags (validated by the same model)."""
-    flags = {**_PRUNE_FLAGS, **_CAL_FLAGS, **_MODEL_FLAGS, "targets": "", "layers": ""}
+    flags = {**_PRUNE_FLAGS, **_CAL_FLAGS, **_MODEL_FLAGS, "targets": ""}
     given = [f for f in flags if getattr(args, f, None) is not None]
     if args.src.endswith((".yaml", ".yml")):
         if given:
@@ -89,12 +88,6 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     }
     if args.targets is not None:
         prune["targets"] = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if args.layers is not None:
-        try:
-            start, end = (int(x) for x in args.layers.split(":"))
-        except ValueError:
-            raise CompressorError(f"--layers {args.layers!r} must be START:END, e.g. 3:21") from None
-        prune["layers"] = [start, end]
     cal = {v: getattr(args, k) for k, v in _CAL_FLAGS.items() if getattr(args, k) is not None}
     if cal:
         prune["calibration"] = cal

@@ -36,7 +36,6 @@ FLAGS = {
     "prune.targets": "--targets",
     "prune.round_to": "--round-to",
     "prune.contiguous": "--contiguous",
-    "prune.layers": "--layers",
     "prune.calibration.dataset": "--calibration",
     "prune.calibration.image_folder": "--image-folder",
     "prune.calibration.split": "--split",

@@ -297,13 +297,6 @@ def resolve(
     kv = text.get("num_key_value_heads") or text["num_attention_heads"]
 
     if prune.method == "width":
-        if prune.layers is not None:
-            raise CompressorError(
-                f"prune.layers {list(prune.layers)}: pruning only a layer range gives layers of different widths, "
-                f"which the {backbone.name} backbone of {spec.family} cannot load in plain transformers 5.24 "
-                "(its per_layer_config is read only by Gemma 4's modeling code). Remove `layers` to prune "
-                "every layer by the same ratio."
-            )
         targets = list(prune.targets or ("heads", "mlp"))
         if "heads" in targets and backbone.head_pruning_refusal:
             if prune.targets:  # asked for explicitly

@@ -18,6 +18,12 @@ DEPTH_SCORERS = ("block_influence", "angular", "last")
 WIDTH_SCORERS = ("taylor", "activation", "magnitude")
 DEFAULT_SCORER = {"depth": "block_influence", "width": "taylor"}
 DEFAULT_NUM_SAMPLES = {"depth": 50, "width": 10}
+LAYERS_REMOVED = (
+    "prune.layers is not supported: the seed prunes only layers 3-20, which leaves the pruned layers narrower than "
+    "the untouched ones, and in transformers 5.24 none of our backbones reads a width per layer (only Gemma 4's "
+    "modeling code reads per_layer_config), so such a checkpoint could not reload in plain transformers, vLLM or "
+    "TGI; remove `layers`: width pruning cuts every layer by the same ratio, depth pruning drops whole layers"
+)
 
 
 class _Strict(BaseModel):
@@ -80,10 +86,14 @@ class Prune(_Strict):
         64, ge=1, description="MLP widths are snapped to a multiple of this (GPU-friendly)."
     )
     contiguous: bool = Field(False, description="angular only: drop the best contiguous block of layers.")
-    layers: tuple[int, int] | None = Field(
-        None, description="Width only: prune layers [start, end) only, as the seed did (3-21 for LLaVA)."
-    )
     calibration: Calibration = Field(default_factory=Calibration)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_layer_range(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "layers" in data:
+            raise ValueError(LAYERS_REMOVED)
+        return data
 
     @model_validator(mode="after")
     def _scorer_fits_method(self) -> Prune:
@@ -95,12 +105,10 @@ class Prune(_Strict):
                 f"unknown {self.method} scorer {self.scorer!r}{closest(self.scorer, allowed)}; "
                 f"known: {', '.join(allowed)}"
             )
-        if self.method == "depth" and (self.targets or self.layers):
-            raise ValueError("targets and layers apply to method: width only; remove them for depth")
+        if self.method == "depth" and self.targets:
+            raise ValueError("targets apply to method: width only; remove them for depth")
         if self.contiguous and self.scorer != "angular":
             raise ValueError("contiguous: true needs scorer: angular")
-        if self.layers is not None and not 0 <= self.layers[0] < self.layers[1]:
-            raise ValueError(f"layers {list(self.layers)} must be [start, end) with 0 <= start < end")
         return self
 
     @field_validator("targets")

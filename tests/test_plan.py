@@ -97,9 +97,15 @@ def test_qwen2_5_vl_width_defaults_to_mlp_with_a_warning():
     assert depth.num_layers_after < 36
 
 
-def test_layer_range_width_is_refused_with_the_reason():
-    with pytest.raises(CompressorError, match=r"per_layer_config is read only by Gemma 4"):
-        _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3, layers=(3, 21))
+def test_layer_range_is_refused_with_the_reason():
+    from compressor.recipe import parse_recipe
+
+    with pytest.raises(
+        CompressorError, match=r"prune.layers is not supported.*per_layer_config.*remove `layers`"
+    ):
+        parse_recipe(
+            {"model": {"source": "x"}, "prune": {"method": "width", "ratio": 0.3, "layers": [3, 21]}}
+        )
 
 
 def test_unknown_family_lists_supported_ones():
