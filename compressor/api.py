@@ -31,8 +31,24 @@ def _plan_at(recipe: Recipe, token: str | None) -> tuple[Plan, str | None]:
         token=token,
         trust_remote_code=recipe.model.trust_remote_code,
     )
+    _refuse_text_only(recipe.model.source, config)
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
     return resolve(config, spec, backbone, recipe.prune, source=recipe.model.source), commit
+
+
+def _refuse_text_only(source: str, config: dict[str, Any]) -> None:
+    """A text-only LLM (no vision config, no remote code) gets a message that says what to do instead."""
+    from compressor.arch.spec import supported_families
+
+    model_type = config.get("model_type")
+    multimodal = "vision_config" in config or "text_config" in config or config.get("auto_map")
+    if model_type in supported_families() or multimodal or "num_hidden_layers" not in config:
+        return
+    raise CompressorError(
+        f"{source} is a text-only LLM (model_type {model_type!r}, no vision_config): compressor prunes "
+        f"multimodal LLMs ({', '.join(supported_families())}). Give the MLLM built on it instead (e.g. "
+        "llava-hf/llava-1.5-7b-hf for Vicuna-7B), or use a text-only pruner such as LLM-Pruner for the LLM alone"
+    )
 
 
 def plan(recipe: Recipe, token: str | None = None) -> Plan:
@@ -50,8 +66,30 @@ def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, to
     cal = recipe.prune.calibration
     log.info("calibration: %d samples from %s", plan_.num_samples, cal.dataset)
     rows = load_rows(cal.dataset, split=cal.split, image_folder=cal.image_folder, token=token)
+    if len(rows) < plan_.num_samples:
+        where = "--num-samples (recipe prune.calibration.num_samples)"
+        raise CompressorError(
+            f"calibration data {cal.dataset!r} (split {cal.split!r}) has {len(rows)} rows but {plan_.num_samples} "
+            f"samples are asked for: lower {where} to at most {len(rows)}, or give more rows"
+            if rows
+            else f"calibration data {cal.dataset!r} (split {cal.split!r}) has no rows; give rows with images + messages"
+        )
+    _need_images(rows, cal.dataset)
     return build_batches(
         rows, processor, config, plan_.num_samples, cal.max_length, cal.seed, spec.needs_mm_token_type_ids
+    )
+
+
+def _need_images(rows, dataset: str, checked: int = 16) -> None:
+    """Refuse calibration rows without images (an MLLM's importance is measured on image + text)."""
+    raw = rows.raw
+    for i in range(min(checked, len(raw))):
+        row = raw[i]
+        if row.get("images") or row.get("image"):
+            return
+    raise CompressorError(
+        f"calibration data {dataset!r} has no images in its first {min(checked, len(raw))} rows: scoring an MLLM "
+        "needs image + text rows; add 'images' (paths relative to the rows) to each row, or use another dataset"
     )
 
 

@@ -138,7 +138,7 @@ def pull_dataset(repo_id: str, revision: str | None = None, token: str | None = 
     """A snapshot of a Hub dataset repo (rows + the images they reference): (folder, resolved commit)."""
     from huggingface_hub import HfApi, snapshot_download
 
-    with _hub_errors(repo_id, revision, token):
+    with _hub_errors(repo_id, revision, token, kind="dataset"):
         info = HfApi().dataset_info(repo_id, revision=revision, token=token)
         local = snapshot_download(repo_id, repo_type="dataset", revision=info.sha, token=token)
     return Path(local), info.sha
@@ -350,6 +350,7 @@ def _hub_errors(
     token: str | None,
     entry: str | None = None,
     writing: bool = False,
+    kind: str = "model",
 ) -> Iterator[None]:
     """Turn huggingface_hub and network failures into CompressorErrors that say what to do."""
     try:
@@ -357,7 +358,7 @@ def _hub_errors(
     except CompressorError:
         raise
     except Exception as exc:
-        message = _explain(exc, repo_id, revision, token, entry, writing)
+        message = _explain(exc, repo_id, revision, token, entry, writing, kind)
         if message is None:
             raise
         raise CompressorError(message) from exc
@@ -370,6 +371,7 @@ def _explain(
     token: str | None,
     entry: str | None,
     writing: bool,
+    kind: str = "model",
 ) -> str | None:
     """What went wrong and how to fix it, naming the repo, revision or endpoint (never the token)."""
     from huggingface_hub import constants, errors, get_token
@@ -391,6 +393,12 @@ def _explain(
             f"{where} is gated: accept its conditions at {endpoint}/{repo_id} and pass a token of an account "
             "that has access (--token or HF_TOKEN)"
         )
+    if isinstance(exc, errors.RepositoryNotFoundError) and repo_id and not writing:
+        other = _other_kind(repo_id, token, kind)
+        if other is not None:
+            return f"{repo_id} on {endpoint} is a {other} repo, not a {kind}: give a {kind} repo id here" + (
+                " (datasets go to --calibration, recover --data or eval --task)" if other == "dataset" else ""
+            )
     if isinstance(exc, errors.RepositoryNotFoundError):
         fix = "check the repo id" if has_token else "if it is private, pass a token (--token or HF_TOKEN)"
         return f"repo {where} was not found or is not visible to you: {fix}"
@@ -428,6 +436,17 @@ def _explain(
         tries = f" (tried {len(_waits()) + 1} times)" if status in TRANSIENT_STATUS else ""
         return f"the push to {where} failed{tries} and nothing was committed: {detail}; push again later"
     return f"reading {where} failed: {detail}" if status else None
+
+
+def _other_kind(repo_id: str, token: str | None, kind: str) -> str | None:
+    """'dataset' when `repo_id` is not a `kind` repo but a dataset (or 'model' the other way round)."""
+    from huggingface_hub import HfApi
+
+    other = "model" if kind == "dataset" else "dataset"
+    try:
+        return other if HfApi().repo_exists(repo_id, repo_type=other, token=token) else None
+    except Exception:
+        return None
 
 
 def _unreachable(exc: BaseException) -> bool:
