@@ -329,9 +329,17 @@ def _pct(v: Any) -> str:
     return "—" if v in (None, "") else f"{v:.1f}"
 
 
-def _label(row: dict[str, Any], group_cells: list[Cell]) -> str:
-    """What varies inside the group, as the row's name (method × ratio, then the varied recovery settings)."""
-    return f"{row['method']} {100 * row['ratio']:.0f}%"
+def _varied(cells: list[Cell]) -> list[str]:
+    """The dotted keys whose value differs between the group's cells."""
+    keys = [k for c in cells for k in c.settings]
+    keys = list(dict.fromkeys(keys))
+    return [k for k in keys if len({json.dumps(c.settings.get(k), sort_keys=True) for c in cells}) > 1]
+
+
+def _short(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return "+".join(f"{k}" if w == 1 else f"{w:g}·{k}" for k, w in value.items())
+    return f"{key.split('.')[-1]}={value}"
 
 
 def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str:
@@ -354,11 +362,7 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
         out += [f"## {gname}", ""]
         if study.notes.get(gname):
             out += [study.notes[gname].strip(), ""]
-        varied = [
-            k
-            for k in (cells[0].settings if cells else {})
-            if len({json.dumps(c.settings.get(k)) for c in cells}) > 1
-        ]
+        varied = _varied(cells)
         head = [
             "method",
             "ratio",
@@ -379,7 +383,11 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
             if r is None:
                 continue
             vals = [r["method"], f"{100 * r['ratio']:.0f}% ({100 * r['achieved_ratio']:.1f}%)"]
-            vals += [str(c.settings.get(k)) for k in varied if k not in ("prune.method", "prune.ratio")]
+            vals += [
+                _short(k, v) if isinstance(v := c.settings.get(k), dict) else str(v)
+                for k in varied
+                if k not in ("prune.method", "prune.ratio")
+            ]
             vals += [
                 f"{100 * r.get('open_acc_compressed', 0):.1f} ({_pct(r.get('open_acc_retained'))}%)",
                 f"{100 * r.get('yes_no_acc_compressed', 0):.1f} ({_pct(r.get('yes_no_acc_retained'))}%)",
@@ -414,7 +422,8 @@ def seed_beside(row: dict[str, Any]) -> str:
 
 
 def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
-    """Retained % against ratio, one line per method/recovery, the seed's curves dashed beside ours."""
+    """Retained % against the ratio (or the data fraction), one line per method/recovery setting, with the
+    seed's published curves drawn grey beside ours where the seed measured the same thing."""
     if not rows:
         return []
     import matplotlib
@@ -425,42 +434,43 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
     paths = []
     by_cell = {r["cell"]: r for r in rows}
     for gname, cells in study.groups:
-        got = [by_cell[c.name] for c in cells if c.name in by_cell]
-        if len({r["ratio"] for r in got}) < 2:
-            continue  # a plot against the ratio needs two ratios
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        got = [(c, by_cell[c.name]) for c in cells if c.name in by_cell]
+        varied = _varied(cells)
+        x_key = next((k for k in ("prune.ratio", "recover.fraction") if k in varied), None)
+        if x_key is None or len({json.dumps(c.settings.get(x_key)) for c, _ in got}) < 2:
+            continue  # a line needs two x values
+        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
         series: dict[str, list[tuple[float, float]]] = {}
-        for c in cells:
-            r = by_cell.get(c.name)
-            if r is None or r.get("avg_retained") is None:
+        for c, r in got:
+            if r.get("avg_retained") is None:
                 continue
-            rest = [f"{k.split('.')[-1]}={v}" for k, v in c.settings.items() if k not in ("prune.ratio",)]
-            series.setdefault(", ".join(rest) or r["method"], []).append(
-                (100 * r["ratio"], r["avg_retained"])
-            )
+            label = ", ".join(_short(k, c.settings[k]) for k in varied if k != x_key) or r["method"]
+            series.setdefault(label, []).append((100 * float(c.settings[x_key]), r["avg_retained"]))
         for label, pts in sorted(series.items()):
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"ours: {label}")
-        for model, style in (("LLaVA-v1.5-7B", "--"), ("Bunny-v1.0-3B", ":")):
-            recovery = {r["recovery"] for r in got}
-            if recovery == {"none"}:
-                for method, curve in SEED["no recovery"][model].items():
-                    xs = sorted(curve)
-                    ax.plot([100 * x for x in xs], [curve[x] for x in xs], style, color="gray", alpha=0.8)
-                    ax.annotate(
-                        f"seed {model.split('-')[0]} {method}", (100 * xs[-1], curve[xs[-1]]), fontsize=7
-                    )
-            else:
-                curve = SEED["best recipe"][model]
-                xs = sorted(curve)
-                ax.plot(
-                    [100 * x for x in xs],
-                    [curve[x] for x in xs],
-                    style,
-                    color="gray",
-                    label=f"seed {model}, best recipe",
+        if x_key == "prune.ratio":
+            no_recovery = all(r["recovery"] == "none" for _, r in got)
+            for model, style in (("LLaVA-v1.5-7B", "--"), ("Bunny-v1.0-3B", ":")):
+                curves = (
+                    {f"{m} (no recovery)": v for m, v in SEED["no recovery"][model].items()}
+                    if no_recovery
+                    else {"best recipe": SEED["best recipe"][model]}
                 )
-        ax.set_xlabel("compression ratio (% of language-backbone parameters removed)")
+                for what, curve in curves.items():
+                    xs = sorted(curve)
+                    ax.plot(
+                        [100 * x for x in xs],
+                        [curve[x] for x in xs],
+                        style,
+                        color="gray",
+                        alpha=0.8,
+                        label=f"seed {model.split('-')[0]} {what}",
+                    )
+            ax.set_xlabel("compression ratio (% of language-backbone parameters removed)")
+        else:
+            ax.set_xscale("log")
+            ax.set_xlabel("recovery data (% of easy-VQA train)")
         ax.set_ylabel("average retained % (easy-VQA open + yes/no)")
         ax.set_title(f"{study.name}: {gname}", fontsize=10)
         ax.grid(alpha=0.3)
