@@ -93,19 +93,33 @@ class Rows:
     """A lazily normalised view of a dataset: len(), [i] → normalised row.
 
     `raw` holds the rows as stored, `root` the folder their image paths are relative to, and `commit` the
-    resolved commit of a Hub dataset (None for local data).
+    resolved commit of a Hub dataset (None for local data). For a Hub dataset whose rows reference image files
+    beside them, `fetch(paths)` fetches those files into `root` on demand: `prefetch(indices)` (and each `[i]`)
+    fetches only the images of the rows asked for.
     """
 
-    def __init__(self, rows, root: Path | None, commit: str | None = None) -> None:
+    def __init__(self, rows, root: Path | None, commit: str | None = None, fetch=None) -> None:
         self.raw = rows
         self.root = root
         self.commit = commit
+        self._fetch = fetch
 
     def __len__(self) -> int:
         return len(self.raw)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        self.prefetch([i])
         return normalise(dict(self.raw[i]), self.root)
+
+    def prefetch(self, indices) -> None:
+        """Fetch the image files that these rows reference and that are not local yet (Hub datasets only)."""
+        if self._fetch is None or self.root is None:
+            return
+        wanted = sorted(
+            {p for i in indices for p in image_paths(self.raw[int(i)]) if not (self.root / p).is_file()}
+        )
+        if wanted:
+            self._fetch(wanted)
 
     def sample(self, n: int, seed: int) -> list[int]:
         """A deterministic, seeded subset of row indices (the seed's uniform random subset)."""
@@ -116,15 +130,25 @@ class Rows:
         return idx[: min(n, len(idx))]
 
 
+def image_paths(row: dict[str, Any]) -> list[str]:
+    """The relative image paths a raw row references (`images`, `image`, or a datasets Image dict's `path`
+    without bytes), as posix paths."""
+    from pathlib import PurePosixPath
+
+    value = row.get("images")
+    if value is None:
+        value = row.get("image")
+    values = value if isinstance(value, list) else [value]
+    out = []
+    for v in values:
+        if isinstance(v, dict) and not v.get("bytes"):
+            v = v.get("path")
+        if isinstance(v, str) and v and not PurePosixPath(v).is_absolute():
+            out.append(PurePosixPath(v).as_posix())
+    return out
+
+
 _NOT_ROWS = {"dataset_info.json", "dataset_infos.json", "state.json"}
-
-
-def _has_top_rows(folder: Path) -> bool:
-    return any(
-        f.name not in _NOT_ROWS
-        for pattern in ("*.jsonl", "*.json", "*.parquet")
-        for f in folder.glob(pattern)
-    )
 
 
 def _load_folder(path: Path, split: str):
@@ -151,9 +175,10 @@ def load_rows(
 ) -> Rows:
     """Open a dataset from any supported source; rows are read and normalised on access.
 
-    A Hub dataset is taken as a snapshot at its resolved commit (kept in `Rows.commit`): one with rows at
-    its top (json/jsonl/parquet beside the images they reference) is read like a local folder; one in the
-    Hub's usual layout (parquet under data/, splits and subsets in its README) is read by `datasets`.
+    A Hub dataset is read at its resolved commit (kept in `Rows.commit`), fetching only the files of `split`
+    (see `_load_hub`): one with rows at its top (json/jsonl/parquet beside the images they reference) is read
+    like a local folder; one in the Hub's usual layout (parquet under data/, splits and subsets in its README)
+    is read by `datasets`.
     """
     path = Path(source)
     if path.is_file() and path.suffix == ".json":
@@ -174,16 +199,88 @@ def load_rows(
         raise CompressorError(
             f"dataset {source!r} not found: give an existing folder, a LLaVA .json file or a Hub id"
         )
+    return _load_hub(source, split, image_folder, revision, token, subset)
+
+
+_ROW_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _load_hub(
+    source: str,
+    split: str,
+    image_folder: str | None,
+    revision: str | None,
+    token: str | None,
+    subset: str | None,
+) -> Rows:
+    """A Hub dataset at its resolved commit, fetching only what the split needs.
+
+    Rows at the repo's top (json/jsonl/parquet beside the images they reference, read like a local folder):
+    the row files now, each image when its row is read or prefetched. A `save_to_disk` folder: all of it.
+    The Hub's usual layout (data files per split and subset, as `datasets` resolves them from the file names
+    and the README's `configs`): only the data files of `split`.
+    """
     from compressor import hub
 
-    folder, commit = hub.pull_dataset(source, revision, token)
-    if subset is None and (_has_top_rows(folder) or (folder / "state.json").exists()):
+    commit, names = hub.dataset_files(source, revision, token)
+    top = [n for n in names if "/" not in n and n.endswith(_ROW_SUFFIXES) and n not in _NOT_ROWS]
+    if subset is None and "state.json" in names:
+        folder = hub.pull_dataset_files(source, commit, names, token)
         rows = load_rows(str(folder), split, image_folder)
         return Rows(rows.raw, rows.root, commit)
+    if subset is None and top:
+        folder = hub.pull_dataset_files(source, commit, top, token)
+        rows = load_rows(str(folder), split, image_folder)
+        fetch = None
+        if image_folder is None:
+            present = set(names)
+
+            def fetch(wanted: list[str]) -> None:
+                wanted = [w for w in wanted if w in present]  # a missing one fails as "image … not found"
+                if wanted:
+                    hub.pull_dataset_files(source, commit, wanted, token)
+
+        return Rows(rows.raw, rows.root, commit, fetch)
     import datasets
 
-    try:
-        ds = datasets.load_dataset(str(folder), subset, split=split)
-    except ValueError as err:  # unknown split or subset
-        raise CompressorError(f"dataset {source!r}: {err}") from None
+    module, files, features = _split_files(source, commit, names, subset, split, token)
+    folder = hub.pull_dataset_files(source, commit, files, token)
+    ds = datasets.load_dataset(
+        module, data_files={split: [str(folder / f) for f in files]}, split=split, features=features
+    )
     return Rows(ds, Path(image_folder) if image_folder else folder, commit)
+
+
+def _split_files(
+    source: str, commit: str, names: list[str], subset: str | None, split: str, token: str | None
+) -> tuple[str, list[str], Any]:
+    """(datasets builder, repo paths of the split's data files, features from the card or None), resolved by
+    `datasets` itself over an empty copy of the repo's file tree with its real README (no data fetched)."""
+    import tempfile
+
+    import datasets
+
+    from compressor import hub
+
+    with tempfile.TemporaryDirectory() as tmp:
+        skeleton = Path(tmp).resolve()
+        for name in names:
+            if name != ".gitattributes":
+                (skeleton / name).parent.mkdir(parents=True, exist_ok=True)
+                (skeleton / name).touch()
+        if "README.md" in names:
+            card = hub.pull_dataset_files(source, commit, ["README.md"], token) / "README.md"
+            (skeleton / "README.md").write_text(card.read_text())
+        where = f"dataset {source!r}" + (f" (subset {subset!r})" if subset else "")
+        try:
+            builder = datasets.load_dataset_builder(str(skeleton), subset)
+        except (ValueError, FileNotFoundError) as err:  # unknown or missing subset, no data files
+            raise CompressorError(f"{where}: {err}".rstrip()) from None
+        splits = builder.config.data_files or {}
+        if split not in splits:
+            raise CompressorError(
+                f"{where} has no split {split!r}; it has {', '.join(map(repr, splits)) or 'none'}: set the "
+                "split (eval --split, recipe key split) to one of them"
+            )
+        files = [Path(f).resolve().relative_to(skeleton).as_posix() for f in splits[split]]
+        return builder.name, files, builder.info.features

@@ -55,6 +55,8 @@ FLAGS = {
     "evaluate.tasks.dataset": "eval --task …=DATASET",
     "evaluate.tasks.split": "eval --split",
     "evaluate.tasks.limit": "eval --limit",
+    "evaluate.tasks.sample": "eval --sample",
+    "evaluate.tasks.seed": "eval --seed",
     "evaluate.tasks.max_new_tokens": "eval --max-new-tokens",
     "publish.repo_id": "push --repo-id",
     "publish.private": "push --private",

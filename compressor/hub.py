@@ -134,14 +134,38 @@ def pull(
     return Path(local), info.sha
 
 
-def pull_dataset(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Path, str]:
-    """A snapshot of a Hub dataset repo (rows + the images they reference): (folder, resolved commit)."""
-    from huggingface_hub import HfApi, snapshot_download
+def dataset_files(
+    repo_id: str, revision: str | None = None, token: str | None = None
+) -> tuple[str, list[str]]:
+    """(resolved commit, every file path in the repo) of a Hub dataset, fetching no file."""
+    from huggingface_hub import HfApi
 
     with _hub_errors(repo_id, revision, token, kind="dataset"):
-        info = HfApi().dataset_info(repo_id, revision=revision, token=token)
-        local = snapshot_download(repo_id, repo_type="dataset", revision=info.sha, token=token)
-    return Path(local), info.sha
+        api = HfApi()
+        sha = api.dataset_info(repo_id, revision=revision, token=token).sha
+        names = api.list_repo_files(repo_id, repo_type="dataset", revision=sha, token=token)
+    return sha, sorted(names)
+
+
+def pull_dataset_files(repo_id: str, commit: str, names: list[str], token: str | None = None) -> Path:
+    """Fetch these files (repo paths) of a Hub dataset at `commit`, a few at a time, into the local snapshot
+    folder of that commit, and return the folder; files already there are not fetched again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from huggingface_hub import hf_hub_download
+
+    if not names:
+        raise ValueError("pull_dataset_files needs at least one file")
+
+    def one(name: str) -> Path:
+        return Path(hf_hub_download(repo_id, name, repo_type="dataset", revision=commit, token=token))
+
+    with (
+        _hub_errors(repo_id, commit, token, kind="dataset"),
+        ThreadPoolExecutor(max_workers=min(8, len(names))) as pool,
+    ):
+        paths = list(pool.map(one, names))
+    return paths[0].parents[names[0].count("/")]
 
 
 def license_of(src: str | Path, revision: str | None = None, token: str | None = None) -> str | None:

@@ -149,6 +149,11 @@ def test_every_task_reports_both_models_on_the_same_samples(report):
     for task in report.tasks:
         assert set(task.metrics) == expected[task.name]
         assert task.split == "test" and task.commit is None and task.seconds > 0
+        assert task.sample == "random" and task.seed == (1 if task.name == "teacher_agreement" else 0)
+        assert len(task.sample_ids) == len(set(task.sample_ids)) == task.samples
+        assert set(task.sample_ids) <= set(range(task.rows))
+    mc = next(t for t in report.tasks if t.name == "multiple_choice")
+    assert (mc.rows, mc.sample_ids) == (3, rows.pick(3, 2, "random", 0))
     assert report.device == "cpu" and report.dtype == "float32"
 
 
@@ -229,9 +234,33 @@ def test_row_formats_accept_common_hub_layouts():
         rows.yes_no({"question": "q", "answer": "maybe"})
     with pytest.raises(CompressorError, match="needs 'question'"):
         rows.vqa({"prompt": "q", "answers": ["a"]})
-    assert rows.pick(10, 3, None) == [0, 1, 2] and sorted(rows.pick(10, 3, 5)) == sorted(
-        set(rows.pick(10, 3, 5))
+    assert rows.pick(10, 3, "first") == [0, 1, 2] and sorted(rows.pick(10, 3, "random", 5)) == sorted(
+        set(rows.pick(10, 3, "random", 5))
     )
+
+
+def test_a_limit_draws_a_seeded_random_sample_by_default_and_first_takes_rows_in_order():
+    from compressor.evaluate.config import EvalTask
+
+    task = EvalTask(name="yes_no", dataset="d", limit=90)
+    assert (task.sample, task.seed) == ("random", 0)
+    grouped = ["adversarial"] * 300 + ["popular"] * 300 + ["random"] * 300  # POPE's stored order
+    drawn = rows.pick(len(grouped), task.limit, task.sample, task.seed)
+    counts = {c: sum(grouped[i] == c for i in drawn) for c in ("adversarial", "popular", "random")}
+    assert len(set(drawn)) == 90 and all(15 <= n <= 45 for n in counts.values()), counts
+    assert rows.pick(900, 90, "random", 0) == drawn and rows.pick(900, 90, "random", 1) != drawn
+    first = rows.pick(900, 90, "first", 123)
+    assert first == list(range(90)) and {grouped[i] for i in first} == {"adversarial"}
+    assert rows.pick(4, 90, "random", 0) != [0, 1, 2, 3] and sorted(rows.pick(4, 90, "random", 0)) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    with pytest.raises(ValidationError, match="write sample: first"):
+        EvalTask(name="yes_no", dataset="d", seed=None)
+    with pytest.raises(ValidationError, match="'random' or 'first'"):
+        EvalTask(name="yes_no", dataset="d", sample="head")
 
 
 def test_unknown_task_name_suggests_the_closest():
@@ -260,6 +289,7 @@ def test_eval_command_on_a_hub_dataset(hub_server, models, repo_name, tmp_path, 
         repo_id=data_id, repo_type="dataset", folder_path=_write_rows(tmp_path / "pope", yes_no_rows(4), 4)
     ).oid
     monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+    hub_server.transcript = []
     out = tmp_path / "reports" / "eval.json"
     args = _parser().parse_args(
         ["eval", str(models[0]), str(models[1]), "--task", f"yes_no={data_id}", "--limit", "2"]
@@ -272,6 +302,58 @@ def test_eval_command_on_a_hub_dataset(hub_server, models, repo_name, tmp_path, 
     task = saved["tasks"][0]
     assert (task["dataset"], task["commit"], task["samples"], task["limit"]) == (data_id, commit, 2, 2)
     assert saved["speed"] == [] and ALICE_WRITE not in out.read_text() + printed
+    assert (task["rows"], task["sample"], task["seed"]) == (4, "random", 0)
+    assert task["sample_ids"] == rows.pick(4, 2, "random", 0)
+    # only the rows file and the images of the two rows scored were fetched
+    fetched = _fetched(hub_server.transcript)
+    hub_server.transcript = None
+    assert fetched == {"rows.jsonl"} | {f"images/{i}.png" for i in task["sample_ids"]}
+
+
+def _fetched(transcript) -> set[str]:
+    """The repo paths whose contents the Hub sent (GET …/resolve/REV/PATH with a 2xx answer)."""
+    return {
+        path.split("/resolve/", 1)[1].split("/", 1)[1]
+        for method, path, status, _ in transcript
+        if method == "GET" and "/resolve/" in path and 200 <= status < 300
+    }
+
+
+def test_eval_on_a_hub_dataset_fetches_only_the_split_scored(hub_server, models, repo_name, tmp_path):
+    import datasets
+    from huggingface_hub import HfApi
+
+    from compressor.tiny import tiny_images
+
+    folder = tmp_path / "pope"
+    (folder / "data").mkdir(parents=True)
+    images = tiny_images(6, seed=7)
+    features = datasets.Features(
+        {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
+    )
+    for split, n in (("test", 6), ("train", 40)):
+        datasets.Dataset.from_list(
+            [
+                {"image": images[i % 6], "question": f"Is there a red square? ({split} {i})", "answer": "yes"}
+                for i in range(n)
+            ],
+            features=features,
+        ).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    api = HfApi(token=ALICE_WRITE)
+    data_id = f"alice/{repo_name}-parquet"
+    api.create_repo(data_id, repo_type="dataset", private=True)
+    commit = api.upload_folder(repo_id=data_id, repo_type="dataset", folder_path=folder).oid
+    hub_server.transcript = []
+    task = {"name": "yes_no", "dataset": data_id, "limit": 3, "max_new_tokens": 3}
+    report = run(*models, Evaluate(tasks=[task], speed=False), token=ALICE_WRITE, progress=_quiet)
+    fetched = _fetched(hub_server.transcript)
+    hub_server.transcript = None
+    assert fetched == {"data/test-00000-of-00001.parquet"}
+    result = report.tasks[0]
+    assert (result.commit, result.rows, result.samples) == (commit, 6, 3)
+    assert result.sample_ids == rows.pick(6, 3, "random", 0)
+    with pytest.raises(CompressorError, match=r"has no split 'validation'; it has 'train', 'test'"):
+        run(*models, Evaluate(tasks=[{**task, "split": "validation"}], speed=False), token=ALICE_WRITE)
 
 
 def test_eval_command_errors(models, tmp_path):

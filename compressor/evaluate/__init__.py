@@ -77,14 +77,18 @@ def _run_task(pair, task_cfg: EvalTask, task, token: str | None, progress: Progr
     from compressor.evaluate import rows
 
     start = time.perf_counter()
-    data, root, data_commit = rows.open_rows(task_cfg, token)
-    indices = rows.pick(len(data), task_cfg.limit, task_cfg.seed)
+    data = rows.open_rows(task_cfg, token)
+    indices = rows.pick(len(data), task_cfg.limit, task_cfg.sample, task_cfg.seed)
     if not indices:
         raise CompressorError(
             f"eval task {task_cfg.name}: split {task_cfg.split!r} of {task_cfg.dataset!r} has no rows"
         )
-    log.info("eval %s: %d samples of %s", task_cfg.name, len(indices), task_cfg.dataset)
-    outcome = task.run(pair, data, root, indices, task_cfg, progress)
+    how = f"random, seed {task_cfg.seed}" if task_cfg.sample == "random" else "the first rows"
+    log.info(
+        "eval %s: %d of %d rows of %s (%s)", task_cfg.name, len(indices), len(data), task_cfg.dataset, how
+    )
+    data.prefetch(indices)  # a Hub dataset's images of the rows picked, and no others
+    outcome = task.run(pair, data.raw, data.root, indices, task_cfg, progress)
     scores = {m: Score.of(o, c, task.metrics[m], m in task.primary) for m, (o, c) in outcome.scores.items()}
     return TaskResult.build(
         scores,
@@ -94,8 +98,12 @@ def _run_task(pair, task_cfg: EvalTask, task, token: str | None, progress: Progr
         subset=task_cfg.subset,
         split=task_cfg.split,
         revision=task_cfg.revision,
-        commit=data_commit,
+        commit=data.commit,
         limit=task_cfg.limit,
+        rows=len(data),
+        sample=task_cfg.sample,
+        seed=task_cfg.seed if task_cfg.sample == "random" else None,
+        sample_ids=indices,
         samples=outcome.samples,
         seconds=time.perf_counter() - start,
         notes=outcome.notes,

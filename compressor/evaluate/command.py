@@ -35,6 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, help="samples per task (overrides the recipe). " + field_help(EvalTask, "limit")
     )
+    p.add_argument(
+        "--sample",
+        choices=["random", "first"],
+        help="rows per task (overrides the recipe). " + field_help(EvalTask, "sample"),
+    )
+    p.add_argument("--seed", type=int, help=field_help(EvalTask, "seed") + " Default 0.")
     p.add_argument("--max-new-tokens", type=int, help=field_help(EvalTask, "max_new_tokens"))
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     p.add_argument(
@@ -84,7 +90,13 @@ def config_from_args(args: argparse.Namespace) -> Evaluate:
         data["tasks"] = [_task(t) for t in args.task]
     overrides = {
         k: v
-        for k, v in (("split", args.split), ("limit", args.limit), ("max_new_tokens", args.max_new_tokens))
+        for k, v in (
+            ("split", args.split),
+            ("limit", args.limit),
+            ("sample", args.sample),
+            ("seed", args.seed),
+            ("max_new_tokens", args.max_new_tokens),
+        )
         if v is not None
     }
     data["tasks"] = [{**t, **overrides} for t in data.get("tasks") or []]

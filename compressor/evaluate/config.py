@@ -6,6 +6,8 @@ JSON schema). Imported by the CLI at start-up: no heavy imports here.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The LLaVA-1.5 benchmark suite, as lmms-eval names its tasks.
@@ -36,9 +38,13 @@ class EvalTask(_Strict):
         None, description="Image root, when image paths are not relative to the rows."
     )
     limit: int = Field(100, ge=1, description="Most samples evaluated, the same ones for both models.")
-    seed: int | None = Field(
-        None, description="Draw the samples at random with this seed; default: the first rows, in order."
+    sample: Literal["random", "first"] = Field(
+        "random",
+        description="Which `limit` rows are scored: random (default), a uniform random draw with `seed`, so a "
+        "dataset stored in order (POPE is grouped by category) gives an unbiased sample; first, the first "
+        "`limit` rows in stored order. The report records the row ids scored either way.",
     )
+    seed: int = Field(0, description="Seed of the random draw (sample: random); ignored for sample: first.")
     max_new_tokens: int = Field(16, ge=1, description="Longest generated answer (greedy decoding).")
     prompt: str | None = Field(
         None,
@@ -46,6 +52,13 @@ class EvalTask(_Strict):
         "('Answer the question using a single word or phrase.', or for multiple_choice 'Answer with the "
         "option's letter from the given choices directly.').",
     )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, seed: object) -> object:
+        if seed is None:
+            raise ValueError("seed: null no longer means the first rows; write sample: first for those")
+        return seed
 
     @field_validator("name")
     @classmethod

@@ -59,6 +59,16 @@ class TaskResult(BaseModel):
     commit: str | None = Field(None, description="Resolved commit of a Hub dataset.")
     limit: int | None = None
     samples: int = Field(description="Samples scored, the same for both models.")
+    rows: int | None = Field(None, description="Rows in the split the samples were drawn from.")
+    sample: str | None = Field(
+        None, description="How the samples were chosen: random (a seeded uniform draw) or first (in order)."
+    )
+    seed: int | None = Field(None, description="Seed of the random draw.")
+    sample_ids: list[int] | None = Field(
+        None,
+        description="Row indices (0-based, in the split as stored, at `commit` for a Hub dataset) of the rows "
+        "scored, in the order scored: the sample can be re-drawn and checked.",
+    )
     metrics: dict[str, Score]
     retained: float | None = None
     seconds: float = 0.0

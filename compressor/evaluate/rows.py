@@ -6,33 +6,35 @@ Sources and Hub snapshots are those of `compressor.data.load_rows`; the commit i
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compressor.errors import CompressorError
 
 if TYPE_CHECKING:
+    from compressor.data import Rows
     from compressor.evaluate.config import EvalTask
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def open_rows(
-    task: EvalTask, token: str | None = None
-) -> tuple[Sequence[dict[str, Any]], Path | None, str | None]:
-    """(raw rows, the folder image paths are relative to, the Hub commit or None) of a task's dataset."""
+def open_rows(task: EvalTask, token: str | None = None) -> Rows:
+    """A task's dataset as `compressor.data.Rows` (`raw` rows, the `root` image paths are relative to, the Hub
+    `commit` or None). From the Hub only the files of the task's split are fetched; images the rows reference
+    beside them are fetched by `Rows.prefetch` for the rows picked."""
     from compressor.data import load_rows
 
-    rows = load_rows(task.dataset, task.split, task.image_folder, task.revision, token, subset=task.subset)
-    return rows.raw, rows.root, rows.commit
+    return load_rows(task.dataset, task.split, task.image_folder, task.revision, token, subset=task.subset)
 
 
-def pick(n_rows: int, limit: int, seed: int | None) -> list[int]:
-    """The indices evaluated: the first `limit` rows, or a seeded random draw of `limit` rows."""
+def pick(n_rows: int, limit: int, sample: str = "random", seed: int = 0) -> list[int]:
+    """The row indices evaluated, in the order scored: with sample="random" a uniform draw of `limit` rows (a
+    shuffle of all indices with `seed`, cut to `limit`), with sample="first" the first `limit` rows."""
     idx = list(range(n_rows))
-    if seed is not None:
+    if sample == "random":
         random.Random(seed).shuffle(idx)
+    elif sample != "first":
+        raise CompressorError(f"eval sample {sample!r} must be random or first")
     return idx[: min(limit, n_rows)]
 
 

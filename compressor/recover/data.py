@@ -44,6 +44,7 @@ def build(
     if len(rows) == 0:
         raise CompressorError(f"dataset {source!r} (split {split!r}) has no rows")
     indices = rows.sample(subset_size(len(rows), fraction), seed)
+    rows.prefetch(indices)  # a Hub dataset's images of these rows only
 
     def to_rows(batch: dict[str, list[int]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"images": [], "messages": []}
