@@ -264,11 +264,19 @@ def _difference(saved: Path, recipe: Recipe) -> str:
 
 
 def run(
-    recipe: Recipe, run_dir: str | Path, token: str | None = None, on_stage=None, eval_cache=None
+    recipe: Recipe,
+    run_dir: str | Path,
+    token: str | None = None,
+    on_stage=None,
+    eval_cache=None,
+    on_progress=None,
 ) -> dict[str, Any]:
     """pull → plan → prune → recover → eval → card → push, resuming after the last finished stage.
 
     `on_stage(stage, state)` is called with state "start", "skip" (already done) or "done".
+    `on_progress(stage, step, total, logs)` is called within a stage: "prune" once per calibration sample
+    scored (logs {"desc": what is scored}), "recover" after each optimiser step ({}) and with the trainer's
+    logs (loss terms, learning rate …) at each logging step. An exception it raises stops the run there.
     `eval_cache`: a folder where the original's eval answers are kept for other runs of the same original.
     Returns the run's summary: stages done, final model folder, and the pushed URL if any.
     A second run of the same folder while this one holds it is refused (RunFolder.lock).
@@ -280,7 +288,7 @@ def run(
         log.info("pushing as %s to %s", user, recipe.publish.repo_id)
     run_ = RunFolder(run_dir)
     with run_.lock():
-        return _run(recipe, run_, token, on_stage, eval_cache)
+        return _run(recipe, run_, token, on_stage, eval_cache, on_progress)
 
 
 def _card_inputs(run_: RunFolder) -> str:
@@ -294,7 +302,24 @@ def _card_inputs(run_: RunFolder) -> str:
     return digest.hexdigest()
 
 
-def _run(recipe: Recipe, run_: RunFolder, token: str | None, on_stage, eval_cache) -> dict[str, Any]:
+def _prune_progress(on_progress):
+    """prune's iterable wrapper, reporting each item to `on_progress("prune", i, n, {"desc": desc})`."""
+    if on_progress is None:
+        return None
+
+    def progress(iterable, desc: str):
+        items = list(iterable)
+        for i, item in enumerate(items):
+            on_progress("prune", i, len(items), {"desc": desc})
+            yield item
+        on_progress("prune", len(items), len(items), {"desc": desc})
+
+    return progress
+
+
+def _run(
+    recipe: Recipe, run_: RunFolder, token: str | None, on_stage, eval_cache, on_progress=None
+) -> dict[str, Any]:
     from compressor import hub
 
     notify = on_stage or (lambda stage, state: log.info("%s: %s", stage, state))
@@ -325,7 +350,9 @@ def _run(recipe: Recipe, run_: RunFolder, token: str | None, on_stage, eval_cach
     )
 
     if stage("prune", run_.done("prune")):
-        report = prune(pinned, run_.pruned, token=token, overwrite=True)
+        report = prune(
+            pinned, run_.pruned, token=token, overwrite=True, progress=_prune_progress(on_progress)
+        )
         run_.write_json(run_.report("prune"), json.loads((run_.pruned / PRUNE_REPORT).read_text()))
         log.info("pruned: %s", report.plan.table().splitlines()[2])
         notify("prune", "done")
@@ -344,6 +371,9 @@ def _run(recipe: Recipe, run_: RunFolder, token: str | None, on_stage, eval_cach
             None,
             run_.recovered,
             resume=resume,
+            progress=(lambda step, total, logs: on_progress("recover", step, total, logs))
+            if on_progress
+            else None,
             token=token,
             overwrite=True,
             teacher_revision=source["commit"] or m.revision,
