@@ -119,7 +119,12 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     processor = load_processor(local, m.trust_remote_code)
     batches = calibration_batches(recipe, plan_, spec, processor, model.config, token)
     log.info("scoring with %s and pruning", plan_.scorer)
-    report = pruning.apply(model, spec, backbone, plan_, batches, progress or pruning.tqdm_progress)
+    import torch
+
+    try:
+        report = pruning.apply(model, spec, backbone, plan_, batches, progress or pruning.tqdm_progress)
+    except torch.OutOfMemoryError:
+        raise CompressorError(scoring_oom(recipe, plan_, model)) from None
 
     def write(folder: Path) -> None:
         log.info("saving to %s", out)
@@ -130,6 +135,32 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
 
     commit_output(out, write)
     return report
+
+
+def scoring_oom(recipe: Recipe, plan_: Plan, model) -> str:
+    """The message for running out of memory while scoring: where, and which settings to lower."""
+    from compressor.models import placement
+
+    m, cal = recipe.model, recipe.prune.calibration
+    where = ", ".join(sorted(placement(model).get("devices") or [])) or "the device"
+    tips = []
+    if plan_.num_samples:
+        tips.append(
+            f"lower --max-length (prune.calibration.max_length, now {cal.max_length}): each sample's activations "
+            f"(and for {plan_.scorer} its gradients) grow with it"
+        )
+        tips.append(
+            f"--num-samples (prune.calibration.num_samples, now {plan_.num_samples}) for less in total"
+        )
+    if m.dtype in ("auto", "float32"):
+        tips.append(f"load in bfloat16 (--dtype bfloat16, now {m.dtype})")
+    tips.append(f"spread or offload the model with --device-map auto (now {m.device_map})")
+    if plan_.scorer == "taylor":
+        tips.append("or score without gradients (--scorer activation, or magnitude: data-free)")
+    return (
+        f"out of memory while scoring with {plan_.scorer} on {where}; nothing was written. To fit: "
+        + ", ".join(tips)
+    )
 
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -146,8 +146,20 @@ class Session:
         """Train (resuming when asked), then write the plain checkpoint + processor + report into `out`."""
         import time
 
+        import torch
+
+        from compressor.recover.trainer import checkpoint_note, oom_advice
+
         start = time.perf_counter()
-        result = self.trainer.train(resume_from_checkpoint=self.last)
+        try:
+            result = self.trainer.train(resume_from_checkpoint=self.last)
+        except torch.OutOfMemoryError:
+            state, args = self.trainer.state, self.trainer.args
+            raise CompressorError(
+                f"recovery ran out of memory at step {state.global_step + 1} of {state.max_steps} "
+                f"({sft_device(args)}); nothing was written to the output and "
+                f"{checkpoint_note(args.output_dir)}. To fit: {oom_advice(args, self.cfg)}"
+            ) from None
         report = self._report(time.perf_counter() - start, result)
         self._save(report)
         return report
@@ -237,6 +249,12 @@ class Session:
         trainer.accelerator.wait_for_everyone()
 
 
+def sft_device(args) -> str:
+    from compressor.recover import args as sft_args
+
+    return sft_args.device(args)
+
+
 def run(
     student_dir: str | Path,
     teacher_src: str | Path | None,
@@ -287,6 +305,7 @@ def prepare(
     from compressor.recover.trainer import (
         DistillationSFTTrainer,
         Distiller,
+        DivergenceGuard,
         ProgressCallback,
         SaveExtraTrainable,
         StepTimer,
@@ -371,15 +390,16 @@ def prepare(
             "run it under DDP or on one GPU (recipes/accelerate/README.md), or use mode full with FSDP"
         )
 
-    timer = StepTimer()
+    timer, guard = StepTimer(), DivergenceGuard(cfg.divergence_factor)
     # the projector of a LoRA run is saved first, so that a checkpoint is whole before any other callback runs
     cbs = [SaveExtraTrainable(info.names)] if cfg.mode == "lora" else []
-    cbs += [timer, *(callbacks or [])]
+    cbs += [guard, timer, *(callbacks or [])]
     if progress is not None:
         cbs.append(ProgressCallback(progress))
     trainer = DistillationSFTTrainer(
         model=model, args=targs, train_dataset=train.dataset, processing_class=processor, callbacks=cbs
     )
+    trainer.guard, guard.trainer = guard, trainer
     if teacher is not None:
         trainer.distiller = Distiller(
             teacher=teacher,

@@ -93,6 +93,13 @@ class Recover(_Strict):
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimiser steps (default: one pass over the subset)."
     )
+    divergence_factor: float | None = Field(
+        20.0,
+        gt=1.0,
+        description="Stop when a step's loss exceeds this many times the first step's (an exploding loss); a NaN "
+        "or inf loss or gradient always stops. The step's update is not applied, the last good checkpoint is "
+        "kept and the error says which setting to lower. null: stop on NaN/inf only.",
+    )
     lora: LoraOptions = Field(default_factory=LoraOptions)
     student_dtype: Dtype = Field(
         "auto",

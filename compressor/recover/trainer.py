@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from compressor.errors import CompressorError
 from compressor.recover import args as sft_args
 from compressor.recover import losses
 
@@ -223,6 +226,13 @@ class DistillationSFTTrainer(SFTTrainer):
     """
 
     distiller: Distiller | None = None
+    guard: DivergenceGuard | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.guard is not None:
+            self.guard.add(loss)
+        return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         d = self.distiller
@@ -340,3 +350,137 @@ class SaveExtraTrainable(TrainerCallback):
 
         if state.is_world_process_zero and self.names and model is not None:
             save_extra(model, self.names, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+# ---------------------------------------------------------------------------- failures that name the fix
+
+
+class TrainingDiverged(CompressorError):
+    """The loss went NaN/inf or exploded: recovery stopped before that step's update was applied or saved."""
+
+
+def _sft_value(args, name: str) -> Any:
+    return getattr(args, name, None)
+
+
+def divergence_advice(args) -> str:
+    """Which settings to lower when the loss diverges, with their current values."""
+    lr = float(args.learning_rate)
+    tips = [f"lower recover.sft.learning_rate (now {lr:g}; try {lr / 10:g})"]
+    clip = float(_sft_value(args, "max_grad_norm") or 0.0)
+    tips.append(
+        f"lower recover.sft.max_grad_norm (now {clip:g})"
+        if clip > 0
+        else "set recover.sft.max_grad_norm: 1.0"
+    )
+    if not _sft_value(args, "warmup_steps") and not _sft_value(args, "warmup_ratio"):
+        tips.append("add recover.sft.warmup_steps")
+    if _sft_value(args, "fp16"):
+        tips.append("train in bfloat16 or float32 (recover.student_dtype; float16 overflows)")
+    return ", ".join(tips)
+
+
+def oom_advice(args, cfg=None) -> str:
+    """Which settings to lower when recovery runs out of memory, with their current values."""
+    batch = _sft_value(args, "per_device_train_batch_size")
+    accum = _sft_value(args, "gradient_accumulation_steps")
+    tips = [
+        f"lower recover.sft.per_device_train_batch_size (now {batch}; raise gradient_accumulation_steps, now "
+        f"{accum}, to keep the effective batch)"
+    ]
+    checkpointing = _sft_value(args, "activation_checkpointing") or _sft_value(args, "gradient_checkpointing")
+    if not checkpointing:
+        tips.append("turn on recover.sft.gradient_checkpointing (now off)")
+    tips.append(f"lower recover.sft.max_length (now {_sft_value(args, 'max_length')})")
+    if cfg is not None:
+        tips.append(
+            f"compute in bfloat16 (recover.student_dtype / teacher_dtype, now {cfg.student_dtype} / "
+            f"{cfg.teacher_dtype})"
+        )
+        if cfg.uses_teacher:
+            tips.append("put the teacher on another device (recover.teacher_device)")
+        if cfg.mode == "full":
+            tips.append("train fewer weights (recover.mode lora)")
+    return ", ".join(tips)
+
+
+def checkpoint_note(folder: str | None) -> str:
+    """What a stopped run leaves to resume from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(folder) if folder and Path(folder).is_dir() else None
+    if last is None:
+        return "there is no checkpoint to resume from (recover.sft.save_steps sets how often one is saved)"
+    return f"the last checkpoint, {last}, is kept (--resume continues from it)"
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops training at the first optimiser step whose loss is NaN or inf, exceeds `factor` × the first step's
+    loss, or whose gradients are not finite: before that step's update is applied, so neither the weights in
+    memory nor any checkpoint take it. A checkpoint saved just before that step (its weights gave the bad loss) is
+    renamed `…-diverged`, so that `--resume` starts from the last one whose weights trained on finely.
+
+    The trainer reports each micro-batch's loss (`add`); under several processes the verdict is all-reduced,
+    so every rank stops at the same step.
+    """
+
+    def __init__(self, factor: float | None = 20.0) -> None:
+        self.factor = factor
+        self.first: float | None = None
+        self.trainer = None
+        self._loss = None
+
+    def add(self, loss) -> None:
+        loss = loss.detach().float().reshape(())
+        self._loss = loss if self._loss is None else self._loss + loss
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        loss, self._loss = self._loss, None
+        if loss is None:
+            return
+        grads = [
+            p.grad
+            for p in (model.parameters() if model is not None else [])
+            if p.grad is not None and type(p.grad) is torch.Tensor
+        ]
+        norm = (
+            torch.nn.utils.get_total_norm(grads).to(loss.device)
+            if grads
+            else torch.zeros((), device=loss.device)
+        )
+        stats = torch.stack([loss, norm.float()])
+        accelerator = getattr(self.trainer, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1:
+            stats = accelerator.reduce(stats, "mean")
+        value, grad_norm = stats.tolist()
+        step = state.global_step + 1
+        if not math.isfinite(value):
+            why = f"the loss is {value}"
+        elif not math.isfinite(grad_norm):
+            why = f"the gradient norm is {grad_norm} (loss {value:.4g})"
+        elif (
+            self.factor is not None and self.first is not None and value > self.factor * max(self.first, 1e-8)
+        ):
+            why = (
+                f"the loss exploded to {value:.4g}, over {self.factor:g} × the first step's {self.first:.4g}"
+            )
+        else:
+            if self.first is None:
+                self.first = value
+            return
+        aside = self._set_aside(args, state)
+        raise TrainingDiverged(
+            f"recovery stopped at step {step} of {state.max_steps}: {why}. That step's update was not applied and "
+            f"nothing was written to the output; {aside}{checkpoint_note(args.output_dir)}. To fix it: "
+            f"{divergence_advice(args)}"
+        )
+
+    def _set_aside(self, args, state) -> str:
+        """Rename a checkpoint saved right before the bad step (its weights gave the bad loss); say so."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.global_step == 0 or not folder.is_dir() or self.trainer is None:
+            return ""
+        if self.trainer.accelerator.is_main_process:
+            folder.rename(folder.with_name(folder.name + "-diverged"))
+        self.trainer.accelerator.wait_for_everyone()
+        return f"{folder.name}, whose weights gave this loss, was renamed {folder.name}-diverged; "
