@@ -1,9 +1,12 @@
 """The Gradio app: widgets ⇄ Recipe, then Plan (config.json only) or Run (the whole pipeline) via compressor.api.
 
-`python app.py` serves it (GRADIO_SERVER_PORT is honoured); tests call `build_app()`. Torch and transformers
-are imported only inside the callbacks, through compressor.api, so the UI starts fast. Every label's info
-text is the pydantic field's description. The Hub token comes from the password box or, in a Space with
-OAuth, from the login button; it is never logged, shown or written to a file.
+`python app.py` serves it (GRADIO_SERVER_PORT and GRADIO_SERVER_NAME are honoured); tests call `build_app()`
+and launch it with `launch_options()`. Torch and transformers are imported only inside the callbacks, through
+compressor.api, so the UI starts fast. Labels are plain words; each info text is the pydantic field's
+description and names the recipe key. The form opens on a valid preset (the embedded default
+`demo/tiny-llava` when the configured Hub serves it, else the smallest recipe of recipes/). The Hub token comes
+from the password box or the login button (a Space's OAuth, or Gradio's local stand-in, which signs in as the
+machine's saved Hub user); it is never logged, shown or written to a file.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import logging
 import os
 import queue
 import re
+import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +30,7 @@ import yaml
 from pydantic import BaseModel
 
 from compressor import api
-from compressor.errors import CompressorError
+from compressor.errors import FLAGS, CompressorError
 from compressor.evaluate.config import EvalTask, Evaluate
 from compressor.plan import Plan
 from compressor.recipe import (
@@ -76,6 +81,38 @@ heads and MLP channels), recover it, evaluate it against the original and push i
 **Plan** reads `config.json` only; **Run** does the whole job in a run folder that resumes after a crash."""
 DEFAULT_IF_ZERO = "(0 or empty: default)"
 TOKEN_INFO = "Hub token (read for private/gated sources, write to publish); never stored or shown."
+# Each widget's label (plain words) and the recipe key it sets (named in its help text and in error messages).
+LABELS = {
+    "source": ("Model", "model.source"),
+    "revision": ("Revision", "model.revision"),
+    "method": ("Pruning method", "prune.method"),
+    "ratio": ("Share of parameters to remove", "prune.ratio"),
+    "scorer": ("Importance scorer", "prune.scorer"),
+    "targets": ("What to prune", "prune.targets"),
+    "round_to": ("Round MLP widths to a multiple of", "prune.round_to"),
+    "calibration": ("Calibration data", "prune.calibration.dataset"),
+    "num_samples": (f"Calibration samples {DEFAULT_IF_ZERO}", "prune.calibration.num_samples"),
+    "recover_on": ("Recover after pruning", "recover"),
+    "mode": ("What trains", "recover.mode"),
+    "ce": ("Cross-entropy weight", "recover.loss"),
+    "hidden_mse": ("Hidden-state distillation weight", "recover.loss"),
+    "fraction": ("Share of the training data", "recover.fraction"),
+    "max_steps": (f"Training steps {DEFAULT_IF_ZERO}", "recover.max_steps"),
+    "train_data": ("Training data", "recover.data.dataset"),
+    "eval_on": ("Evaluate against the original", "evaluate"),
+    "tasks": ("Evaluation tasks", "evaluate.tasks"),
+    "speed": ("Measure speed", "evaluate.speed"),
+    "repo_id": ("Output repo on the Hub", "publish.repo_id"),
+    "private": ("Private repo", "publish.private"),
+}
+HERE = Path(__file__).resolve().parent
+EMBEDDED_DEFAULT = "demo/tiny-llava"
+# Tables and messages wrap instead of scrolling off to the right in one-line code blocks.
+CSS = """
+.wrap-text pre, .wrap-text code { white-space: pre-wrap !important; word-break: break-word; }
+.error-box { border-left: 4px solid #d33; padding: 0.4em 0.8em; background: rgba(221, 51, 51, 0.06); }
+.stage-board progress { width: 12em; vertical-align: middle; }
+"""
 
 
 def doc(model: type[BaseModel], field: str) -> str:
@@ -83,13 +120,76 @@ def doc(model: type[BaseModel], field: str) -> str:
     return model.model_fields[field].description or ""
 
 
+def info(name: str, text: str) -> str:
+    """The help under a widget: the field's own doc, then the recipe key it sets."""
+    return f"{text} (recipe: {LABELS[name][1]})" if text else f"recipe: {LABELS[name][1]}"
+
+
+def label(name: str) -> str:
+    return LABELS[name][0]
+
+
 def oauth_enabled() -> bool:
     """True in a Space with `hf_oauth: true` (SYSTEM=spaces, as Gradio checks, and the OAuth client's id)."""
     return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
 
 
+def login_available() -> bool:
+    """A login button in a Space with OAuth, and outside a Space where Gradio's local stand-in can sign in
+    (it signs in as the machine's saved Hub user, so it needs a saved token or HF_TOKEN)."""
+    if oauth_enabled():
+        return True
+    from huggingface_hub import get_token
+
+    return os.environ.get("SYSTEM") != "spaces" and get_token() is not None
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("COMPRESSOR_RUNS") or "runs")
+
+
+def launch_options() -> dict[str, Any]:
+    """What `launch()` needs besides host and port (Gradio 6 takes the page's CSS there)."""
+    return {"css": CSS, "run_history": False}
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+def presets() -> dict[str, Path]:
+    """Label → recipe file: the embedded default first, then recipes/ (beside app.py, as in the Space)."""
+    found = {f"Embedded default: tiny LLaVA ({EMBEDDED_DEFAULT})": Path(api.__file__).with_name("demo.yaml")}
+    for path in sorted((HERE / "recipes").glob("*.yaml")):
+        found[path.stem] = path
+    return found
+
+
+def embedded_default_served() -> bool:
+    """Does the Hub the app talks to serve the embedded default? Asked only of a Hub other than
+    huggingface.co (e.g. `python -m compressor serve-hub` with the default published, as `make demo` does)."""
+    from huggingface_hub import HfApi, constants
+
+    if "huggingface.co" in constants.ENDPOINT:
+        return False
+    try:
+        return HfApi().repo_exists(EMBEDDED_DEFAULT)
+    except Exception:  # an unreachable or odd Hub: fall back to a recipe file
+        return False
+
+
+def default_preset(choices: dict[str, Path]) -> str:
+    """The embedded default when it is served, else the smallest model among the recipe files."""
+    names = list(choices)
+    if embedded_default_served() or len(names) == 1:
+        return names[0]
+    small = [n for n in names[1:] if "256m" in n or "0.5b" in n]
+    return (small or names[1:])[0]
+
+
+def load_preset(name: str) -> Recipe:
+    from compressor.recipe import load_recipe
+
+    return load_recipe(presets()[name])
 
 
 # ---------------------------------------------------------------------------- widgets -> recipe
@@ -161,7 +261,8 @@ def _tasks(rows: list[list[Any]], old: list[dict[str, Any]]) -> list[dict[str, A
 def _prune(prune: dict[str, Any], v: dict[str, Any]) -> None:
     width = v["method"] == "width"
     prune["method"] = v["method"]
-    prune["ratio"] = round(float(v["ratio"]), 4)
+    ratio = v["ratio"]
+    _put(prune, "ratio", round(float(ratio), 4) if isinstance(ratio, int | float) else ratio)
     _put(prune, "scorer", v["scorer"])
     _put(prune, "targets", list(v["targets"] or []) if width else None)
     _put(prune, "round_to", _int(v["round_to"]) if width else None)
@@ -230,14 +331,17 @@ def recipe_of(base: dict[str, Any] | None, args: tuple[Any, ...]) -> Recipe:
     return parse_recipe(recipe_dict(base, values(args)), "from the form")
 
 
-def yaml_view(base: dict[str, Any] | None, *args: Any) -> str:
-    """The recipe YAML the widgets make; when it does not validate yet, the reasons lead as comments."""
+def yaml_view(base: dict[str, Any] | None, *args: Any) -> tuple[str, str]:
+    """(the recipe YAML the widgets make, the form check). A form that does not validate yet keeps its
+    YAML with the reasons as leading comments, and the check says what to change in the page's words."""
     data = recipe_dict(base, values(args))
     try:
-        return dump_recipe(parse_recipe(data, "from the form"))
+        return dump_recipe(parse_recipe(data, "from the form")), ""
     except CompressorError as err:
         comments = "".join(f"# {line}\n" for line in str(err).splitlines())
-        return comments + yaml.safe_dump(data, sort_keys=False)
+        return comments + yaml.safe_dump(data, sort_keys=False), error_md(
+            str(err).replace("invalid recipe from the form: ", ""), "Check the form"
+        )
 
 
 # ---------------------------------------------------------------------------- recipe -> widgets
@@ -299,6 +403,16 @@ def load_yaml(text: str) -> tuple[Any, ...]:
     return (base, "Recipe loaded into the form.", *widget_updates(recipe))
 
 
+def on_preset(name: str | None) -> tuple[Any, ...]:
+    """A preset (a recipe file) → (base, status, *widget updates), as if its YAML had been pasted."""
+    if not name or name not in presets():
+        return (gr.update(), gr.update(), *(gr.update() for _ in NAMES))
+    loaded = load_yaml(presets()[name].read_text())
+    if loaded[0] is not None and not isinstance(loaded[0], dict):  # refused: keep its error
+        return loaded
+    return (loaded[0], f"Preset **{name}** loaded into the form.", *loaded[2:])
+
+
 def read_upload(path: str | None) -> str:
     return Path(path).read_text() if path else ""
 
@@ -312,23 +426,81 @@ def method_changed(method: str, scorer: str | None) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------------------- plan and run
 
+# The CLI's words in the package's messages → the page's. Tried in order; the first ones are the longest.
+_TOKEN_FIXES = (
+    (
+        "pass --token, set HF_TOKEN, or run `hf auth login`",
+        "sign in with the button, or paste a token in the Hub token box",
+    ),
+    ("pass it with --token or HF_TOKEN", "paste it in the Hub token box (or sign in with the button)"),
+    ("(--token or HF_TOKEN)", "(paste it in the Hub token box, or sign in with the button)"),
+    ("--token-file", "the Hub token box"),
+    ("or give another --run-dir", "or change the recipe (each recipe has its own run folder)"),
+    ("use another --run-dir, or delete that folder to start over", "change the recipe to start another run"),
+    ("invalid recipe from the form: ", "the form does not make a valid recipe yet: "),
+)
 
-def error_md(message: str) -> str:
-    return f"**Error**\n\n```text\n{message}\n```"
+
+def _key_words(key: str) -> str | None:
+    """'prune.ratio' → '“Share of parameters to remove”': the widget that sets a recipe key, if one does."""
+    for name, (text, widget_key) in LABELS.items():
+        if widget_key == key and name not in ("hidden_mse",):
+            return f"“{text}”"
+    return None
+
+
+def for_page(message: str) -> str:
+    """A package message with the CLI's flags and HF_TOKEN replaced by the form's fields and buttons."""
+    for old, new in _TOKEN_FIXES:
+        message = message.replace(old, new)
+    for key, flag in sorted(FLAGS.items(), key=lambda kv: -len(kv[1])):
+        words = _key_words(key)
+        if words is None or "--" not in flag:
+            continue
+        message = message.replace(f"{key} ({flag})", f"{words} ({key})")
+        message = re.sub(
+            rf"\b(?:pass|give) {re.escape(flag)}(?![\w-])(?: [A-Z]+\b)?", f"fill in {words}", message
+        )
+        message = re.sub(rf"{re.escape(flag)}(?![\w-])(?: [A-Z]+\b)?", words, message)
+    return message
+
+
+def _escape(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", text)
+
+
+def error_md(message: str, title: str = "Error") -> str:
+    """An error as wrapped text in the page's words (never a one-line code block that cuts it off)."""
+    lines = "\n\n".join(_escape(line) for line in for_page(message).splitlines() if line.strip())
+    return f"**{title}:** {lines}"
 
 
 def unexpected(err: Exception) -> str:
     return f"{type(err).__name__}: {err} (the server log has the details)"
 
 
+MOCK_OAUTH_TOKEN = "mock-oauth-token-for-local-dev"  # Gradio's local stand-in: not a Hub token
+
+
 def resolve_token(text: str | None, oauth_token: gr.OAuthToken | None) -> str | None:
-    """The password box wins; else the Space login's token; else None (huggingface_hub's own lookup)."""
-    return _text(text) or (oauth_token.token if oauth_token is not None else None)
+    """The password box wins; else the Space login's token; else None (huggingface_hub's own lookup, which
+    is also the user the local login stand-in shows)."""
+    if _text(text):
+        return _text(text)
+    if oauth_token is None or oauth_token.token == MOCK_OAUTH_TOKEN:
+        return None
+    return oauth_token.token
+
+
+def _table_text(text: str) -> str:
+    return f"```text\n{text}\n```"
 
 
 def plan_md(plan: Plan) -> str:
-    warnings = "".join(f"\n- ⚠ {w}" for w in plan.warnings)
-    return f"```text\n{plan.table()}\n```" + (f"\n\n**Warnings**\n{warnings}" if warnings else "")
+    """The plan table (its warnings once, as a list under it)."""
+    table = "\n".join(line for line in plan.table().splitlines() if not line.startswith("warning: "))
+    warnings = "".join(f"\n- ⚠ {_escape(w)}" for w in plan.warnings)
+    return _table_text(table) + (f"\n\n**Warnings**\n{warnings}" if warnings else "")
 
 
 def on_plan(
@@ -352,6 +524,14 @@ def run_folder(root: Path, recipe: Recipe) -> Path:
     return root / f"{name}-{recipe.prune.method}{round(recipe.prune.ratio * 100)}-{digest}"
 
 
+class Cancelled(CompressorError):
+    """Raised inside the run (at its next stage, scored sample or training step) when Cancel was pressed."""
+
+
+# session hash → the Event that Cancel sets; one run per page at a time (Run is disabled while it goes)
+_CANCELS: dict[str, threading.Event] = {}
+
+
 class _QueueHandler(logging.Handler):
     """Feeds the compressor's log lines of one thread into the stage log."""
 
@@ -361,7 +541,7 @@ class _QueueHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
-            self.events.put(("log", record.getMessage()))
+            self.events.put(("log", record.levelno, record.getMessage()))
 
 
 @contextmanager
@@ -379,13 +559,25 @@ def _logs_to(events: queue.Queue) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _worker(recipe: Recipe, run_dir: Path, token: str | None, events: queue.Queue) -> None:
+def _worker(recipe: Recipe, run_dir: Path, token: str | None, events: queue.Queue, cancel: threading.Event):
+    def check() -> None:
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def on_stage(stage: str, state: str) -> None:
+        events.put(("stage", stage, state))
+        check()
+
+    def on_progress(stage: str, step: int, total: int, logs: dict[str, Any]) -> None:
+        events.put(("progress", stage, step, total, logs))
+        check()
+
     with _logs_to(events):
         try:
-            summary = api.run(
-                recipe, run_dir, token, on_stage=lambda s, state: events.put(("stage", s, state))
-            )
+            summary = api.run(recipe, run_dir, token, on_stage=on_stage, on_progress=on_progress)
             events.put(("done", summary))
+        except Cancelled:
+            events.put(("cancelled",))
         except CompressorError as err:
             events.put(("error", str(err)))
         except Exception as err:  # the server log keeps the traceback; the page gets one clear line
@@ -393,9 +585,99 @@ def _worker(recipe: Recipe, run_dir: Path, token: str | None, events: queue.Queu
             events.put(("error", unexpected(err)))
 
 
-def _stage_fraction(stage: str, state: str) -> float:
-    i = api.STAGES.index(stage) if stage in api.STAGES else 0
-    return (i + (state != "start")) / len(api.STAGES)
+class Board:
+    """What the page shows of a run: each stage's state and progress, and the log lines (no server paths)."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path) -> None:
+        skipped = {"recover": recipe.recover, "eval": recipe.evaluate, "push": recipe.publish}
+        self.state = {
+            s: "not in this recipe" if s in skipped and skipped[s] is None else "waiting" for s in api.STAGES
+        }
+        self.detail: dict[str, str] = {}
+        self.bar: dict[str, tuple[int, int]] = {}
+        self.run_dir = run_dir
+        self.lines = [f"run folder: {run_dir.name}"]
+        self.seen: set[str] = set()
+
+    def hide_paths(self, text: str) -> str:
+        """Server paths out: the run folder by its name, the Hub cache and the runs root by a word."""
+        from huggingface_hub import constants
+
+        for path, word in (
+            (self.run_dir.resolve(), self.run_dir.name),
+            (self.run_dir, self.run_dir.name),
+            (Path(constants.HF_HUB_CACHE), "<hub cache>"),
+            (Path(constants.HF_HOME), "<hf home>"),
+        ):
+            text = text.replace(str(path), word)
+        return text
+
+    def event(self, kind: str, *rest: Any) -> None:
+        if kind == "stage":
+            stage, state = rest
+            self.state[stage] = {"start": "running", "skip": "done before (resumed)", "done": "done"}[state]
+            if state != "start":
+                self.bar.pop(stage, None)
+            self.lines.append(f"[{stage}] {state}")
+        elif kind == "progress":
+            stage, step, total, logs = rest
+            self.bar[stage] = (step, total)
+            if stage == "prune":
+                self.detail[stage] = f"{logs.get('desc', 'scoring')}: {step}/{total}"
+            elif logs:
+                terms = ", ".join(
+                    f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, int | float) and k != "epoch"
+                )
+                self.detail[stage] = f"step {step}/{total}: {terms}"
+                self.lines.append(f"    step {step}/{total}: {terms}")
+            else:
+                self.detail[stage] = f"step {step}/{total}" + (
+                    f" (last log: {self.detail[stage].split(': ', 1)[1]})"
+                    if ": " in self.detail.get(stage, "")
+                    else ""
+                )
+        elif kind == "log":
+            level, message = rest
+            message = self.hide_paths(message)
+            if level >= logging.WARNING:
+                if message in self.seen:  # a warning once, however many times the stages repeat it
+                    return
+                self.seen.add(message)
+                message = f"warning: {message}"
+            self.lines.append(f"    {message}")
+
+    def fraction(self) -> float:
+        done = sum(s.startswith("done") or s == "not in this recipe" for s in self.state.values())
+        running = [s for s, v in self.state.items() if v == "running"]
+        part = 0.0
+        if running and running[0] in self.bar:
+            step, total = self.bar[running[0]]
+            part = step / total if total else 0.0
+        return min(1.0, (done + part) / len(self.state))
+
+    def html(self) -> str:
+        rows = []
+        for stage, state in self.state.items():
+            mark = {"running": "▶", "waiting": "·", "not in this recipe": "–"}.get(state, "✓")
+            bar = ""
+            if stage in self.bar and state == "running":
+                step, total = self.bar[stage]
+                bar = f'<progress value="{step}" max="{max(total, 1)}"></progress> '
+            detail = self.detail.get(stage, "") if state == "running" else ""
+            rows.append(
+                f'<tr data-stage="{stage}" data-state="{state}"><td>{mark}</td><td><b>{stage}</b></td>'
+                f"<td>{state}</td><td>{bar}{_html_escape(detail)}</td></tr>"
+            )
+        return f'<table class="stage-board">{"".join(rows)}</table>'
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
 
 
 def results(summary: dict[str, Any]) -> tuple[str, str, str]:
@@ -408,162 +690,296 @@ def results(summary: dict[str, Any]) -> tuple[str, str, str]:
     body = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S) if card.is_file() else ""
     url = summary.get("url")
     return (
-        f"```text\n{table}\n```" if table else "*(no evaluation in this recipe)*",
+        _table_text(table) if table else "*(no evaluation in this recipe)*",
         body,
-        f"Pushed to [{url}]({url})" if url else "*(not pushed: no publish repo in this recipe)*",
+        f"Pushed to [{url}]({url})" if url else "*(not pushed: no output repo in this recipe)*",
     )
+
+
+def _heavy_stage_done(run_dir: Path) -> bool:
+    return any((run_dir / "reports").glob("*.json"))
 
 
 def on_run(
     token: str | None,
     base: dict[str, Any] | None,
     oauth_token: gr.OAuthToken | None = None,
+    request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio recognises the progress tracker by this default)
     *args: Any,
-) -> Iterator[tuple[str, str, str, str, str]]:
-    """Yields (status, stage log, eval table, card, URL) as the run goes: plan, prune, recover, eval, card, push."""
+) -> Iterator[tuple[str, str, str, str, str, str]]:
+    """Yields (status, stage board, stage log, eval table, card, URL) as the run goes: plan, prune, recover,
+    eval, card, push, with the scored samples and the training steps and losses as they come."""
     try:
         recipe = recipe_of(base, args)
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", ""
+        yield error_md(str(err)), "", "", "", "", ""
         return
     run_dir = run_folder(runs_root(), recipe)
+    existed = run_dir.exists()
+    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
+    cancel = _CANCELS[key] = threading.Event()
     events: queue.Queue = queue.Queue()
     threading.Thread(
-        target=_worker, args=(recipe, run_dir, resolve_token(token, oauth_token), events), daemon=True
+        target=_worker, args=(recipe, run_dir, resolve_token(token, oauth_token), events, cancel), daemon=True
     ).start()
-    lines = [f"run folder: {run_dir}"]
+    board = Board(recipe, run_dir)
     progress(0.0, desc="starting")
-    yield "Running…", "\n".join(lines), "", "", ""
-    while True:
-        kind, *rest = events.get()
-        if kind == "stage":
-            stage, state = rest
-            lines.append(f"[{stage}] {state}")
-            progress(_stage_fraction(stage, state), desc=f"{stage}: {state}")
-        elif kind == "log":
-            lines.append(f"    {rest[0]}")
-        elif kind == "error":
-            yield error_md(rest[0]), "\n".join(lines), "", "", ""
+    yield "Running…", board.html(), board.text(), "", "", ""
+    try:
+        while True:
+            batch = [events.get()]
+            while not events.empty():  # one page update for whatever came meanwhile
+                batch.append(events.get_nowait())
+            end = None
+            for kind, *rest in batch:
+                if kind in ("done", "error", "cancelled"):
+                    end = (kind, *rest)
+                else:
+                    board.event(kind, *rest)
+            running = [s for s, v in board.state.items() if v == "running"]
+            desc = f"{running[0]}: {board.detail.get(running[0], 'running')}" if running else "running"
+            progress(board.fraction(), desc=desc)
+            if end is None:
+                yield "Running…", board.html(), board.text(), "", "", ""
+                continue
+            kind, *rest = end
+            if kind == "done":
+                try:
+                    shown = results(rest[0])
+                except (OSError, ValueError) as err:  # a damaged report file: the run itself finished
+                    shown = (error_md(f"cannot show the results: {err}"), "", "")
+                status = (
+                    f"Run finished (run folder {run_dir.name}: running the same recipe again resumes it)."
+                )
+                yield status, board.html(), board.text(), *shown
+                return
+            kept = existed or _heavy_stage_done(run_dir)
+            if not kept:  # a run that finished no stage leaves no folder behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            if kind == "cancelled":
+                status = "**Run cancelled.** " + (
+                    f"The finished stages stay in run folder {run_dir.name}: Run resumes after them."
+                    if kept
+                    else "Nothing was kept."
+                )
+            else:
+                note = (
+                    f"\n\nThe finished stages stay in run folder {run_dir.name}: Run resumes after them."
+                    if kept
+                    else ""
+                )
+                status = error_md(board.hide_paths(rest[0])) + note
+            yield status, board.html(), board.text(), "", "", ""
             return
-        else:
-            try:
-                shown = results(rest[0])
-            except (OSError, ValueError) as err:  # a damaged report file: the run itself finished
-                shown = (error_md(f"cannot show the results: {err}"), "", "")
-            yield "Run finished.", "\n".join(lines), *shown
-            return
-        yield "Running…", "\n".join(lines), "", "", ""
+    finally:
+        _CANCELS.pop(key, None)
+
+
+def on_cancel(request: gr.Request = None) -> str:
+    event = _CANCELS.get(getattr(request, "session_hash", None) or "")
+    if event is None:
+        return "No run is going."
+    event.set()
+    return "Cancelling: the run stops at its next stage, scored sample or training step…"
+
+
+def run_controls(running: bool) -> tuple[Any, Any]:
+    """(Run, Cancel): Run is disabled and Cancel enabled while a run goes."""
+    return gr.update(interactive=not running), gr.update(interactive=running)
+
+
+def suggest_repo(user: str | None, source: str | None, method: str | None, ratio: Any) -> str | None:
+    """`USER/NAME-METHODPCT`, e.g. alice/tiny-llava-width30, from the model's name and the pruning."""
+    if not user or not _text(source):
+        return None
+    name = re.sub(r"[^\w.-]+", "-", Path(source.strip().rstrip("/")).name).strip("-.") or "model"
+    try:
+        pct = f"{round(float(ratio) * 100)}"
+    except (TypeError, ValueError):
+        pct = ""
+    return f"{user}/{name}-{method or 'pruned'}{pct}"[:96]
+
+
+def on_load(
+    source: str, method: str, ratio: Any, repo_id: str, profile: gr.OAuthProfile | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(repo box, sign-in note, auto state): signed in, the output repo defaults to the user's namespace."""
+    user = profile.username if profile is not None else None
+    if user is None:
+        return gr.update(), "", {"user": None, "repo": None}
+    suggestion = suggest_repo(user, source, method, ratio)
+    current = _text(repo_id)
+    take = suggestion and (current is None or current.split("/")[0] != user)
+    return (
+        gr.update(value=suggestion) if take else gr.update(),
+        f"Signed in as **{_escape(user)}**: the output repo defaults to your namespace.",
+        {"user": user, "repo": suggestion if take else None},
+    )
+
+
+def follow_repo(auto: dict[str, Any] | None, source: str, method: str, ratio: Any, repo_id: str):
+    """The suggested repo follows the model and the pruning, until the visitor types their own."""
+    auto = dict(auto or {})
+    if not auto.get("user") or _text(repo_id) != auto.get("repo"):
+        return gr.update(), auto
+    suggestion = suggest_repo(auto["user"], source, method, ratio)
+    auto["repo"] = suggestion
+    return gr.update(value=suggestion), auto
 
 
 # ---------------------------------------------------------------------------- layout
 
 
-def _model_widgets() -> dict[str, Any]:
+def _model_widgets(v: dict[str, Any]) -> dict[str, Any]:
     return {
         "source": gr.Textbox(
-            label="model.source",
-            info=doc(ModelSource, "source"),
+            v["source"],
+            label=label("source"),
+            info=info("source", doc(ModelSource, "source")),
             placeholder="llava-hf/llava-1.5-7b-hf or /path/to/model",
         ),
         "revision": gr.Textbox(
-            label="model.revision",
-            info=doc(ModelSource, "revision"),
+            v["revision"],
+            label=label("revision"),
+            info=info("revision", doc(ModelSource, "revision")),
             placeholder="main",
         ),
     }
 
 
-def _prune_widgets() -> dict[str, Any]:
+def _prune_widgets(v: dict[str, Any]) -> dict[str, Any]:
     w: dict[str, Any] = {
         "method": gr.Radio(
             ["depth", "width"],
-            value="width",
-            label="prune.method",
-            info=doc(Prune, "method"),
+            value=v["method"],
+            label=label("method"),
+            info=info("method", doc(Prune, "method")),
         ),
-        "ratio": gr.Slider(0.01, 0.99, value=0.3, step=0.01, label="prune.ratio", info=doc(Prune, "ratio")),
+        # a number box, not a slider: a value out of range gets the recipe's message, never a silent clamp
+        "ratio": gr.Number(
+            v["ratio"],
+            step=0.05,
+            label=label("ratio"),
+            info=info("ratio", doc(Prune, "ratio") + " Between 0 and 1."),
+        ),
         "scorer": gr.Dropdown(
-            list(WIDTH_SCORERS),
-            value=DEFAULT_SCORER["width"],
-            label="prune.scorer",
-            info=doc(Prune, "scorer"),
+            list(SCORERS[v["method"]]),
+            value=v["scorer"],
+            label=label("scorer"),
+            info=info("scorer", doc(Prune, "scorer")),
         ),
     }
-    with gr.Row() as w["width_row"]:
-        w["targets"] = gr.CheckboxGroup(["heads", "mlp"], label="prune.targets", info=doc(Prune, "targets"))
+    with gr.Row(visible=v["method"] == "width") as w["width_row"]:
+        w["targets"] = gr.CheckboxGroup(
+            ["heads", "mlp"],
+            value=v["targets"],
+            label=label("targets"),
+            info=info("targets", doc(Prune, "targets")),
+        )
         w["round_to"] = gr.Number(
-            64,
+            v["round_to"],
             precision=0,
-            minimum=1,
-            label="prune.round_to",
-            info=doc(Prune, "round_to"),
+            label=label("round_to"),
+            info=info("round_to", doc(Prune, "round_to")),
         )
     with gr.Row():
-        w["calibration"] = gr.Textbox(label="prune.calibration.dataset", info=doc(Calibration, "dataset"))
+        w["calibration"] = gr.Textbox(
+            v["calibration"],
+            label=label("calibration"),
+            info=info("calibration", doc(Calibration, "dataset")),
+        )
         w["num_samples"] = gr.Number(
-            None,
+            v["num_samples"],
             precision=0,
-            minimum=0,
-            label=f"prune.calibration.num_samples {DEFAULT_IF_ZERO}",
-            info=doc(Calibration, "num_samples"),
+            label=label("num_samples"),
+            info=info("num_samples", doc(Calibration, "num_samples")),
         )
     return w
 
 
-def _recover_widgets() -> dict[str, Any]:
-    w: dict[str, Any] = {"recover_on": gr.Checkbox(False, label="recover", info=doc(Recipe, "recover"))}
-    with gr.Column(visible=False) as w["recover_box"]:
+def _recover_widgets(v: dict[str, Any]) -> dict[str, Any]:
+    w: dict[str, Any] = {
+        "recover_on": gr.Checkbox(
+            v["recover_on"], label=label("recover_on"), info=info("recover_on", doc(Recipe, "recover"))
+        )
+    }
+    with gr.Column(visible=v["recover_on"]) as w["recover_box"]:
         w["mode"] = gr.Radio(
-            ["projector", "lora", "full"], value="lora", label="recover.mode", info=doc(Recover, "mode")
+            ["projector", "lora", "full"],
+            value=v["mode"],
+            label=label("mode"),
+            info=info("mode", doc(Recover, "mode")),
         )
         with gr.Row():
-            w["ce"] = gr.Number(0.5, minimum=0, label="recover.loss.ce", info=doc(Recover, "loss"))
-            w["hidden_mse"] = gr.Number(0.5, minimum=0, label="recover.loss.hidden_mse")
+            w["ce"] = gr.Number(v["ce"], label=label("ce"), info=info("ce", doc(Recover, "loss")))
+            w["hidden_mse"] = gr.Number(
+                v["hidden_mse"], label=label("hidden_mse"), info=info("hidden_mse", "")
+            )
         with gr.Row():
-            w["fraction"] = gr.Slider(
-                0.01, 1.0, value=0.05, step=0.01, label="recover.fraction", info=doc(Recover, "fraction")
+            w["fraction"] = gr.Number(
+                v["fraction"],
+                step=0.05,
+                label=label("fraction"),
+                info=info("fraction", doc(Recover, "fraction")),
             )
             w["max_steps"] = gr.Number(
-                None,
+                v["max_steps"],
                 precision=0,
-                minimum=0,
-                label=f"recover.max_steps {DEFAULT_IF_ZERO}",
-                info=doc(Recover, "max_steps"),
+                label=label("max_steps"),
+                info=info("max_steps", doc(Recover, "max_steps")),
             )
-        w["train_data"] = gr.Textbox(label="recover.data.dataset", info=doc(RecoverData, "dataset"))
+        w["train_data"] = gr.Textbox(
+            v["train_data"], label=label("train_data"), info=info("train_data", doc(RecoverData, "dataset"))
+        )
     return w
 
 
-def _evaluate_widgets() -> dict[str, Any]:
-    w: dict[str, Any] = {"eval_on": gr.Checkbox(False, label="evaluate", info=doc(Recipe, "evaluate"))}
-    with gr.Column(visible=False) as w["eval_box"]:
+def _evaluate_widgets(v: dict[str, Any]) -> dict[str, Any]:
+    w: dict[str, Any] = {
+        "eval_on": gr.Checkbox(
+            v["eval_on"], label=label("eval_on"), info=info("eval_on", doc(Recipe, "evaluate"))
+        )
+    }
+    with gr.Column(visible=v["eval_on"]) as w["eval_box"]:
         gr.Markdown(
-            f"**evaluate.tasks** — {doc(Evaluate, 'tasks')}\n\n*name*: {doc(EvalTask, 'name')}\n\n"
-            f"*dataset*: {doc(EvalTask, 'dataset')}\n\n*split*: {doc(EvalTask, 'split')} "
-            f"*limit*: {doc(EvalTask, 'limit')}"
+            f"**{label('tasks')}** — {doc(Evaluate, 'tasks')} (recipe: evaluate.tasks)\n\n"
+            f"*name*: {doc(EvalTask, 'name')}\n\n*dataset*: {doc(EvalTask, 'dataset')}\n\n"
+            f"*split*: {doc(EvalTask, 'split')} *limit*: {doc(EvalTask, 'limit')}"
         )
         w["tasks"] = gr.Dataframe(
-            [["", "", "", None]],
+            v["tasks"] or [["", "", "", None]],
             headers=TASK_COLUMNS,
             datatype=["str", "str", "str", "number"],
             column_count=len(TASK_COLUMNS),
             show_label=False,
         )
-        w["speed"] = gr.Checkbox(True, label="evaluate.speed", info=doc(Evaluate, "speed"))
+        w["speed"] = gr.Checkbox(v["speed"], label=label("speed"), info=info("speed", doc(Evaluate, "speed")))
     return w
 
 
-def _publish_widgets() -> dict[str, Any]:
+def _publish_widgets(v: dict[str, Any]) -> dict[str, Any]:
     with gr.Row():
         return {
-            "repo_id": gr.Textbox(label="publish.repo_id", info=doc(Publish, "repo_id")),
-            "private": gr.Checkbox(False, label="publish.private", info=doc(Publish, "private")),
+            "repo_id": gr.Textbox(
+                v["repo_id"], label=label("repo_id"), info=info("repo_id", doc(Publish, "repo_id"))
+            ),
+            "private": gr.Checkbox(
+                v["private"], label=label("private"), info=info("private", doc(Publish, "private"))
+            ),
         }
 
 
-def _form() -> dict[str, Any]:
-    w: dict[str, Any] = {}
+def _form(v: dict[str, Any], choices: dict[str, Path], chosen: str) -> dict[str, Any]:
+    w: dict[str, Any] = {
+        "preset": gr.Dropdown(
+            list(choices),
+            value=chosen,
+            label="Start from",
+            info="A ready recipe (the embedded default, or one of recipes/); then change what you like.",
+            elem_id="preset",
+        )
+    }
     for title, make in (
         ("Model", _model_widgets),
         ("Prune", _prune_widgets),
@@ -572,7 +988,7 @@ def _form() -> dict[str, Any]:
         ("Publish", _publish_widgets),
     ):
         with gr.Accordion(title, open=True):
-            w.update(make())
+            w.update(make(v))
     for name in NAMES:  # stable handles for the browser tests: #w-source, #w-ratio …
         w[name].elem_id = f"w-{name}"
     return w
@@ -581,19 +997,24 @@ def _form() -> dict[str, Any]:
 def _actions(w: dict[str, Any]) -> None:
     with gr.Row():
         w["token"] = gr.Textbox(type="password", label="Hub token", info=TOKEN_INFO, scale=3, elem_id="token")
-        if oauth_enabled():
-            gr.LoginButton(scale=1)
+        if login_available():
+            w["login"] = gr.LoginButton(scale=1, elem_id="login")
+    w["signed_in"] = gr.Markdown(elem_id="signed-in")
     with gr.Row():
         w["plan_btn"] = gr.Button("Plan", variant="secondary", elem_id="plan")
         w["run_btn"] = gr.Button("Run", variant="primary", elem_id="run")
+        w["cancel_btn"] = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel")
+    w["check"] = gr.Markdown(elem_id="form-check", elem_classes=["wrap-text"])
     w["status"] = gr.Markdown(
-        "Fill the form, then **Plan** to preview or **Run** to compress.", elem_id="status"
+        "Pick a preset or fill the form, then **Plan** to preview or **Run** to compress.",
+        elem_id="status",
+        elem_classes=["wrap-text"],
     )
 
 
-def _recipe_tab(w: dict[str, Any]) -> None:
+def _recipe_tab(w: dict[str, Any], yaml_text: str) -> None:
     w["yaml"] = gr.Code(
-        yaml_view({}, *(w[n].value for n in NAMES)),
+        yaml_text,
         language="yaml",
         label="Recipe (what the form makes)",
         interactive=False,
@@ -610,67 +1031,93 @@ def _recipe_tab(w: dict[str, Any]) -> None:
         )
 
 
-def _results(w: dict[str, Any]) -> None:
+def _results(w: dict[str, Any], yaml_text: str) -> None:
     with gr.Tabs() as w["tabs"]:
         with gr.Tab("Recipe", id="recipe"):
-            _recipe_tab(w)
+            _recipe_tab(w, yaml_text)
         with gr.Tab("Plan", id="plan"):
-            w["plan"] = gr.Markdown(elem_id="plan-out")
+            w["plan"] = gr.Markdown(elem_id="plan-out", elem_classes=["wrap-text"])
         with gr.Tab("Run", id="run"):
+            w["board"] = gr.HTML(elem_id="stage-board")
             w["log"] = gr.Textbox(
-                label="Stages", lines=8, max_lines=20, interactive=False, elem_id="stage-log"
+                label="Stages",
+                lines=10,
+                max_lines=10,
+                interactive=False,
+                autoscroll=True,
+                elem_id="stage-log",
             )
             w["url"] = gr.Markdown(elem_id="url")
-            w["scores"] = gr.Markdown(elem_id="scores")
+            w["scores"] = gr.Markdown(elem_id="scores", elem_classes=["wrap-text"])
         with gr.Tab("Model card", id="card"):
-            w["card"] = gr.Markdown(elem_id="card")
+            w["card"] = gr.Markdown(elem_id="card", elem_classes=["wrap-text"])
 
 
-def _wire(w: dict[str, Any], base: gr.State) -> None:
+def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) -> None:
     form = [w[n] for n in NAMES]
-    gr.on(
-        [c.change for c in form], yaml_view, inputs=[base, *form], outputs=w["yaml"], show_progress="hidden"
-    )
+    shown = [w["yaml"], w["check"]]
+    gr.on([c.change for c in form], yaml_view, inputs=[base, *form], outputs=shown, show_progress="hidden")
     w["method"].change(method_changed, [w["method"], w["scorer"]], [w["scorer"], w["width_row"]])
     w["recover_on"].change(lambda on: gr.update(visible=on), w["recover_on"], w["recover_box"])
     w["eval_on"].change(lambda on: gr.update(visible=on), w["eval_on"], w["eval_box"])
     loaded = [base, w["status"], *form]
     # then the YAML again: a recipe that differs only in fields without a widget changes no widget
-    w["load"].click(load_yaml, w["paste"], loaded).then(yaml_view, [base, *form], w["yaml"])
+    w["load"].click(load_yaml, w["paste"], loaded).then(yaml_view, [base, *form], shown)
     w["upload"].upload(read_upload, w["upload"], w["paste"]).then(load_yaml, w["paste"], loaded).then(
-        yaml_view, [base, *form], w["yaml"]
+        yaml_view, [base, *form], shown
     )
+    w["preset"].input(on_preset, w["preset"], loaded).then(yaml_view, [base, *form], shown)
+    pruning = [w["source"], w["method"], w["ratio"]]
+    gr.on(
+        [c.change for c in pruning],
+        follow_repo,
+        [auto, *pruning, w["repo_id"]],
+        [w["repo_id"], auto],
+        show_progress="hidden",
+    )
+    demo.load(on_load, [*pruning, w["repo_id"]], [w["repo_id"], w["signed_in"], auto])
     show = {tab: (lambda tab=tab: gr.Tabs(selected=tab)) for tab in ("plan", "run")}
     w["plan_btn"].click(show["plan"], None, w["tabs"]).then(
         on_plan, [w["token"], base, *form], [w["status"], w["plan"]]
     )
-    w["run_btn"].click(show["run"], None, w["tabs"]).then(
+    controls = [w["run_btn"], w["cancel_btn"]]
+    w["run_btn"].click(
+        lambda: (*run_controls(True), gr.Tabs(selected="run")), None, [*controls, w["tabs"]]
+    ).then(
         on_run,
         [w["token"], base, *form],
-        [w["status"], w["log"], w["scores"], w["card"], w["url"]],
+        [w["status"], w["board"], w["log"], w["scores"], w["card"], w["url"]],
         concurrency_limit=1,
-    )
+    ).then(lambda: run_controls(False), None, controls)
+    w["cancel_btn"].click(on_cancel, None, w["status"], queue=False)
 
 
 def build_app() -> gr.Blocks:
-    """The app's Blocks, not launched: `build_app().queue().launch()`."""
+    """The app's Blocks, not launched: `build_app().queue().launch(**launch_options())`."""
+    choices = presets()
+    chosen = default_preset(choices)
+    recipe = load_preset(chosen)
+    initial = widget_values(recipe)
+    initial["tasks"] = initial["tasks"] or None
+    initial_args = tuple(initial[n] for n in NAMES)
     with gr.Blocks(title="compressor", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
-        base = gr.State({})  # the loaded recipe: fields the form has no widget for survive
+        base = gr.State(recipe.model_dump(mode="json", exclude_unset=True))  # fields without a widget survive
+        auto = gr.State({"user": None, "repo": None})  # the signed-in user and the repo suggested for them
         with gr.Row():
             with gr.Column(scale=3):
-                w = _form()
+                w = _form(initial, choices, chosen)
             with gr.Column(scale=2):
                 _actions(w)
-                _results(w)
-        _wire(w, base)
+                _results(w, yaml_view(recipe.model_dump(mode="json", exclude_unset=True), *initial_args)[0])
+        _wire(w, base, auto, demo)
     return demo
 
 
 def main() -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("compressor").setLevel(logging.INFO)
-    build_app().queue().launch(run_history=False)
+    build_app().queue().launch(**launch_options())
 
 
 if __name__ == "__main__":

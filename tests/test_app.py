@@ -64,6 +64,89 @@ def test_results_show_scores_card_body_and_url(tmp_path):
     assert url in link
 
 
+def test_form_defaults_are_the_recipe_defaults():
+    """round_to (and every default) of a recipe that leaves it out is the recipe's own default in the form."""
+    from app import widget_values
+    from compressor.recipe import Prune, parse_recipe
+
+    recipe = parse_recipe({"model": {"source": "x"}, "prune": {"method": "width", "ratio": 0.3}}, "t")
+    assert widget_values(recipe)["round_to"] == Prune.model_fields["round_to"].default == 64
+
+
+def test_messages_speak_the_page_not_the_cli():
+    from app import error_md, for_page
+
+    token = for_page("the Hub rejected the token (401): create one and pass it with --token or HF_TOKEN")
+    assert "--token" not in token and "HF_TOKEN" not in token and "Hub token box" in token
+    ratio = for_page(
+        "invalid recipe from the form: prune.ratio (--ratio) is 1.5: set --ratio to a number < 1"
+    )
+    assert "--ratio" not in ratio and "“Share of parameters to remove” (prune.ratio) is 1.5" in ratio
+    cal = for_page("scorer 'taylor' needs calibration data; pass --calibration DATA (a Hub dataset)")
+    assert "fill in “Calibration data” (a Hub dataset)" in cal
+    shown = error_md("a\nmulti_line *message*")
+    assert "```" not in shown and "multi\\_line \\*message\\*" in shown
+
+
+def test_plan_warnings_are_listed_once(tiny_model):
+    from app import plan_md
+    from compressor import api
+    from compressor.recipe import parse_recipe
+
+    # above 60 % (a warning) and on whole layers of a 2-layer model (the achieved ratio differs: another)
+    recipe = parse_recipe(
+        {"model": {"source": str(tiny_model)}, "prune": {"method": "depth", "ratio": 0.7}}, "t"
+    )
+    plan = api.plan(recipe)
+    assert len(plan.warnings) >= 1 and "warning: " in plan.table()
+    shown = plan_md(plan)
+    for warning in plan.warnings:
+        assert shown.count(warning.split(":")[0]) == 1, shown
+
+
+def _form_args(recipe):
+    from app import NAMES, widget_values
+
+    v = widget_values(recipe)
+    return tuple(v[n] for n in NAMES)
+
+
+def test_a_failed_run_leaves_no_run_folder_and_says_so_in_page_words(tmp_path, monkeypatch, hub_server):
+    """The real pipeline against the embedded Hub: a private repo without a token fails at the plan."""
+    from app import on_run
+    from compressor.recipe import parse_recipe
+
+    monkeypatch.setenv("COMPRESSOR_RUNS", str(tmp_path / "runs"))
+    recipe = parse_recipe(
+        {"model": {"source": "alice/no-such-model"}, "prune": {"method": "depth", "ratio": 0.3}}, "t"
+    )
+    updates = list(
+        on_run(
+            None,
+            recipe.model_dump(mode="json", exclude_unset=True),
+            None,
+            None,
+            lambda *a, **k: None,
+            *_form_args(recipe),
+        )
+    )
+    status = updates[-1][0]
+    assert status.startswith("**Error:**") and "alice/no-such-model" in status
+    assert "--token" not in status and "HF_TOKEN" not in status and "Hub token box" in status
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_suggested_repo_is_the_users():
+    from app import suggest_repo
+
+    assert suggest_repo("alice", "demo/tiny-llava", "width", 0.3) == "alice/tiny-llava-width30"
+    assert (
+        suggest_repo("alice", "/data/models/llava-1.5-7b-hf/", "depth", 0.15)
+        == "alice/llava-1.5-7b-hf-depth15"
+    )
+    assert suggest_repo(None, "demo/tiny-llava", "width", 0.3) is None
+
+
 # ---------------------------------------------------------------------------- in the browser
 
 try:
@@ -83,12 +166,41 @@ def runs_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
+DEMO_TOKEN = "hf_test_demo_write_Kp55sQe2"
+
+
 @pytest.fixture(scope="module")
-def app_url(runs_dir):
-    from app import build_app
+def embedded_default(hub_server, tmp_path_factory):
+    """The embedded default as `make demo` serves it (demo/tiny-llava and its datasets), on the test Hub:
+    an untrained tiny LLaVA of the same shape, so nothing is trained to build it."""
+    from huggingface_hub import HfApi
+
+    from compressor.demo import write_dataset, write_eval_sets
+    from compressor.tiny import save_family
+
+    hub_server.tokens[DEMO_TOKEN] = {"user": "demo", "role": "write"}
+    root = tmp_path_factory.mktemp("embedded-default")
+    hub = HfApi(token=DEMO_TOKEN)
+    hub.create_repo("demo/tiny-llava", exist_ok=True)
+    hub.upload_folder(repo_id="demo/tiny-llava", folder_path=save_family("llava", root / "tiny-llava"))
+    sets = {"shapes": write_dataset(root / "shapes", n=24), **write_eval_sets(root, n=16)}
+    for name, folder in sets.items():
+        repo = f"demo/{name}" if name == "shapes" else f"demo/shapes-{name}"
+        hub.create_repo(repo, repo_type="dataset", exist_ok=True)
+        hub.upload_folder(repo_id=repo, repo_type="dataset", folder_path=folder)
+    return hub_server
+
+
+@pytest.fixture(scope="module")
+def app_url(runs_dir, embedded_default):
+    """The app on the test Hub that serves the embedded default; this machine's saved Hub user is alice,
+    so Gradio's local login stand-in signs in as alice."""
+    from app import build_app, launch_options
+    from tests.fixtures_hub import ALICE_WRITE
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COMPRESSOR_RUNS", str(runs_dir))
+        mp.setenv("HF_TOKEN", ALICE_WRITE)
         demo = build_app().queue()
         port = _free_port()
         demo.launch(
@@ -96,8 +208,8 @@ def app_url(runs_dir):
             server_port=port,
             prevent_thread_lock=True,
             quiet=True,
-            run_history=False,
             ssr_mode=False,
+            **launch_options(),
         )
         yield f"http://127.0.0.1:{port}/"
         demo.close()
@@ -175,27 +287,109 @@ def test_plan_error_names_the_folder(page, tmp_path):
     expect(status).not_to_contain_text("Traceback")
 
 
-@pytest.mark.browser
-def test_run_depth_last_shows_the_card(page, tiny_model, runs_dir, tmp_path, hub_server):
-    """hub_server: the card stage validates the card's metadata with the (embedded) Hub."""
-    from compressor.demo import write_dataset
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the screenshots go: COMPRESSOR_SCREENSHOTS to keep them, else the test's temporary folder."""
+    folder = Path(os.environ.get("COMPRESSOR_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
-    data = write_dataset(tmp_path / "calib", n=12)
-    field(page, "source").fill(str(tiny_model))
-    page.locator("#w-method").get_by_text("depth", exact=True).click()
-    pick_scorer(page, "last")
-    set_ratio(page, 0.3)
-    field(page, "calibration").fill(str(data))
-    expect(yaml_view(page)).to_contain_text("scorer: last")
-    page.locator("#run").click()
+
+def not_cut_off(locator) -> bool:
+    """No element inside scrolls sideways: the text wraps instead of being hidden on the right."""
+    return locator.evaluate(
+        "el => [el, ...el.querySelectorAll('*')].every(e => e.scrollWidth <= e.clientWidth + 1 || "
+        "getComputedStyle(e).overflowX === 'visible')"
+    )
+
+
+@pytest.mark.browser
+def test_first_view_is_the_embedded_default_with_plain_labels(page, tiny_model, shots):
+    """No error on arrival: the form holds the embedded default (a valid recipe), labels are words with
+    the recipe key in the help; an out-of-range ratio is a clear message, never a clamp; errors wrap."""
+    expect(page.locator("#preset input")).to_have_value(re.compile("Embedded default"))
+    expect(field(page, "source")).to_have_value("demo/tiny-llava")
+    expect(yaml_view(page)).to_contain_text("source: demo/tiny-llava")
+    expect(yaml_view(page)).not_to_contain_text("invalid recipe")
+    expect(page.locator("#form-check")).not_to_contain_text("Check the form")
+    expect(field(page, "round_to")).to_have_value("16")  # the preset's; the recipe default (64) without one
+    expect(page.get_by_text("Share of parameters to remove", exact=True)).to_be_visible()
+    expect(page.get_by_text("recipe: prune.ratio", exact=False)).to_be_visible()
+    expect(page.locator("body")).not_to_contain_text("prune.calibration.num_samples (0")
+    page.screenshot(path=str(shots / "first-view.png"))
+
+    set_ratio(page, 1.5)
+    check = page.locator("#form-check")
+    expect(check).to_contain_text("“Share of parameters to remove” (prune.ratio) is 1.5")
+    expect(page.locator("#w-ratio input[type=number]")).to_have_value("1.5")  # not clamped to 0.99
+    page.locator("#plan").click()
     status = page.locator("#status")
-    expect(status).to_contain_text(re.compile("Run finished|Error"), timeout=RUN_TIMEOUT_MS)
-    expect(status).to_contain_text("Run finished.", timeout=1)
-    expect(page.locator("#stage-log textarea")).to_have_value(re.compile(r"\[card\] done"))
+    expect(status).to_contain_text("prune.ratio", timeout=20_000)
+    expect(status).not_to_contain_text("--ratio")
+    expect(page.locator("body")).not_to_contain_text("Traceback")
+
+    set_ratio(page, 0.3)
+    field(page, "source").fill("alice/" + "a-private-or-missing-model-with-a-long-name" * 2)
+    page.locator("#plan").click()
+    expect(status).to_contain_text("was not found or is not visible to you", timeout=20_000)
+    assert not_cut_off(status), "the error wraps in the page"
+    page.screenshot(path=str(shots / "error.png"))
+
+
+@pytest.mark.browser
+def test_signed_in_run_of_the_embedded_default_shows_steps_and_the_pushed_link(page, runs_dir, shots):
+    """Sign in (Gradio's local stand-in: alice of the test Hub), the output repo becomes alice's; Run is
+    disabled while the run goes, the board shows each stage and the training steps with their losses,
+    the pushed link comes at the end, and no server path reaches the page."""
+    page.locator("#login").click()
+    expect(page.locator("#signed-in")).to_contain_text("Signed in as alice", timeout=20_000)
+    expect(field(page, "repo_id")).to_have_value("alice/tiny-llava-width30")
+    page.locator("#w-max_steps input").fill("4")
+    page.locator("#w-max_steps input").press("Enter")
+    page.locator("#w-eval_on input").uncheck()  # the eval table has its own test; this keeps the run short
+    expect(yaml_view(page)).to_contain_text("max_steps: 4")
+    page.locator("#run").click()
+    expect(page.locator("#run")).to_be_disabled(timeout=5_000)
+    expect(page.locator("#cancel")).to_be_enabled()
+    board = page.locator("#stage-board")
+    expect(board.locator("tr[data-stage=recover][data-state=running]")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    log = page.locator("#stage-log textarea")
+    expect(log).to_have_value(re.compile(r"step \d+/4: loss [\d.]+"), timeout=RUN_TIMEOUT_MS)
+    page.screenshot(path=str(shots / "run-progress.png"))
+    status = page.locator("#status")
+    expect(status).to_contain_text(re.compile("Run finished|Error"), timeout=2 * RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("Run finished", timeout=1)
+    expect(page.locator("#url")).to_contain_text("alice/tiny-llava-width30")
+    expect(page.locator("#run")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_disabled()
+    expect(board.locator("tr[data-stage=push][data-state=done]")).to_be_visible()
+    # the Stages box follows its last line
+    assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight < 4")
+    text = page.locator("body").inner_text() + log.input_value()
+    assert str(runs_dir) not in text and str(runs_dir.resolve()) not in text
+    page.screenshot(path=str(shots / "run-done.png"))
     page.get_by_role("tab", name="Model card").click()
     expect(page.locator("#card")).to_contain_text("What was removed")
-    page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
-    assert any(runs_dir.iterdir()), "the run folder goes under COMPRESSOR_RUNS"
+
+
+@pytest.mark.browser
+def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir):
+    page.locator("#w-max_steps input").fill("500")
+    page.locator("#w-max_steps input").press("Enter")
+    page.locator("#w-eval_on input").uncheck()
+    field(page, "repo_id").fill("")
+    expect(yaml_view(page)).to_contain_text("max_steps: 500")
+    expect(yaml_view(page)).not_to_contain_text("publish:")
+    page.locator("#run").click()
+    log = page.locator("#stage-log textarea")
+    expect(log).to_have_value(re.compile(r"\[recover\] start"), timeout=RUN_TIMEOUT_MS)
+    page.locator("#cancel").click()
+    status = page.locator("#status")
+    expect(status).to_contain_text("Run cancelled", timeout=RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("Run resumes after them")
+    expect(page.locator("#run")).to_be_enabled()
+    folders = [p for p in runs_dir.iterdir() if (p / "reports" / "prune.json").is_file()]
+    assert any(not (p / "reports" / "train.json").exists() for p in folders), "pruned, not trained: resumable"
 
 
 PASTED = """\
