@@ -115,6 +115,10 @@ CSS = """
 """
 
 
+FOLLOW_LOG = """() => { requestAnimationFrame(() => { const t = document.querySelector('#stage-log textarea');
+  if (t) t.scrollTop = t.scrollHeight; }); }"""
+
+
 def doc(model: type[BaseModel], field: str) -> str:
     """A field's description: the one place its documentation lives."""
     return model.model_fields[field].description or ""
@@ -1090,6 +1094,8 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
         concurrency_limit=1,
     ).then(lambda: run_controls(False), None, controls)
     w["cancel_btn"].click(on_cancel, None, w["status"], queue=False)
+    # the Stages box follows its last line (Gradio's autoscroll misses updates of a read-only box)
+    w["log"].change(None, None, None, js=FOLLOW_LOG)
 
 
 def build_app() -> gr.Blocks:
