@@ -105,19 +105,60 @@ def layer_pairs(
     return pairs
 
 
-def _prepare_run_dir(out: Path, resume: bool) -> tuple[Path, str | None]:
-    from transformers.trainer_utils import get_last_checkpoint
+def _checkpoints(work: Path) -> list[Path]:
+    """The Trainer's checkpoint folders in `work`, oldest step first."""
+    import re
 
+    if not work.is_dir():
+        return []
+    found = [p for p in work.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def whole_checkpoint(folder: Path, mode: str) -> bool:
+    """Whether a checkpoint was written to the end: the Trainer writes trainer_state.json after the weights,
+    optimizer, scheduler and RNG states, and a LoRA run's projector file comes after that (`SaveExtraTrainable`)."""
+    from compressor.recover.trainable import EXTRA_FILE
+
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(state, dict)
+        and "global_step" in state
+        and (mode != "lora" or (folder / EXTRA_FILE).is_file())
+    )
+
+
+def last_whole_checkpoint(work: Path, mode: str) -> str | None:
+    """The newest checkpoint written to the end; newer ones that a killed run left half-written are skipped
+    (the resumed run writes them again)."""
+    for folder in reversed(_checkpoints(work)):
+        if whole_checkpoint(folder, mode):
+            return str(folder)
+        log.warning(
+            "%s was not written to the end (the run was killed while saving it): skipped", folder.name
+        )
+    return None
+
+
+def _prepare_run_dir(out: Path, resume: bool, mode: str) -> tuple[Path, str | None]:
     work = checkpoint_dir(out)
-    last = get_last_checkpoint(str(work)) if work.is_dir() else None
-    if resume and last is None:
-        raise CompressorError(f"nothing to resume: {work} holds no trainer checkpoint; run without --resume")
-    if not resume and last is not None:
+    if resume:
+        last = last_whole_checkpoint(work, mode)
+        if last is None:
+            raise CompressorError(
+                f"nothing to resume: {work} holds no whole trainer checkpoint; run without --resume"
+                + (" after deleting that folder" if _checkpoints(work) else "")
+            )
+        return work, last
+    if _checkpoints(work):
         raise CompressorError(
             f"{work} holds checkpoints of an interrupted run: pass --resume to continue it, or delete the folder"
         )
     work.mkdir(parents=True, exist_ok=True)
-    return work, last
+    return work, None
 
 
 @dataclass
@@ -324,7 +365,7 @@ def prepare(
         raise CompressorError(
             f"loss {cfg.loss} needs the teacher: pass --teacher (the original model), or train with loss ce=1"
         )
-    work, last = _prepare_run_dir(out, resume)
+    work, last = _prepare_run_dir(out, resume, cfg.mode)
     spec, backbone = spec_for(config, trust_remote_code)
     prune_report = _read_json(student_dir / PRUNE_REPORT) or {}
 

@@ -187,7 +187,9 @@ def save_extra(model, names: list[str], folder) -> None:
     from safetensors.torch import save_file
 
     params = dict(_base(model).named_parameters())
-    save_file({n: params[n].detach().cpu().contiguous() for n in names}, str(folder / EXTRA_FILE))
+    tmp = folder / (EXTRA_FILE + ".tmp")  # whole or absent: its presence marks the checkpoint complete
+    save_file({n: params[n].detach().cpu().contiguous() for n in names}, str(tmp))
+    tmp.replace(folder / EXTRA_FILE)
 
 
 def load_extra(model, folder) -> bool:
