@@ -65,3 +65,34 @@ def test_requirements_agree_with_pyproject(project_pins):
         want = project_pins[name]
         assert (req.specifier, req.extras) == (want.specifier, want.extras), f"{name}: {req} != {want}"
     assert str(space["torch"].specifier) == "==2.13.0", "torch is pinned exactly"
+
+
+@pytest.fixture(scope="module")
+def docker_card():
+    """The second front matter in spaces/README.md: the Docker Space's."""
+    import re
+
+    from huggingface_hub import SpaceCard
+
+    text = (SPACE / "README.md").read_text()
+    block = re.search(r"<!-- docker-front-matter -->\n```yaml\n(.*?)```", text, re.S)
+    assert block, "spaces/README.md holds the Docker Space's front matter after <!-- docker-front-matter -->"
+    return SpaceCard(f"---\n{block.group(1)}---\n# compressor\n")
+
+
+def test_docker_front_matter_validates_with_the_hub(hub_server, docker_card):
+    docker_card.validate(repo_type="space")
+
+
+def test_docker_front_matter_runs_the_dockerfile(docker_card, space_card):
+    data = docker_card.data
+    assert data.sdk == "docker" and data.app_port == 7860
+    expose = [
+        line.split()[1]
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("EXPOSE")
+    ]
+    assert expose == [str(data.app_port)], "the Space's app_port is the port the image exposes"
+    assert "sdk_version" not in data.to_dict() and "app_file" not in data.to_dict()
+    same = ("title", "license", "short_description", "hf_oauth", "hf_oauth_scopes")
+    assert {k: data.to_dict().get(k) for k in same} == {k: space_card.data.to_dict().get(k) for k in same}
