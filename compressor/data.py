@@ -151,12 +151,25 @@ def image_paths(row: dict[str, Any]) -> list[str]:
 _NOT_ROWS = {"dataset_info.json", "dataset_infos.json", "state.json"}
 
 
+def _blank(file: Path) -> bool:
+    """An empty (or whitespace-only) json/jsonl file."""
+    size = file.stat().st_size
+    return file.suffix != ".parquet" and (size == 0 or (size < 4096 and not file.read_text().strip()))
+
+
 def _load_folder(path: Path, split: str):
     """Rows from the json/jsonl/parquet files at the folder's top (images beside them are referenced)."""
     import datasets
 
     for builder, patterns in (("parquet", ("*.parquet",)), ("json", ("*.jsonl", "*.json"))):
-        files = sorted(str(f) for pattern in patterns for f in path.glob(pattern))
+        found = sorted(f for pattern in patterns for f in path.glob(pattern) if f.name not in _NOT_ROWS)
+        files = [str(f) for f in found if not _blank(f)]  # datasets' json builder fails on an empty file
+        if found and not files:
+            names = ", ".join(f.name for f in found)
+            raise CompressorError(
+                f"dataset {str(path)!r} has no rows: {names} {'is' if len(found) == 1 else 'are'} empty; write "
+                "one JSON object per line with 'images' + 'messages' (or LLaVA's 'conversations')"
+            )
         if files:
             return datasets.load_dataset(builder, data_files={split: files}, split=split)
     raise CompressorError(

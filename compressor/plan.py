@@ -285,6 +285,65 @@ def _width(
     return kv_keep, inter_keep, legal
 
 
+def reachable_ratios(
+    text,
+    prune: Prune,
+    targets: list[str],
+    legal: list[int],
+    costs: tuple[int, int, int],
+    backbone_params: int,
+) -> list[tuple[float, str]]:
+    """Every ratio a legal shape reaches, ascending, each with the shape in words.
+
+    depth: 1 … `costs[2]` whole layers (costs = per_layer, -, droppable); width: every legal KV-group count
+    with every MLP width that is `round_to`'s multiple or the full width (costs = per_group, per_channel, -).
+    """
+    n = text["num_hidden_layers"]
+    if prune.method == "depth":
+        per_layer, _, droppable = costs
+        return [
+            (k * per_layer / backbone_params, f"{k} layer{'s' * (k > 1)}") for k in range(1, droppable + 1)
+        ]
+    per_group, per_channel, _ = costs
+    kv = text.get("num_key_value_heads") or text["num_attention_heads"]
+    inter, step = text["intermediate_size"], prune.round_to
+    widths = sorted({inter, *range(step, inter + 1, step)}) if "mlp" in targets else [inter]
+    found: dict[float, str] = {}
+    for kv_keep in legal if "heads" in targets else [kv]:
+        for width in widths:
+            removed = (kv - kv_keep) * per_group + (inter - width) * per_channel
+            if removed > 0:
+                ratio = round(n * removed / backbone_params, 6)
+                found.setdefault(ratio, f"KV groups {kv} -> {kv_keep}, MLP {inter} -> {width}")
+    return sorted(found.items())
+
+
+def _check_reachable(prune: Prune, reachable: list[tuple[float, str]]) -> None:
+    """Refuse a ratio outside what legal shapes reach: below half the smallest cut, or beyond the largest by
+    more than half a step (the nearest legal shape is taken inside that range)."""
+    if not reachable:
+        return
+    ratios = [r for r, _ in reachable]
+    top_gap = ratios[-1] - ratios[-2] if len(ratios) > 1 else ratios[-1]
+    below = prune.ratio < ratios[0] / 2
+    above = prune.ratio > ratios[-1] + max(top_gap / 2, 0.02)
+    if not (below or above):
+        return
+    nearest = sorted(reachable, key=lambda item: abs(item[0] - prune.ratio))[:3]
+    shown = ", ".join(f"{r:.2%} ({shape})" for r, shape in sorted(nearest))
+    unit = (
+        "whole layers"
+        if prune.method == "depth"
+        else f"whole KV groups and MLP widths in steps of {prune.round_to}"
+    )
+    limit = f"the smallest cut is {ratios[0]:.2%}" if below else f"the largest is {ratios[-1]:.2%}"
+    finer = ", or a smaller --round-to for finer MLP steps" if below and prune.method == "width" else ""
+    raise CompressorError(
+        f"ratio {prune.ratio:g} ({prune.ratio:.2%}) cannot be reached with {unit}: {limit}. Nearest reachable "
+        f"ratios: {shown}; pass one of them as --ratio (recipe prune.ratio){finer}"
+    )
+
+
 def resolve(
     config: dict[str, Any], spec: ArchSpec, backbone: Backbone, prune: Prune, source: str = ""
 ) -> Plan:
@@ -313,11 +372,16 @@ def resolve(
     if prune.method == "depth":
         drop_count = _depth(text, prune, before["per_layer"], before["backbone"], protected)
         kept_layers = list(range(n - drop_count))  # counting only: scoring picks the real ones
+        droppable = n - 1 - len([i for i in protected if i < n])
+        costs = (before["per_layer"], 0, droppable)
+        _check_reachable(prune, reachable_ratios(text, prune, targets, [], costs, before["backbone"]))
     else:
         per_group, per_channel = _unit_costs(model, spec, backbone, text)
         kv_keep, inter_keep, legal = _width(
             text, prune, targets, per_group, per_channel, before["backbone"], backbone
         )
+        costs = (per_group, per_channel, 0)
+        _check_reachable(prune, reachable_ratios(text, prune, targets, legal, costs, before["backbone"]))
         if "heads" in targets and len(legal) < kv and kv_keep == kv:
             warnings.append(
                 f"attention heads kept at {text['num_attention_heads']}: the {backbone.name} config accepts only "

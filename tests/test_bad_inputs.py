@@ -138,6 +138,30 @@ CASES = [
     ),
     ("unknown method", "plan {w}/llava7b --method dept --ratio 0.3", None, ["'dept'", "--method", "depth"]),
     (
+        "ratio legal widths cannot reach",
+        "plan {w}/llava7b --method width --ratio 0.0001",
+        None,
+        [
+            "ratio 0.0001",
+            "cannot be reached",
+            "smallest cut is 0.37%",
+            "0.37% (KV groups 32 -> 32, MLP 11008 -> 10944)",
+        ]
+        + ["--ratio", "--round-to"],
+    ),
+    (
+        "ratio whole layers cannot reach",
+        "plan {w}/llava7b --method depth --ratio 0.001",
+        None,
+        [
+            "ratio 0.001",
+            "cannot be reached with whole layers",
+            "3.00% (1 layer)",
+            "6.01% (2 layers)",
+            "--ratio",
+        ],
+    ),
+    (
         "unknown scorer",
         "plan {w}/llava7b --method width --ratio 0.3 --scorer taylr",
         None,
@@ -461,10 +485,7 @@ def run_folder(world):
 
 
 # Cases whose message is not yet what it must be, with the reason; strict: the day one is fixed, it fails here.
-KNOWN_GAPS = {
-    "recover on an empty dataset": "datasets' json builder raises StopIteration on an empty .jsonl "
-    "(compressor/data.py reads it; recover/data.py's 'has no rows' check comes after)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _params():
