@@ -632,7 +632,12 @@ class Board:
                 terms = ", ".join(
                     f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, int | float) and k != "epoch"
                 )
-                self.detail[stage] = f"step {step}/{total}: {terms}"
+                losses = ", ".join(
+                    f"{k} {v:.4g}"
+                    for k, v in logs.items()
+                    if k.startswith(("loss", "train_loss")) and isinstance(v, int | float)
+                )
+                self.detail[stage] = f"step {step}/{total}: {losses or terms}"
                 self.lines.append(f"    step {step}/{total}: {terms}")
             else:
                 self.detail[stage] = f"step {step}/{total}" + (
@@ -742,7 +747,8 @@ def on_run(
                 else:
                     board.event(kind, *rest)
             running = [s for s, v in board.state.items() if v == "running"]
-            desc = f"{running[0]}: {board.detail.get(running[0], 'running')}" if running else "running"
+            bar = board.bar.get(running[0]) if running else None
+            desc = f"{running[0]} {bar[0]}/{bar[1]}" if bar else (running[0] if running else "running")
             progress(board.fraction(), desc=desc)
             if end is None:
                 yield "Running…", board.html(), board.text(), "", "", ""
@@ -1092,6 +1098,7 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
         [w["token"], base, *form],
         [w["status"], w["board"], w["log"], w["scores"], w["card"], w["url"]],
         concurrency_limit=1,
+        show_progress="minimal",
     ).then(lambda: run_controls(False), None, controls)
     w["cancel_btn"].click(on_cancel, None, w["status"], queue=False)
     # the Stages box follows its last line (Gradio's autoscroll misses updates of a read-only box)
