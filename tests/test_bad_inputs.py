@@ -555,7 +555,7 @@ def test_app_shows_bad_recipes_on_the_page():
     ]
     for text, needles in cases:
         base, status, *_ = app.load_yaml(text)
-        assert status.startswith("**Error**"), status
+        assert status.startswith("**Error:**"), status
         for needle in needles:
             assert needle in status
         assert base == app.gr.update()  # the form is left as it was

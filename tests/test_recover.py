@@ -379,16 +379,22 @@ def test_layer_pairs_follow_the_prune_report() -> None:
 def test_recover_config_names_the_bad_field() -> None:
     assert Recover().loss == {"ce": 0.5, "hidden_mse": 0.5} and Recover().fraction == 0.05
     cases = {
-        "recover.loss: unknown loss 'hiden_mse' (did you mean 'hidden_mse'?)": {"loss": {"hiden_mse": 1}},
+        "recover.loss (recover --loss): unknown loss 'hiden_mse' (did you mean 'hidden_mse'?)": {
+            "loss": {"hiden_mse": 1}
+        },
         "sft.learnin_rate is not an SFTConfig field (did you mean 'learning_rate'?)": {
             "sft": {"learnin_rate": 1e-4}
         },
         "sft.lr_scheduler_type: cosin is not a valid SchedulerType": {"sft": {"lr_scheduler_type": "cosin"}},
         "sft.seed is set by recover.seed": {"sft": {"seed": 1}},
-        "recover.mode: Input should be 'projector', 'lora' or 'full'": {"mode": "lorra"},
-        "recover.fraction: Input should be less than or equal to 1": {"fraction": 1.5},
+        "recover.mode (recover --mode) is 'lorra' (did you mean 'lora'?): choose one of projector, lora, full": {
+            "mode": "lorra"
+        },
+        "recover.fraction (recover --fraction) is 1.5: set recover --fraction to a number > 0 and <= 1": {
+            "fraction": 1.5
+        },
         "recover.lora.target: target '(' is not a valid regex": {"lora": {"target": "("}},
-        "recover.extra: unknown key": {"extra": 1},
+        "recover.extra: unknown key 'extra'": {"extra": 1},
         "loss weight ce=-1.0 must be >= 0": {"loss": {"ce": -1}},
     }
     for message, section in cases.items():
