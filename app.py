@@ -11,6 +11,7 @@ machine's saved Hub user); it is never logged, shown or written to a file.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -521,6 +522,15 @@ def on_plan(
     return "Plan ready: nothing was downloaded but config.json.", plan_md(plan)
 
 
+def visitor_root(root: Path, request: gr.Request | None, profile: gr.OAuthProfile | None) -> Path:
+    """Each visitor's own runs: a signed-in user's folder (their runs resume across visits), else the browser
+    session's. No visitor sees, resumes or pushes another's run, and a run is pushed only with the token of
+    the visitor who runs it (the token is passed per run, never kept)."""
+    user = getattr(profile, "username", None) if profile is not None else None
+    who = f"user-{user}" if user else f"session-{getattr(request, 'session_hash', None) or uuid.uuid4().hex}"
+    return root / re.sub(r"[^\w.-]+", "-", who)
+
+
 def run_folder(root: Path, recipe: Recipe) -> Path:
     """One folder per recipe (named by its content), so running the same recipe again resumes it."""
     digest = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()[:10]
@@ -713,6 +723,7 @@ def on_run(
     token: str | None,
     base: dict[str, Any] | None,
     oauth_token: gr.OAuthToken | None = None,
+    profile: gr.OAuthProfile | None = None,
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio recognises the progress tracker by this default)
     *args: Any,
@@ -724,7 +735,7 @@ def on_run(
     except CompressorError as err:
         yield error_md(str(err)), "", "", "", "", ""
         return
-    run_dir = run_folder(runs_root(), recipe)
+    run_dir = run_folder(visitor_root(runs_root(), request, profile), recipe)
     existed = run_dir.exists()
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
     cancel = _CANCELS[key] = threading.Event()
@@ -767,6 +778,8 @@ def on_run(
             kept = existed or _heavy_stage_done(run_dir)
             if not kept:  # a run that finished no stage leaves no folder behind
                 shutil.rmtree(run_dir, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    run_dir.parent.rmdir()  # the visitor's folder, when this was their only run
             if kind == "cancelled":
                 status = "**Run cancelled.** " + (
                     f"The finished stages stay in run folder {run_dir.name}: Run resumes after them."

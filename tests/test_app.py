@@ -126,6 +126,7 @@ def test_a_failed_run_leaves_no_run_folder_and_says_so_in_page_words(tmp_path, m
             recipe.model_dump(mode="json", exclude_unset=True),
             None,
             None,
+            None,
             lambda *a, **k: None,
             *_form_args(recipe),
         )
@@ -134,6 +135,43 @@ def test_a_failed_run_leaves_no_run_folder_and_says_so_in_page_words(tmp_path, m
     assert status.startswith("**Error:**") and "alice/no-such-model" in status
     assert "--token" not in status and "HF_TOKEN" not in status and "Hub token box" in status
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_visitors_never_share_a_run_folder(tmp_path, monkeypatch, tiny_saved):
+    """The same recipe run from two browser sessions: two folders, each run from scratch; one signed-in user's
+    two sessions share theirs (so a run resumes for them, and for no one else)."""
+    import gradio as gr
+
+    from app import on_run
+    from compressor.recipe import parse_recipe
+
+    monkeypatch.setenv("COMPRESSOR_RUNS", str(tmp_path / "runs"))
+    recipe = parse_recipe(
+        {
+            "model": {"source": str(tiny_saved("llava"))},
+            "prune": {"method": "depth", "ratio": 0.3, "scorer": "last"},
+        },
+        "t",
+    )
+    base = recipe.model_dump(mode="json", exclude_unset=True)
+
+    def run(session: str, user: str | None = None) -> str:
+        info = {"preferred_username": user, "name": user, "profile": "", "picture": ""}
+        profile = gr.OAuthProfile(info) if user else None
+        request = gr.Request(session_hash=session)
+        updates = list(on_run(None, base, None, profile, request, lambda *a, **k: None, *_form_args(recipe)))
+        assert updates[-1][0].startswith("Run finished"), updates[-1][0]
+        return updates[-1][2]  # the stage log
+
+    assert "skip" not in run("visitor-a")
+    assert "skip" not in run("visitor-b")  # not visitor a's finished run
+    folders = sorted(
+        p.relative_to(tmp_path / "runs").parts[0] for p in (tmp_path / "runs").glob("*/*/plan.json")
+    )
+    assert folders == ["session-visitor-a", "session-visitor-b"]
+    assert "skip" not in run("tab-1", user="alice")
+    assert "prune: skip" in run("tab-2", user="alice").replace("[prune] skip", "prune: skip")
+    assert (tmp_path / "runs" / "user-alice").is_dir()
 
 
 def test_the_suggested_repo_is_the_users():
