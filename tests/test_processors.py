@@ -1,4 +1,4 @@
-"""Calibration and recovery through each family's real processor (the families whose AutoProcessor needs
+"""Calibration, recovery and eval through each family's real processor (the families whose AutoProcessor needs
 torchvision load theirs with a PIL image processor and no video processor)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_calibration_batches_from_the_real_processor_feed_the_model(family, tiny
             assert torch.isfinite(model(**batch).loss)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "smolvlm"])
+@pytest.mark.parametrize("family", sorted(NO_VIDEO_PROCESSOR))
 def test_recovery_through_the_real_processor(family, tiny_saved, shapes, tmp_path):
     from compressor.recover import run
     from tests.test_recover import fast, make_student
@@ -47,3 +47,23 @@ def test_recovery_through_the_real_processor(family, tiny_saved, shapes, tmp_pat
     student = make_student(teacher, family, tmp_path / "student")
     report = run(student, teacher, fast(mode="projector", max_steps=1), str(shapes), tmp_path / "out")
     assert report.steps == 1 and report.losses and (tmp_path / "out" / "processor_config.json").is_file()
+
+
+@pytest.mark.parametrize("family", sorted(NO_VIDEO_PROCESSOR))
+def test_eval_through_the_real_processor(family, tiny_saved, tmp_path):
+    from compressor import evaluate
+    from compressor.demo import write_eval_sets
+    from compressor.evaluate.config import Evaluate
+
+    evals = write_eval_sets(tmp_path, n=8)
+    cfg = Evaluate(
+        tasks=[
+            {"name": "vqa", "dataset": str(evals["vqa"]), "split": "train", "limit": 2, "max_new_tokens": 2},
+            {"name": "perplexity", "dataset": str(evals["vqa"]), "split": "train", "limit": 2},
+        ],
+        speed=False,
+    )
+    report = evaluate.run(tiny_saved(family), tiny_saved(family, seed=1), cfg)
+    assert [t.samples for t in report.tasks] == [2, 2]
+    ppl = report.tasks[1].metrics["perplexity"]
+    assert ppl.original > 1 and ppl.compressed > 1 and ppl.original != ppl.compressed  # two models, images in
