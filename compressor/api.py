@@ -467,7 +467,7 @@ def card(run_dir: str | Path, repo_id: str | None = None) -> str:
 
     The recipe and the evaluation report travel with the model, beside the card.
     """
-    from compressor.card import public_recipe, render, validate
+    from compressor.card import public_recipe, public_report, render, validate
 
     run_ = RunFolder(run_dir)
     content = render(run_.root, repo_id)
@@ -476,6 +476,9 @@ def card(run_dir: str | Path, repo_id: str | None = None) -> str:
     (final / "recipe.yaml").write_text(public_recipe(run_.recipe.read_text()))
     if run_.done("eval"):
         shutil.copyfile(run_.report("eval"), final / "eval_report.json")
+    for report in final.glob("*_report.json"):  # they are pushed: no local folder names in them
+        data = json.loads(report.read_text())
+        report.write_text(json.dumps(public_report(data), indent=1))
     (final / "README.md").write_text(content)
     run_.write_json(run_.report("card"), {"inputs": _card_inputs(run_), "repo_id": repo_id})
     return content

@@ -8,6 +8,7 @@ Front matter goes through `huggingface_hub.ModelCardData`, so it is what the Hub
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,21 @@ def public_recipe(text: str) -> str:
         return node
 
     return yaml.safe_dump(clean(data), sort_keys=False)
+
+
+def public_report(data: Any) -> Any:
+    """A report (JSON) with every local path shown by its last part, like the recipe: the reports that travel
+    with the model name Hub ids and file names, never this machine's folders."""
+    if isinstance(data, dict):
+        return {k: public_report(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [public_report(v) for v in data]
+    if isinstance(data, str):
+        if data.startswith(("/", "./", "../", "~")):
+            return Path(data).name
+        # a local path inside a sentence (a note): its last part
+        return re.sub(r"(?<![\w:/])(?:~|\.{1,2})?/(?:[^\s/'\"]+/)+([^\s/'\"]*)", lambda m: m.group(1), data)
+    return data
 
 
 def _hub_dataset(dataset: str | None) -> str | None:

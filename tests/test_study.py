@@ -97,6 +97,18 @@ def test_study_runs_resumes_and_renders(study_file, tmp_path, caplog):
     assert md.count("| width |") + md.count("| depth |") == 5  # 4 grid rows + the shared cell's row
     # the seed's published numbers stand beside ours where the seed measured the same thing
     assert "79.9 / 75.6" in md and "69.2 / 69.0" in md
+    # what would be pushed (the card, the recipe, the reports) names no local folder
+    for cell in (root / "cells").iterdir():
+        for f in [
+            *(cell / "pruned").glob("*.json"),
+            cell / "pruned" / "README.md",
+            cell / "pruned" / "recipe.yaml",
+        ]:
+            assert str(tmp_path) not in f.read_text(), f
+    assert (
+        str(tmp_path) in (root / "cells" / cell.name / "reports" / "eval.json").read_text()
+    )  # the run's own do
+
     # the original is answered once: the later cells take its answers from the study's cache
     notes = [json.loads(f.read_text())["tasks"][0]["notes"] for f in root.glob("cells/*/reports/eval.json")]
     assert sum(any("reused" in n for n in ns) for ns in notes) == 3

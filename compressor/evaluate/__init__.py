@@ -173,7 +173,7 @@ def run(
             results.append(_run_task(pair, task_cfg, task, token, progress))
             if pair.reused > before:
                 results[-1].notes.append(
-                    f"the original's answers to {pair.reused - before} prompts reused from {cache}"
+                    f"the original's answers to {pair.reused - before} prompts reused from the answer cache"
                 )
             timings[f"task {len(results)}: {task_cfg.name}"] = results[-1].seconds
         if memo_file is not None:
