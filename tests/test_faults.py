@@ -322,3 +322,48 @@ def test_token_file_from_stdin_and_help_says_which_way_is_safe(tmp_path):
     ).stdout
     flat = " ".join(help_text.split())
     assert "process list" in flat and "--token-file" in flat and "standard input with '-'" in flat
+
+
+def test_a_token_given_to_the_app_never_reaches_the_page_or_its_files(
+    tmp_path, tiny_saved, hub_server, caplog, monkeypatch
+):
+    """The app's token box and a Space login's OAuth token: the whole run and push, then nothing the page
+    showed, no file under the runs folder and no log record holds the token (a planted copy is found)."""
+    import gradio as gr
+    import yaml
+
+    from app import on_run
+    from compressor.recipe import parse_recipe
+    from tests.test_app import _form_args
+
+    hub_server.tokens[CANARY] = {"user": "alice", "role": "write"}
+    caplog.set_level(logging.DEBUG)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("COMPRESSOR_RUNS", str(runs))
+    shown: list[str] = []
+    try:
+        for i, (box, oauth) in enumerate(
+            [
+                (CANARY, None),
+                (None, gr.OAuthToken(token=CANARY, scope="openid profile write-repos", expires_at=2**31)),
+            ]
+        ):
+            repo = f"alice/app-leak-{i}-{uuid.uuid4().hex[:6]}"
+            recipe = parse_recipe(
+                yaml.safe_load(_recipe(tmp_path, tiny_saved("llava"), publish=repo).read_text()), "t"
+            )
+            base = recipe.model_dump(mode="json", exclude_unset=True)
+            request = gr.Request(session_hash=f"leak-{i}")
+            for update in on_run(box, base, oauth, None, request, lambda *a, **k: None, *_form_args(recipe)):
+                shown += [str(u) for u in update]
+            assert shown[-6].startswith("Run finished") and repo in "".join(shown[-6:]), shown[-6]
+    finally:
+        del hub_server.tokens[CANARY]
+    texts = {
+        "page": "\n".join(shown),
+        "log records": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+    }
+    assert _search([runs], texts, CANARY) == []
+    texts["page"] += CANARY  # positive control
+    (runs / "planted.txt").write_text(CANARY)
+    assert sorted(_search([runs], texts, CANARY)) == sorted([str(runs / "planted.txt"), "page"])
