@@ -149,3 +149,22 @@ def test_plan_json_round_trips(llava7b):
 def test_tiny_ratio_that_removes_nothing_is_an_error():
     with pytest.raises(CompressorError, match="less than one legal unit"):
         _plan(real_shapes.smolvlm_256m(), method="width", ratio=0.001, targets=["mlp"], round_to=512)
+
+
+def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
+    import json
+
+    from compressor.api import plan
+    from compressor.recipe import parse_recipe
+
+    (tmp_path / "config.json").write_text(json.dumps(real_shapes.llava_1_5_7b()))
+
+    def warnings(ratio, mode):
+        recipe = {"model": {"source": str(tmp_path)}, "prune": {"method": "depth", "ratio": ratio}}
+        if mode:
+            recipe["recover"] = {"mode": mode}
+        return [w for w in plan(parse_recipe(recipe)).warnings if w.startswith("recover.mode")]
+
+    assert "consider recover.mode: full" in warnings(0.3, "lora")[0]
+    assert warnings(0.3, "projector") and not warnings(0.3, "full") and not warnings(0.15, "lora")
+    assert not warnings(0.3, None)  # no recovery asked for
