@@ -429,7 +429,8 @@ def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir):
     expect(status).to_contain_text("Run cancelled", timeout=RUN_TIMEOUT_MS)
     expect(status).to_contain_text("Run resumes after them")
     expect(page.locator("#run")).to_be_enabled()
-    folders = [p for p in runs_dir.iterdir() if (p / "reports" / "prune.json").is_file()]
+    # the visitor's own folder (runs/session-… or runs/user-…) holds the run
+    folders = [p for p in runs_dir.glob("*/*") if (p / "reports" / "prune.json").is_file()]
     assert any(not (p / "reports" / "train.json").exists() for p in folders), "pruned, not trained: resumable"
 
 
