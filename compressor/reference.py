@@ -380,14 +380,14 @@ def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0 or step + 1 == steps:
             log.info("%s step %d/%d loss %.4f", name, step + 1, steps, sum(losses[-25:]) / len(losses[-25:]))
     model.eval()
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 1), "final_loss": losses[-1]}
 
 
-def _stage0(model, ref: Reference, easy_vqa: Path, cfg: BuildConfig) -> dict[str, Any]:
+def _stage0(model, image_processor, ref: Reference, easy_vqa: Path, cfg: BuildConfig) -> dict[str, Any]:
     """Warm the vision tower up: classify each training picture's colour and shape from its pooled features."""
     import torch
     import torch.nn.functional as F
@@ -396,15 +396,10 @@ def _stage0(model, ref: Reference, easy_vqa: Path, cfg: BuildConfig) -> dict[str
     labels = _labels_of([tuple(q) for q in train])
     ids = sorted(labels)
     images = _Images()
-    processor_pixels = {}
-    from transformers import CLIPImageProcessorPil
-
-    side = {"height": cfg.image_size, "width": cfg.image_size}
-    pix = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size}, crop_size=side)
-    for i in ids:
-        processor_pixels[i] = pix(images(ref.train / "images" / f"{i}.png"), return_tensors="pt")[
-            "pixel_values"
-        ][0]
+    pixels = {  # through the reference's own image processor, as stages 1 and 2 see the pictures
+        i: image_processor(images(ref.train / "images" / f"{i}.png"), return_tensors="pt")["pixel_values"][0]
+        for i in ids
+    }
     vision = model.model.vision_tower
     width = model.config.vision_config.hidden_size
     heads = torch.nn.Linear(width, len(COLORS) + len(SHAPES))
@@ -420,7 +415,7 @@ def _stage0(model, ref: Reference, easy_vqa: Path, cfg: BuildConfig) -> dict[str
         rng.shuffle(order)
         for b in range(0, len(order), 64):
             chunk = order[b : b + 64]
-            x = torch.stack([processor_pixels[i] for i in chunk])
+            x = torch.stack([pixels[i] for i in chunk])
             color = torch.tensor(
                 [COLORS.index(labels[i]["color"]) if "color" in labels[i] else -100 for i in chunk]
             )
@@ -556,7 +551,7 @@ def build(
 
         stages: dict[str, Any] = {}
         log.info("stage 0: vision tower on the pictures' colour and shape labels")
-        stages["stage0_vision"] = _stage0(model, tmp, easy_vqa, cfg)
+        stages["stage0_vision"] = _stage0(model, processor.image_processor, tmp, easy_vqa, cfg)
         rows = [json.loads(line) for line in (tmp.train / "data.jsonl").read_text().splitlines()]
         rng = random.Random(cfg.seed)
         for p in model.parameters():
