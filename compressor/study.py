@@ -342,6 +342,16 @@ def _short(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}={value}"
 
 
+def _weights_note(study: Study) -> list[str]:
+    """The reference's own caveat about its weights (e.g. dequantised from Q4_1), when the original is one."""
+    cells = study.cells()
+    report = Path(cells[0].recipe.model.source) / "reference_report.json" if cells else None
+    if report is None or not report.is_file():
+        return []
+    data = json.loads(report.read_text())
+    return [f"The original: {data['language_model']}; {data['weights_note']}.", ""]
+
+
 def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str:
     by_cell = {r["cell"]: r for r in rows}
     out = [f"# Study {study.name}", ""]
@@ -353,6 +363,7 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
             f"{r0.get('perplexity_original', float('nan')):.2f}, {r0.get('params_original') or 0:,} parameters, "
             f"{r0.get('decode_tok_s_original', '—')} decode tokens/s.",
             "",
+            *_weights_note(study),
             "Columns: retained % of the original's score (perplexity: original / compressed); AVG-% is the mean of "
             "the two accuracies' retained %, as the seed averages its benchmarks.",
             "",

@@ -228,3 +228,4 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     out = run_study(load_study(path, {"reference": str(ref.root)}), tmp_path / "study")
     md = (out / "results.md").read_text()
     assert "| width | 50% (" in md and "Reference (original)" in md
+    assert "dequantised from the Q4_1 GGUF" in md  # the weights' caveat travels into the study's tables
