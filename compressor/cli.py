@@ -22,6 +22,11 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", help=field_help(Prune, "scorer"))
     g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + field_help(Prune, "targets"))
     g.add_argument("--round-to", type=int, help=field_help(Prune, "round_to"))
+    g.add_argument(
+        "--target",
+        choices=["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"],
+        help=field_help(Prune, "target"),
+    )
     g.add_argument("--contiguous", action="store_true", default=None, help=field_help(Prune, "contiguous"))
     c = p.add_argument_group("calibration")
     c.add_argument("--calibration", metavar="DATA", help=field_help(Calibration, "dataset"))
@@ -53,6 +58,7 @@ _PRUNE_FLAGS = {
     "ratio": "ratio",
     "scorer": "scorer",
     "round_to": "round_to",
+    "target": "target",
     "contiguous": "contiguous",
 }
 _CAL_FLAGS = {

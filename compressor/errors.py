@@ -35,6 +35,7 @@ FLAGS = {
     "prune.scorer": "--scorer",
     "prune.targets": "--targets",
     "prune.round_to": "--round-to",
+    "prune.target": "--target",
     "prune.contiguous": "--contiguous",
     "prune.calibration.dataset": "--calibration",
     "prune.calibration.image_folder": "--image-folder",

@@ -8,6 +8,7 @@ that meta model; the legal shapes are the ones transformers' own config class ac
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +18,21 @@ from compressor.errors import CompressorError
 from compressor.recipe import Prune
 
 HIGH_RATIO = 0.5
+
+# prune.target: the widths each deployment's kernels want. name → (MLP width multiple, tensor-parallel degree
+# that query and KV head counts must divide by, why). The MLP multiple is combined with prune.round_to (lcm).
+SERVING_TARGETS: dict[str, tuple[int, int, str]] = {
+    "default": (1, 1, "prune.round_to only"),
+    "gpu": (128, 1, "bf16/fp16 GEMMs run at full speed on multiples of 64/128"),
+    "gguf": (
+        256,
+        1,
+        "llama.cpp k-quants need row sizes divisible by 256, else a tensor falls back to a bigger type",
+    ),
+    "vllm": (128, 1, "vLLM's Marlin GPTQ/AWQ kernels want input sizes divisible by 128"),
+    "vllm-tp2": (256, 2, "vLLM, tensor parallel 2: 128 per shard, heads and KV heads divisible by 2"),
+    "vllm-tp4": (512, 4, "vLLM, tensor parallel 4: 128 per shard, heads and KV heads divisible by 4"),
+}
 
 
 class ParamCounts(BaseModel):
@@ -60,6 +76,7 @@ class Plan(BaseModel):
     intermediate_before: int
     intermediate_after: int
     round_to: int
+    target: str = "default"
     num_samples: int
     params: ParamCounts
     warnings: list[str]
@@ -257,11 +274,15 @@ def _width(
     target = prune.ratio * backbone_params / n  # parameters to remove per layer
     legal = [kv]
     if "heads" in targets:
+        tp = SERVING_TARGETS[prune.target][1]
+        per_kv = text["num_attention_heads"] // kv
         legal = [
             k
             for k in range(1, kv + 1)
             if text_config_error(rewrite_text_config(text, backbone, kv_heads=k), backbone) is None
-        ]
+            and k % tp == 0
+            and (k * per_kv) % tp == 0
+        ] or [kv]
     candidates = []
     for kv_keep in legal:
         removed_attn = (kv - kv_keep) * per_group
@@ -355,6 +376,9 @@ def resolve(
     protected = spec.protected_layers(config)
     kv = text.get("num_key_value_heads") or text["num_attention_heads"]
 
+    if prune.method == "width" and prune.target != "default":
+        multiple, _, _ = SERVING_TARGETS[prune.target]
+        prune = prune.model_copy(update={"round_to": math.lcm(prune.round_to, multiple)})
     if prune.method == "width":
         targets = list(prune.targets or ("heads", "mlp"))
         if "heads" in targets and backbone.head_pruning_refusal:
@@ -450,6 +474,7 @@ def resolve(
         intermediate_before=text["intermediate_size"],
         intermediate_after=new_text["intermediate_size"],
         round_to=prune.round_to,
+        target=prune.target,
         num_samples=0 if scorer in ("last", "magnitude") else prune.num_samples,
         params=ParamCounts(
             backbone_before=before["backbone"],
@@ -508,6 +533,8 @@ def render_table(plan: Plan) -> str:
                 f"{plan.intermediate_before} -> {plan.intermediate_after} (multiple of {plan.round_to})",
             ),
         ]
+        if plan.target != "default":
+            rows.append(("serving target", f"{plan.target}: {SERVING_TARGETS[plan.target][2]}"))
     rows += [
         ("params / layer", f"{_fmt(p.per_layer_before)} -> {_fmt(p.per_layer_after)}"),
         ("language backbone", f"{_fmt(p.backbone_before)} -> {_fmt(p.backbone_after)}"),

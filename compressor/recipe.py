@@ -85,6 +85,12 @@ class Prune(_Strict):
     round_to: int = Field(
         64, ge=1, description="MLP widths are snapped to a multiple of this (GPU-friendly)."
     )
+    target: Literal["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"] = Field(
+        "default",
+        description="Width only: the serving stack the widths are made for. gpu: MLP multiples of 128; gguf: "
+        "multiples of 256 (llama.cpp k-quants); vllm: 128 (Marlin kernels); vllm-tp2 / vllm-tp4: 128 per "
+        "tensor-parallel shard, head counts divisible by 2 / 4. Combined with round_to; default: round_to only.",
+    )
     contiguous: bool = Field(False, description="angular only: drop the best contiguous block of layers.")
     calibration: Calibration = Field(default_factory=Calibration)
 
@@ -107,6 +113,11 @@ class Prune(_Strict):
             )
         if self.method == "depth" and self.targets:
             raise ValueError("targets apply to method: width only; remove them for depth")
+        if self.method == "depth" and self.target != "default":
+            raise ValueError(
+                f"target {self.target!r} sets widths, so it applies to method: width only; depth pruning keeps "
+                "every width as it is: remove target"
+            )
         if self.contiguous and self.scorer != "angular":
             raise ValueError("contiguous: true needs scorer: angular")
         return self

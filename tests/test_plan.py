@@ -168,3 +168,55 @@ def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
     assert "consider recover.mode: full" in warnings(0.3, "lora")[0]
     assert warnings(0.3, "projector") and not warnings(0.3, "full") and not warnings(0.15, "lora")
     assert not warnings(0.3, None)  # no recovery asked for
+
+
+@pytest.mark.parametrize(
+    "target, multiple, tp",
+    [("gpu", 128, 1), ("gguf", 256, 1), ("vllm", 128, 1), ("vllm-tp2", 256, 2), ("vllm-tp4", 512, 4)],
+)
+def test_serving_targets_set_the_widths(target, multiple, tp):
+    plan = _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3, target=target)
+    assert plan.round_to % multiple == 0 and plan.intermediate_after % multiple == 0
+    assert plan.kv_heads_after % tp == 0 and plan.heads_after % tp == 0
+    assert plan.achieved_ratio == pytest.approx(0.3, abs=0.03)
+    assert f"serving target      {target}" in plan.table() or f"{target}: " in plan.table()
+    default = _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3)
+    assert default.target == "default" and "serving target" not in default.table()
+
+
+def test_a_tp_target_keeps_head_counts_divisible():
+    """LLaVA-1.5-7B at 45 %: every head count the plan may pick under tensor parallel 4 divides by 4."""
+    text = dict(real_shapes.llava_1_5_7b())
+    plan = _plan(text, method="width", ratio=0.45, target="vllm-tp4")
+    assert plan.heads_after % 4 == 0 and plan.kv_heads_after % 4 == 0
+
+
+def test_target_on_depth_is_refused_with_the_reason():
+    from compressor.recipe import parse_recipe
+
+    with pytest.raises(CompressorError, match="applies to method: width only"):
+        parse_recipe({"model": {"source": "x"}, "prune": {"method": "depth", "ratio": 0.3, "target": "gguf"}})
+
+
+def test_a_gguf_target_holds_in_the_pruned_checkpoint(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from compressor import api
+    from compressor.recipe import parse_recipe
+    from compressor.tiny import build_model, build_processor
+
+    source = tmp_path / "src"
+    build_model("llava", intermediate_size=1024).save_pretrained(source)
+    build_processor("llava").save_pretrained(source)
+    recipe = parse_recipe(
+        {
+            "model": {"source": str(source)},
+            "prune": {"method": "width", "ratio": 0.3, "scorer": "magnitude", "target": "gguf"},
+        }
+    )
+    report = api.prune(recipe, tmp_path / "out")
+    assert report.plan.target == "gguf" and report.plan.round_to == 256
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
+    inter = model.config.text_config.intermediate_size
+    assert inter % 256 == 0 and inter < 1024
+    assert all(layer.mlp.down_proj.in_features == inter for layer in model.model.language_model.layers)
