@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from compressor.arch import ArchSpec, Backbone
 from compressor.errors import CompressorError
-from compressor.recipe import Prune
+from compressor.hardware import MemoryEstimate
+from compressor.recipe import Prune, Recipe
 
 HIGH_RATIO = 0.5
 
@@ -81,6 +82,8 @@ class Plan(BaseModel):
     params: ParamCounts
     warnings: list[str]
     text_config_changes: dict[str, Any]
+    # peak memory per stage and the hardware that fits (compressor.hardware); None for plans made without it
+    memory: MemoryEstimate | None = None
 
     def table(self) -> str:
         return render_table(self)
@@ -366,9 +369,17 @@ def _check_reachable(prune: Prune, reachable: list[tuple[float, str]]) -> None:
 
 
 def resolve(
-    config: dict[str, Any], spec: ArchSpec, backbone: Backbone, prune: Prune, source: str = ""
+    config: dict[str, Any],
+    spec: ArchSpec,
+    backbone: Backbone,
+    prune: Prune,
+    source: str = "",
+    recipe: Recipe | None = None,
 ) -> Plan:
-    """Turn a recipe's prune section into exact widths, layer counts and parameter counts."""
+    """Turn a recipe's prune section into exact widths, layer counts and parameter counts.
+
+    With the whole `recipe`, the memory estimate covers recovery and evaluation too (else scoring only).
+    """
     text = spec.text_config(config)
     warnings: list[str] = []
     targets: list[str] = []
@@ -450,7 +461,7 @@ def resolve(
     dropped = None
     if prune.method == "depth" and scorer == "last":
         dropped = list(range(n - 1 - drop_count, n - 1))
-    return Plan(
+    plan = Plan(
         source=source,
         family=spec.family,
         model_type=config["model_type"],
@@ -491,6 +502,9 @@ def resolve(
         if prune.method == "width"
         else {"num_hidden_layers": n - drop_count},
     )
+    from compressor import hardware
+
+    return plan.model_copy(update={"memory": hardware.estimate(plan, config, spec, backbone, recipe)})
 
 
 # ---------------------------------------------------------------------------- display
@@ -540,6 +554,10 @@ def render_table(plan: Plan) -> str:
         ("language backbone", f"{_fmt(p.backbone_before)} -> {_fmt(p.backbone_after)}"),
         ("whole model", f"{_fmt(p.total_before)} -> {_fmt(p.total_after)}"),
     ]
+    if plan.memory is not None:
+        from compressor.hardware import render
+
+        rows += render(plan.memory)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"warning: {w}" for w in plan.warnings]

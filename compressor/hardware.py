@@ -1,0 +1,470 @@
+"""What hardware a run needs, from config.json alone: peak memory per stage, the smallest GPU, a Jobs flavour.
+
+The estimate counts tensor bytes: what `torch.cuda.max_memory_allocated` reports on a GPU, and what PyTorch's
+allocator hands out on the CPU (checked against measured peaks by `tests/test_memory_estimate.py` and
+`benchmarks/memory_estimate.py`). A GPU needs more than that: the CUDA context and cuBLAS workspaces
+(`CUDA_CONTEXT_BYTES`) and the caching allocator's fragmentation (`ALLOCATOR_MARGIN`); a machine's RAM also
+holds Python and the libraries (`PROCESS_BYTES`). Those are added only when a device is chosen.
+
+Each stage is modelled as the code runs it (the modules named in each function):
+
+- scoring (`compressor.prune.importance`): the unpruned model in the load dtype, one calibration sample at a time
+  of up to `prune.calibration.max_length` tokens. taylor: only the scored weights take gradients, decoder layers
+  run under activation checkpointing (each layer's input kept, its insides recomputed), each weight's gradient
+  folded away as soon as it exists; the loss materialises the logits (seq x vocab) and their fp32 log-softmax.
+  block_influence / angular / activation: a no-grad forward with each layer's input and output copied to fp32 by
+  the hooks. magnitude / last: the weights only.
+- recovery (`compressor.recover`): the pruned student (trainable weights as fp32 master copies, frozen ones in
+  the compute dtype), the frozen teacher in its dtype (only when a loss term needs it), fp32 gradients and two
+  fp32 AdamW states per trainable weight, activations at `per_device_train_batch_size` x `max_length` (with
+  activation checkpointing, each layer's input plus one layer recomputed), and the LM head's loss: TRL's fused
+  head (tiles of at most 4096 tokens x 32768 vocabulary entries, no full logits) unless a logit term or the
+  family's full forward needs the whole (batch, seq, vocab) logits.
+- evaluation (`compressor.evaluate`): the original and the compressed model side by side in the eval dtype,
+  greedy generation with a KV cache, and the whole logits of one sequence for perplexity / teacher agreement.
+
+Not modelled: the vision tower's activations (frozen, no-grad, small next to the language model's), the data
+loader's tensors, accelerate offload, multi-process sharding (FSDP / ZeRO) and custom LoRA target regexes (counted
+as the default: every attention and MLP projection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from compressor.arch import ArchSpec, Backbone
+    from compressor.plan import Plan
+    from compressor.recipe import Recipe
+
+GB = 1e9
+
+# Fixed costs of a device beyond the tensors the estimate counts.
+CUDA_CONTEXT_BYTES = int(0.6 * GB)  # CUDA context + cuBLAS/cuDNN workspaces of one process, CUDA 12
+ALLOCATOR_MARGIN = 0.10  # the caching allocator's rounding and fragmentation over the tensor peak
+PROCESS_BYTES = int(1.5 * GB)  # resident Python + torch + transformers + trl before any model (CPU RAM)
+# Above this many parameters a CPU flavour is never suggested: training there takes hours per hundred steps.
+CPU_MAX_PARAMS = 500_000_000
+
+# name -> memory in GB as sold (what the Hub's hardware tables quote).
+GPUS: dict[str, int] = {
+    "T4": 16,
+    "L4": 24,
+    "A10G": 24,
+    "RTX 4090": 24,
+    "A100 40GB": 40,
+    "L40S": 48,
+    "A100 80GB": 80,
+    "H100": 80,
+    "RTX PRO 6000": 96,
+    "H200": 141,
+    "B200": 192,
+}
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """A Hugging Face Jobs hardware flavour (names as `huggingface_hub.JobHardware` 2.4.0 spells them)."""
+
+    name: str
+    gpu: str | None  # a key of GPUS; None for a CPU flavour
+    count: int  # GPUs
+    ram_gb: int | None  # CPU RAM; None where the Hub's public tables don't say
+    vcpu: int | None
+
+    @property
+    def gpu_gb(self) -> int:
+        return GPUS[self.gpu] * self.count if self.gpu else 0
+
+
+# From the Hub's Spaces/Jobs hardware tables (huggingface.co/docs/hub/spaces-gpus, `hf jobs hardware`); the live
+# list is `huggingface_hub.list_jobs_hardware()`. cpu-performance and cpu-xl are in the 2.4.0 enum but their RAM
+# is not in the tables we could read, so they are listed without it and never suggested.
+FLAVORS: tuple[Flavor, ...] = (
+    Flavor("cpu-basic", None, 0, 16, 2),
+    Flavor("cpu-upgrade", None, 0, 32, 8),
+    Flavor("cpu-performance", None, 0, None, None),
+    Flavor("cpu-xl", None, 0, None, None),
+    Flavor("t4-small", "T4", 1, 15, 4),
+    Flavor("t4-medium", "T4", 1, 30, 8),
+    Flavor("l4x1", "L4", 1, 30, 8),
+    Flavor("a10g-small", "A10G", 1, 15, 4),
+    Flavor("a10g-large", "A10G", 1, 46, 12),
+    Flavor("l40sx1", "L40S", 1, 62, 8),
+    Flavor("a10g-largex2", "A10G", 2, 92, 24),
+    Flavor("a100-large", "A100 80GB", 1, 142, 12),
+    Flavor("rtx-pro-6000", "RTX PRO 6000", 1, None, None),
+    Flavor("l4x4", "L4", 4, 186, 48),
+    Flavor("a10g-largex4", "A10G", 4, 184, 48),
+    Flavor("h200", "H200", 1, None, None),
+    Flavor("l40sx4", "L40S", 4, 382, 48),
+    Flavor("rtx-pro-6000x2", "RTX PRO 6000", 2, None, None),
+    Flavor("a100x4", "A100 80GB", 4, 568, 48),
+    Flavor("h200x2", "H200", 2, None, None),
+    Flavor("l40sx8", "L40S", 8, 1534, 192),
+    Flavor("rtx-pro-6000x4", "RTX PRO 6000", 4, None, None),
+    Flavor("a100x8", "A100 80GB", 8, 1136, 96),
+    Flavor("h200x4", "H200", 4, None, None),
+    Flavor("rtx-pro-6000x8", "RTX PRO 6000", 8, None, None),
+    Flavor("h200x8", "H200", 8, None, None),
+)
+FLAVOR_BY_NAME = {f.name: f for f in FLAVORS}
+
+
+class StageMemory(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: str  # "scoring", "recovery", "evaluation"
+    detail: str  # e.g. "taylor, 10 x 1024 tokens" or "lora, batch 4 x 2048"
+    gpu_bytes: int  # peak tensor bytes on a GPU (16-bit compute where the recipe's dtypes are auto)
+    cpu_bytes: int  # the same stage on the CPU (float32 where auto)
+    parts: dict[str, int]  # the GPU peak's terms: weights, teacher, grads, optimizer, activations, logits ...
+
+
+class MemoryEstimate(BaseModel):
+    """Peak memory of each stage, from config.json alone, and the hardware that fits the largest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stages: list[StageMemory]
+    gpu: str | None  # the smallest single GPU that fits every stage; None when none does
+    flavor: str  # the smallest Hugging Face Jobs flavour that fits
+    notes: list[str] = []
+
+    @property
+    def peak_gpu_bytes(self) -> int:
+        return max((s.gpu_bytes for s in self.stages), default=0)
+
+    @property
+    def peak_cpu_bytes(self) -> int:
+        return max((s.cpu_bytes for s in self.stages), default=0)
+
+
+# ---------------------------------------------------------------------------- the shape the estimate reads
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs of a model: widths before/after pruning and parameter counts."""
+
+    hidden: int
+    vocab: int
+    layers_before: int
+    layers_after: int
+    heads_before: int
+    heads_after: int
+    kv_before: int
+    kv_after: int
+    head_dim: int
+    inter_before: int
+    inter_after: int
+    total_before: int  # whole model
+    total_after: int
+    vision: int  # vision tower, less any projector inside it
+    projector: int
+    lm_head: int  # parameters of the LM head (0 when tied to the embeddings)
+    mlp_inputs: int  # input projections of the MLP (2 for gated MLPs, 1 for Phi's fc1)
+
+    @classmethod
+    def of(cls, plan: Plan, config: dict[str, Any], spec: ArchSpec, backbone: Backbone) -> Shape:
+        text = spec.text_config(config)
+        p = plan.params
+        vision = p.vision or 0
+        projector = p.projector or 0
+        total_before = (
+            p.total_before if p.total_before is not None else p.backbone_before + vision + projector
+        )
+        total_after = p.total_after if p.total_after is not None else p.backbone_after + vision + projector
+        tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+        return cls(
+            hidden=text["hidden_size"],
+            vocab=text["vocab_size"],
+            layers_before=plan.num_layers_before,
+            layers_after=plan.num_layers_after,
+            heads_before=plan.heads_before,
+            heads_after=plan.heads_after,
+            kv_before=plan.kv_heads_before,
+            kv_after=plan.kv_heads_after,
+            head_dim=plan.head_dim,
+            inter_before=plan.intermediate_before,
+            inter_after=plan.intermediate_after,
+            total_before=total_before,
+            total_after=total_after,
+            vision=vision,
+            projector=projector,
+            lm_head=0 if tied else text["vocab_size"] * text["hidden_size"],
+            mlp_inputs=len(backbone.mlp_in),
+        )
+
+    def lora_params(self, r: int) -> int:
+        """Adapter parameters with rank r on every attention and MLP projection of every student layer."""
+        h, q, kv, i = (
+            self.hidden,
+            self.heads_after * self.head_dim,
+            self.kv_after * self.head_dim,
+            self.inter_after,
+        )
+        per_layer = (h + q) + 2 * (h + kv) + (q + h) + self.mlp_inputs * (h + i) + (i + h)
+        return r * per_layer * self.layers_after
+
+
+# ---------------------------------------------------------------------------- activations, per token
+
+
+def _layer_saved(h: int, q: int, kv: int, i: int, mlp_inputs: int) -> int:
+    """Elements one decoder layer keeps for its backward, per token: both norms' inputs and outputs, the
+    rotated q and k, v, the attention output, and the MLP's input projections, activation and product."""
+    return 4 * h + 2 * q + 2 * kv + (mlp_inputs + 2) * i
+
+
+def _layer_transient(h: int, q: int, kv: int, i: int, mlp_inputs: int) -> int:
+    """Elements alive at once inside one decoder layer's no-grad forward, per token (the larger of the
+    attention block's q/k/v with their rotated copies and output, and the MLP's projections and product)."""
+    attention = 2 * q + 3 * kv + q
+    mlp = (mlp_inputs + 1) * i
+    return 2 * h + max(attention, mlp)
+
+
+def _bytes(dtype: str) -> int:
+    return 4 if dtype == "float32" else 2
+
+
+def _dtype_on(requested: str, device: str) -> str:
+    """What "auto" means on each device (compressor.models.resolve_dtype, recover.trainable.compute_dtype)."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if device == "gpu" else "float32"
+
+
+# ---------------------------------------------------------------------------- the stages
+
+
+def scoring(shape: Shape, plan: Plan, recipe_dtype: str, max_length: int, device: str) -> tuple[int, dict]:
+    """Peak bytes of `prune.apply` on the unpruned model: (peak, parts)."""
+    dtype = _dtype_on(recipe_dtype, device)
+    b = _bytes(dtype)
+    s = shape
+    h, q, kv, i = s.hidden, s.heads_before * s.head_dim, s.kv_before * s.head_dim, s.inter_before
+    weights = s.total_before * b
+    parts: dict[str, int] = {"weights": weights}
+    seq = max_length
+    if plan.scorer == "taylor":
+        checkpoints = s.layers_before * seq * h * b  # each checkpointed layer's input
+        # the loss: logits in the model dtype, their fp32 copy (none in fp32), log-softmax kept for the
+        # backward, and at the start of the backward its incoming and outgoing gradients
+        fp32_copy = 0 if b == 4 else 4
+        logits = seq * s.vocab * (b + fp32_copy + 4 + 4 + 4)
+        # one layer recomputed with its graph, its activation gradients, and one weight's gradient being folded
+        # (grad, w * grad, abs) — the largest weight of a layer is an MLP projection
+        layer = seq * 2 * _layer_saved(h, q, kv, i, s.mlp_inputs) * b + 3 * h * i * b
+        parts |= {"checkpoints": checkpoints, "loss / recompute": max(logits, layer)}
+    elif plan.scorer in ("block_influence", "angular", "activation"):
+        hooks = 2 * seq * h * 4  # a layer's input and output as fp32 [tokens, hidden] copies
+        inside = seq * _layer_transient(h, q, kv, i, s.mlp_inputs) * b
+        logits = seq * s.vocab * b  # the forward ends with the LM head over every position
+        parts |= {"hooks": hooks, "forward": max(inside, logits) + 2 * seq * h * b}
+    elif plan.scorer == "magnitude":
+        parts["scores"] = 2 * h * i * 4  # w**2 of one projection in fp32
+    return sum(parts.values()), parts
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """The parts of `recover:` (and TRL's defaults, `recover.args.defaults`) that set its memory."""
+
+    mode: str
+    batch: int
+    seq: int
+    checkpointing: bool
+    student_dtype: str
+    teacher_dtype: str
+    uses_teacher: bool
+    needs_logits: bool
+    lora_r: int
+
+    @classmethod
+    def of(cls, recover, spec: ArchSpec) -> RecoverySettings:
+        from compressor.recover.losses import LOSSES
+
+        sft = dict(recover.sft)
+        checkpointing = sft.get("activation_checkpointing", sft.get("gradient_checkpointing", True))
+        weights = {n: w for n, w in recover.loss.items() if w > 0}
+        logit_terms = any(LOSSES.get(n).uses_logits for n in weights)
+        return cls(
+            mode=recover.mode,
+            batch=int(sft.get("per_device_train_batch_size", 4)),
+            seq=int(sft.get("max_length") or 2048),
+            checkpointing=bool(checkpointing),
+            student_dtype=recover.student_dtype,
+            teacher_dtype=recover.teacher_dtype,
+            uses_teacher=recover.uses_teacher,
+            # a logit term, or a family whose backbone can't take the images (both models run whole)
+            needs_logits=logit_terms or (recover.uses_teacher and not spec.backbone_takes_images),
+            lora_r=recover.lora.r,
+        )
+
+
+def recovery(shape: Shape, r: RecoverySettings, device: str) -> tuple[int, dict]:
+    """Peak bytes of one optimiser step of `recover.run` after the first (the AdamW states exist)."""
+    s = shape
+    compute = _dtype_on(r.student_dtype, device)
+    bc = _bytes(compute)
+    h, q, kv, i = s.hidden, s.heads_after * s.head_dim, s.kv_after * s.head_dim, s.inter_after
+    if r.mode == "projector":
+        trainable, adapters = s.projector, 0
+    elif r.mode == "lora":
+        adapters = s.lora_params(r.lora_r)
+        trainable = s.projector + adapters
+    else:
+        trainable, adapters = s.total_after - s.vision, 0
+    frozen = s.total_after - trainable + adapters
+    parts: dict[str, int] = {"student": frozen * bc + trainable * 4}
+    if r.uses_teacher:
+        parts["teacher"] = s.total_before * _bytes(_dtype_on(r.teacher_dtype, device))
+    parts["grads"] = trainable * 4
+    parts["optimizer"] = 2 * trainable * 4
+    tokens = r.batch * r.seq
+    # the residual stream is fp32 in full mode (fp32 embeddings), else the frozen embeddings' dtype
+    b_res = 4 if r.mode == "full" else bc
+    saved = _layer_saved(h, q, kv, i, s.mlp_inputs)
+    if r.checkpointing:
+        acts = s.layers_after * tokens * h * b_res + tokens * 2 * saved * bc
+    else:
+        acts = s.layers_after * tokens * saved * bc + tokens * saved * bc
+    parts["activations"] = acts
+    if r.uses_teacher:  # the teacher's no-grad forward runs while the student's activations are kept
+        parts["teacher forward"] = tokens * (_layer_transient(h, q, kv, i, s.mlp_inputs) + 2 * h) * bc
+    if r.needs_logits:
+        # whole logits of the student (kept for the backward with their fp32 log-softmax and gradient) and of
+        # the teacher (no grad)
+        parts["logits"] = tokens * s.vocab * (bc + 4 * 3) + (tokens * s.vocab * bc if r.uses_teacher else 0)
+    else:
+        # TRL's fused LM head: one tile of logits (forward) and, in the backward, the tile again, its fp32
+        # gradient and the fp32 gradient of the hidden states
+        tile = min(tokens, 4096) * min(s.vocab, 32768)
+        parts["loss head"] = tile * (bc + 4) + tokens * h * 4
+    return sum(parts.values()), parts
+
+
+def evaluation(shape: Shape, evaluate, eval_dtype: str, seq: int, device: str) -> tuple[int, dict]:
+    """Peak bytes of `evaluate.run`: both models loaded, one generate or one sequence's logits at a time."""
+    s = shape
+    b = _bytes(_dtype_on(eval_dtype, device))
+    parts: dict[str, int] = {"original": s.total_before * b, "compressed": s.total_after * b}
+    new = max([t.max_new_tokens for t in evaluate.tasks] or [16])
+    if evaluate.speed:
+        new = max(new, evaluate.speed_new_tokens)
+    cache = 2 * s.layers_before * s.kv_before * s.head_dim * (seq + new) * b
+    h, q, kv, i = s.hidden, s.heads_before * s.head_dim, s.kv_before * s.head_dim, s.inter_before
+    prefill = seq * _layer_transient(h, q, kv, i, s.mlp_inputs) * b
+    work = cache + prefill
+    if any(t.name in ("perplexity", "teacher_agreement") for t in evaluate.tasks):
+        # the whole logits of one sequence, their fp32 copy, the scored rows and their log-softmax
+        work = max(work, seq * s.vocab * (b + 12))
+    parts["generate / logits"] = work
+    return sum(parts.values()), parts
+
+
+# ---------------------------------------------------------------------------- the plan's estimate
+
+
+def estimate(
+    plan: Plan, config: dict[str, Any], spec: ArchSpec, backbone: Backbone, recipe: Recipe | None = None
+) -> MemoryEstimate:
+    """Every stage the recipe runs (scoring only without a recipe), on a GPU and on the CPU."""
+    shape = Shape.of(plan, config, spec, backbone)
+    dtype = recipe.model.dtype if recipe is not None else "auto"
+    max_length = recipe.prune.calibration.max_length if recipe is not None else 1024
+    stages: list[StageMemory] = []
+
+    def add(stage: str, detail: str, fn, *args) -> None:
+        gpu, parts = fn(*args, "gpu")
+        cpu, _ = fn(*args, "cpu")
+        stages.append(StageMemory(stage=stage, detail=detail, gpu_bytes=gpu, cpu_bytes=cpu, parts=parts))
+
+    samples = f", {plan.num_samples} x {max_length} tokens" if plan.num_samples else ""
+    add("scoring", f"{plan.scorer}{samples}", scoring, shape, plan, dtype, max_length)
+    if recipe is not None and recipe.recover is not None:
+        r = RecoverySettings.of(recipe.recover, spec)
+        detail = f"{r.mode}, batch {r.batch} x {r.seq}" + (", teacher" if r.uses_teacher else "")
+        add("recovery", detail, recovery, shape, r)
+    if (
+        recipe is not None
+        and recipe.evaluate is not None
+        and (recipe.evaluate.tasks or recipe.evaluate.speed)
+    ):
+        add("evaluation", "original + compressed", evaluation, shape, recipe.evaluate, dtype, max_length)
+    notes: list[str] = []
+    peak = max(s.gpu_bytes for s in stages)
+    gpu = smallest_gpu(peak)
+    flavor = _flavor(stages, shape.total_before, notes)
+    return MemoryEstimate(stages=stages, gpu=gpu, flavor=flavor, notes=notes)
+
+
+def gpu_need(peak: int) -> int:
+    """Device memory a tensor peak needs on one GPU: the peak, the allocator's margin and the CUDA context."""
+    return int(peak * (1 + ALLOCATOR_MARGIN)) + CUDA_CONTEXT_BYTES
+
+
+def cpu_need(peak: int) -> int:
+    return int(peak * (1 + ALLOCATOR_MARGIN)) + PROCESS_BYTES
+
+
+def smallest_gpu(peak: int) -> str | None:
+    need = gpu_need(peak)
+    fits = [(gb, name) for name, gb in GPUS.items() if gb * GB >= need]
+    return min(fits)[1] if fits else None
+
+
+def _flavor(stages: list[StageMemory], params: int, notes: list[str]) -> str:
+    gpu_peak = max(s.gpu_bytes for s in stages)
+    cpu_peak = max(s.cpu_bytes for s in stages)
+    if params <= CPU_MAX_PARAMS:
+        for f in FLAVORS:
+            if f.gpu is None and f.ram_gb is not None and f.ram_gb * GB >= cpu_need(cpu_peak):
+                return f.name
+    for f in FLAVORS:
+        if f.gpu is None:
+            continue
+        per_gpu = GPUS[f.gpu] * GB
+        # one process: a model that does not fit one GPU is spread over the flavour's GPUs (device_map auto)
+        fits = gpu_need(gpu_peak) <= per_gpu or (
+            f.count > 1 and gpu_need(gpu_peak) + (f.count - 1) * CUDA_CONTEXT_BYTES <= per_gpu * f.count
+        )
+        if fits:
+            if gpu_need(gpu_peak) > per_gpu:
+                notes.append(f"{f.name}: the models are spread over its {f.count} GPUs (device_map auto)")
+            return f.name
+    notes.append(f"no Jobs flavour holds {gpu_peak / GB:.0f} GB; h200x8 is the largest")
+    return "h200x8"
+
+
+def suggest_flavor(plan: Plan) -> str:
+    """The smallest Hugging Face Jobs flavour (a `huggingface_hub.JobHardware` value) that fits the plan's run."""
+    memory = getattr(plan, "memory", None)
+    if memory is not None:
+        return memory.flavor
+    # a plan without an estimate (made by an older version): size the weights alone, bf16, with room to train
+    params = plan.params.total_before or plan.params.backbone_before
+    stage = StageMemory(
+        stage="weights", detail="no estimate", gpu_bytes=params * 2 * 4, cpu_bytes=params * 4 * 4, parts={}
+    )
+    return _flavor([stage], params, [])
+
+
+def gb(n: int) -> str:
+    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.0f} GB"
+
+
+def render(memory: MemoryEstimate) -> list[tuple[str, str]]:
+    """Rows for the plan's table: one per stage, then the hardware."""
+    rows = [
+        (f"memory: {s.stage}", f"{gb(s.gpu_bytes)} GPU / {gb(s.cpu_bytes)} CPU ({s.detail})")
+        for s in memory.stages
+    ]
+    gpu = f"{memory.gpu} ({GPUS[memory.gpu]} GB)" if memory.gpu else "none single (spread over GPUs)"
+    rows.append(("memory: fits", f"smallest GPU {gpu}; HF Jobs flavour {memory.flavor}"))
+    return rows
