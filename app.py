@@ -7,6 +7,12 @@ description and names the recipe key. The form opens on a valid preset (the embe
 `demo/tiny-llava` when the configured Hub serves it, else the smallest recipe of recipes/). The Hub token comes
 from the password box or the login button (a Space's OAuth, or Gradio's local stand-in, which signs in as the
 machine's saved Hub user); it is never logged, shown or written to a file.
+
+A run executes in a child process of its own (`Child`: its own process group and temporary folder), so Cancel,
+or the visitor closing the page, really stops it; its run folder stays resumable (api.run writes each stage's
+record atomically). One run goes at a time per app instance (`LINE`); the visitors after it see their place
+("2nd in line") and their run starts when the one ahead ends. Each visitor's runs live in their own folder.
+The API (README, "The app's API") is the named endpoints `/plan`, `/run` and `/cancel`.
 """
 
 from __future__ import annotations
@@ -14,15 +20,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
+import json
 import logging
 import os
 import queue
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -419,7 +430,16 @@ def on_preset(name: str | None) -> tuple[Any, ...]:
 
 
 def read_upload(path: str | None) -> str:
-    return Path(path).read_text() if path else ""
+    """The uploaded recipe's text; the uploaded file (in Gradio's cache) is removed once read."""
+    if not path:
+        return ""
+    upload = Path(path)
+    try:
+        return upload.read_text()
+    finally:
+        upload.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            upload.parent.rmdir()  # Gradio's folder for this one upload
 
 
 def method_changed(method: str, scorer: str | None) -> tuple[Any, Any]:
@@ -538,65 +558,181 @@ def run_folder(root: Path, recipe: Recipe) -> Path:
     return root / f"{name}-{recipe.prune.method}{round(recipe.prune.ratio * 100)}-{digest}"
 
 
-class Cancelled(CompressorError):
-    """Raised inside the run (at its next stage, scored sample or training step) when Cancel was pressed."""
+# ---------------------------------------------------------------------------- the run's own process
 
 
-# session hash → the Event that Cancel sets; one run per page at a time (Run is disabled while it goes)
-_CANCELS: dict[str, threading.Event] = {}
+def _child() -> None:
+    """A run's own process. `python -c` runs this function's source (so the child imports compressor, not
+    Gradio): it reads {"recipe", "run_dir", "token"} as one JSON line on stdin, runs `api.run`, and writes
+    the run's events as JSON lines on the stdout it was given (print() and library output go to stderr,
+    the server's log): ["stage", stage, state], ["progress", stage, step, total, logs], ["log", level,
+    message], then ["done", summary] or ["error", message]. The token arrives on stdin, never in the
+    arguments or the environment. When the app goes away its end of stdin closes, and the run stops too."""
+    import json
+    import logging
+    import os
+    import signal
+    import sys
+    import threading
+    import traceback
 
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    lock = threading.Lock()
 
-class _QueueHandler(logging.Handler):
-    """Feeds the compressor's log lines of one thread into the stage log."""
+    def send(*event: object) -> None:
+        with lock:
+            events.write(json.dumps(event, default=str) + "\n")
+            events.flush()
 
-    def __init__(self, events: queue.Queue, thread: int) -> None:
-        super().__init__(logging.INFO)
-        self.events, self.thread = events, thread
+    job = json.loads(sys.stdin.readline())
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.events.put(("log", record.levelno, record.getMessage()))
+    def orphaned() -> None:  # the app closed its end (or died): stop the whole run, workers included
+        sys.stdin.read()
+        os.killpg(os.getpgrp(), signal.SIGTERM)
 
+    threading.Thread(target=orphaned, daemon=True).start()
 
-@contextmanager
-def _logs_to(events: queue.Queue) -> Iterator[None]:
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            send("log", record.levelno, record.getMessage())
+
     logger = logging.getLogger("compressor")
-    handler = _QueueHandler(events, threading.get_ident())
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    logger.addHandler(Forward(logging.INFO))
+    logger.setLevel(logging.INFO)
+    import yaml
+
+    from compressor import api
+    from compressor.errors import CompressorError
+    from compressor.recipe import parse_recipe
+
     try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        recipe = parse_recipe(yaml.safe_load(job["recipe"]), "(run)")
+        summary = api.run(
+            recipe,
+            job["run_dir"],
+            job["token"],
+            on_stage=lambda stage, state: send("stage", stage, state),
+            on_progress=lambda stage, step, total, logs: send("progress", stage, step, total, logs),
+        )
+        send("done", summary)
+    except CompressorError as err:
+        send("error", str(err))
+    except Exception as err:  # the server log keeps the traceback; the page gets one clear line
+        traceback.print_exc()
+        send("error", f"{type(err).__name__}: {err} (the server log has the details)")
 
 
-def _worker(recipe: Recipe, run_dir: Path, token: str | None, events: queue.Queue, cancel: threading.Event):
-    def check() -> None:
-        if cancel.is_set():
-            raise Cancelled("cancelled")
+CHILD_SOURCE = inspect.getsource(_child) + "\n_child()\n"
+STOP_GRACE_S = 10.0  # after SIGTERM, how long a run's processes get before SIGKILL
 
-    def on_stage(stage: str, state: str) -> None:
-        events.put(("stage", stage, state))
-        check()
 
-    def on_progress(stage: str, step: int, total: int, logs: dict[str, Any]) -> None:
-        events.put(("progress", stage, step, total, logs))
-        check()
+class Child:
+    """One run in its own process group: its events arrive on `events`; `stop()` ends it, workers included.
 
-    with _logs_to(events):
-        try:
-            summary = api.run(recipe, run_dir, token, on_stage=on_stage, on_progress=on_progress)
-            events.put(("done", summary))
-        except Cancelled:
-            events.put(("cancelled",))
-        except CompressorError as err:
-            events.put(("error", str(err)))
-        except Exception as err:  # the server log keeps the traceback; the page gets one clear line
-            log.exception("run failed in %s", run_dir)
-            events.put(("error", unexpected(err)))
+    Its temporary files go to a folder of its own (TMPDIR), removed when it ends or is stopped."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, token: str | None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="compressor-run-"))
+        env = {**os.environ, "TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD_SOURCE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # its own process group: stop() reaches the data loader's workers too
+            text=True,
+        )
+        job = {"recipe": dump_recipe(recipe), "run_dir": str(run_dir.absolute()), "token": token}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()  # stdin stays open: the child stops itself when it closes
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.events.put(json.loads(line))
+        self.events.put(["exit"])
+
+    def stop(self) -> None:
+        """SIGTERM to the run's process group, SIGKILL after STOP_GRACE_S; then its temporary folder goes."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- the line of waiting runs
+
+
+class Ticket:
+    """A visitor's place in the line: their session, their Cancel, and their run once it goes."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.cancel = threading.Event()
+
+
+class Line:
+    """One heavy run at a time per app instance; the visitors after it wait, first come, first served.
+
+    The ticket at the head runs; `place` is 0 for it, 1 for the next ("2nd in line") and so on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._tickets: list[Ticket] = []
+
+    def join(self, key: str) -> Ticket | None:
+        """A new ticket at the end, or None when this session already has one (one run per page)."""
+        with self._cond:
+            if any(t.key == key for t in self._tickets):
+                return None
+            ticket = Ticket(key)
+            self._tickets.append(ticket)
+            return ticket
+
+    def place(self, ticket: Ticket) -> int:
+        with self._cond:
+            return self._tickets.index(ticket)
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def leave(self, ticket: Ticket) -> None:
+        with self._cond:
+            if ticket in self._tickets:
+                self._tickets.remove(ticket)
+            self._cond.notify_all()
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the session's run (or its place in the line); False when it has none."""
+        with self._cond:
+            found = [t for t in self._tickets if t.key == key]
+            for ticket in found:
+                ticket.cancel.set()
+            self._cond.notify_all()
+            return bool(found)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._tickets)
+
+
+LINE = Line()
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 class Board:
@@ -719,6 +855,166 @@ def _heavy_stage_done(run_dir: Path) -> bool:
     return any((run_dir / "reports").glob("*.json"))
 
 
+# The pictures api.run writes into the run folder as stages end (compressor/plots.py), in the page's order.
+PLOTS = (
+    ("importance", "Layer importance (the dropped layers marked)"),
+    ("widths", "Kept widths per layer"),
+    ("losses", "Recovery losses, each term"),
+    ("scores", "Scores before and after, with % retained"),
+)
+
+
+def plot_files(run_dir: Path) -> list[tuple[Path, str]]:
+    """(picture, caption) for each of RUN/plots/*.png written so far."""
+    found = [(run_dir / "plots" / f"{name}.png", caption) for name, caption in PLOTS]
+    return [(path, caption) for path, caption in found if path.is_file()]
+
+
+class PlotWatch:
+    """The plots gallery of one run: a new value when a picture appears or changes, else gr.skip().
+
+    The pictures go to the page as images (Gradio caches a copy), never as paths into the runs folder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.seen: tuple[Any, ...] | None = None
+
+    def update(self) -> Any:
+        from PIL import Image
+
+        try:
+            found = plot_files(self.run_dir)
+            key = tuple((path.name, path.stat().st_mtime_ns, path.stat().st_size) for path, _ in found)
+            if key == self.seen:
+                return gr.skip()
+            images = []
+            for path, caption in found:
+                with Image.open(path) as image:
+                    image.load()
+                    images.append((image.copy(), caption))
+        except OSError:  # a picture being written: the next update shows it
+            return gr.skip()
+        self.seen = key
+        return gr.update(value=images or None, visible=bool(images))
+
+
+# what a run shows: (status, stage board, stage log, eval table, card, URL, plots)
+Shown = tuple[Any, Any, Any, Any, Any, Any, Any]
+
+
+def waiting_md(place: int) -> str:
+    ahead = "the run ahead of you ends" if place == 1 else f"the {place} runs ahead of you end"
+    return (
+        f"**Waiting: {ordinal(place + 1)} in line.** One run goes at a time here; yours starts when {ahead}. "
+        "Cancel leaves the line."
+    )
+
+
+def run_stream(
+    recipe: Recipe, token: str | None, request: gr.Request | None, profile: gr.OAuthProfile | None, progress
+) -> Iterator[Shown]:
+    """Take a place in the line, wait for it (showing the place), then run in a child process.
+
+    Yields at least once a second, so that Gradio can close the stream when the visitor leaves (which stops
+    the run: the `finally` blocks)."""
+    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
+    ticket = LINE.join(key)
+    if ticket is None:
+        yield (
+            error_md("this page already has a run going or waiting: cancel it, or wait for it to end"),
+            *(gr.skip() for _ in range(6)),
+        )
+        return
+    try:
+        shown = None
+        while (place := LINE.place(ticket)) > 0:
+            if ticket.cancel.is_set():
+                yield "**Run cancelled** before it started: you left the line.", "", "", "", "", "", gr.skip()
+                return
+            if place != shown:
+                shown = place
+                progress(0.0, desc=f"waiting: {ordinal(place + 1)} in line")
+                yield waiting_md(place), "", "", "", "", "", gr.update(value=None, visible=False)
+            else:
+                yield gr.skip()
+            LINE.wait(1.0)
+        yield from _execute(ticket, recipe, token, request, profile, progress)
+    finally:
+        LINE.leave(ticket)
+
+
+def _execute(
+    ticket: Ticket,
+    recipe: Recipe,
+    token: str | None,
+    request: gr.Request | None,
+    profile: gr.OAuthProfile | None,
+    progress,
+) -> Iterator[Shown]:
+    run_dir = run_folder(visitor_root(runs_root(), request, profile), recipe)
+    existed = run_dir.exists()
+    board = Board(recipe, run_dir)
+    plots = PlotWatch(run_dir)
+    progress(0.0, desc="starting")
+    child = Child(recipe, run_dir, token)
+    end: tuple[Any, ...] | None = None
+    try:
+        yield "Running…", board.html(), board.text(), "", "", "", plots.update()
+        while end is None:
+            batch = []
+            with contextlib.suppress(queue.Empty):
+                batch.append(child.events.get(timeout=0.5))
+                while True:  # one page update for whatever came meanwhile
+                    batch.append(child.events.get_nowait())
+            for kind, *rest in batch:
+                if end is not None:
+                    continue
+                if kind in ("done", "error"):
+                    end = (kind, *rest)
+                elif kind == "exit":  # it ended without saying why: killed (out of memory?) or crashed
+                    code = child.proc.wait()
+                    end = (
+                        "error",
+                        f"the run stopped unexpectedly (exit code {code}); the server log has more",
+                    )
+                else:
+                    board.event(kind, *rest)
+            if end is None and ticket.cancel.is_set():
+                child.stop()
+                end = ("cancelled",)
+            running = [s for s, v in board.state.items() if v == "running"]
+            bar = board.bar.get(running[0]) if running else None
+            desc = f"{running[0]} {bar[0]}/{bar[1]}" if bar else (running[0] if running else "running")
+            progress(board.fraction(), desc=desc)
+            if end is None:
+                yield "Running…", board.html(), board.text(), "", "", "", plots.update()
+        kind, *rest = end
+        if kind == "done":
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.proc.wait(STOP_GRACE_S)  # it has finished: let it exit by itself
+            try:
+                shown = results(rest[0])
+            except (OSError, ValueError) as err:  # a damaged report file: the run itself finished
+                shown = (error_md(f"cannot show the results: {err}"), "", "")
+            status = f"Run finished (run folder {run_dir.name}: running the same recipe again resumes it)."
+            yield status, board.html(), board.text(), *shown, plots.update()
+            return
+        child.stop()
+        kept = existed or _heavy_stage_done(run_dir)
+        if not kept:  # a run that finished no stage leaves no folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()  # the visitor's folder, when this was their only run
+        resumes = f"The finished stages stay in run folder {run_dir.name}: Run resumes after them."
+        if kind == "cancelled":
+            status = "**Run cancelled.** " + (resumes if kept else "Nothing was kept.")
+        else:
+            status = error_md(board.hide_paths(rest[0])) + (f"\n\n{resumes}" if kept else "")
+        yield status, board.html(), board.text(), "", "", "", plots.update() if kept else gr.skip()
+    finally:
+        child.stop()  # the visitor left, or Gradio closed the stream: the run stops with it
+
+
 def on_run(
     token: str | None,
     base: dict[str, Any] | None,
@@ -727,84 +1023,69 @@ def on_run(
     request: gr.Request = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio recognises the progress tracker by this default)
     *args: Any,
-) -> Iterator[tuple[str, str, str, str, str, str]]:
-    """Yields (status, stage board, stage log, eval table, card, URL) as the run goes: plan, prune, recover,
-    eval, card, push, with the scored samples and the training steps and losses as they come."""
+) -> Iterator[Shown]:
+    """The page's Run: yields (status, stage board, stage log, eval table, card, URL, plots) as the run goes:
+    its place in the line while it waits, then plan, prune, recover, eval, card, push, with the scored
+    samples, the training steps and losses, and the plots as they are written."""
     try:
         recipe = recipe_of(base, args)
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", "", ""
+        yield error_md(str(err)), "", "", "", "", "", gr.skip()
         return
-    run_dir = run_folder(visitor_root(runs_root(), request, profile), recipe)
-    existed = run_dir.exists()
-    key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    cancel = _CANCELS[key] = threading.Event()
-    events: queue.Queue = queue.Queue()
-    threading.Thread(
-        target=_worker, args=(recipe, run_dir, resolve_token(token, oauth_token), events, cancel), daemon=True
-    ).start()
-    board = Board(recipe, run_dir)
-    progress(0.0, desc="starting")
-    yield "Running…", board.html(), board.text(), "", "", ""
+    yield from run_stream(recipe, resolve_token(token, oauth_token), request, profile, progress)
+
+
+def recipe_from_yaml(text: str | None) -> Recipe:
+    """A recipe's YAML text (as the API takes it) → Recipe, or a CompressorError that says what is wrong."""
     try:
-        while True:
-            batch = [events.get()]
-            while not events.empty():  # one page update for whatever came meanwhile
-                batch.append(events.get_nowait())
-            end = None
-            for kind, *rest in batch:
-                if kind in ("done", "error", "cancelled"):
-                    end = (kind, *rest)
-                else:
-                    board.event(kind, *rest)
-            running = [s for s, v in board.state.items() if v == "running"]
-            bar = board.bar.get(running[0]) if running else None
-            desc = f"{running[0]} {bar[0]}/{bar[1]}" if bar else (running[0] if running else "running")
-            progress(board.fraction(), desc=desc)
-            if end is None:
-                yield "Running…", board.html(), board.text(), "", "", ""
-                continue
-            kind, *rest = end
-            if kind == "done":
-                try:
-                    shown = results(rest[0])
-                except (OSError, ValueError) as err:  # a damaged report file: the run itself finished
-                    shown = (error_md(f"cannot show the results: {err}"), "", "")
-                status = (
-                    f"Run finished (run folder {run_dir.name}: running the same recipe again resumes it)."
-                )
-                yield status, board.html(), board.text(), *shown
-                return
-            kept = existed or _heavy_stage_done(run_dir)
-            if not kept:  # a run that finished no stage leaves no folder behind
-                shutil.rmtree(run_dir, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    run_dir.parent.rmdir()  # the visitor's folder, when this was their only run
-            if kind == "cancelled":
-                status = "**Run cancelled.** " + (
-                    f"The finished stages stay in run folder {run_dir.name}: Run resumes after them."
-                    if kept
-                    else "Nothing was kept."
-                )
-            else:
-                note = (
-                    f"\n\nThe finished stages stay in run folder {run_dir.name}: Run resumes after them."
-                    if kept
-                    else ""
-                )
-                status = error_md(board.hide_paths(rest[0])) + note
-            yield status, board.html(), board.text(), "", "", ""
-            return
-    finally:
-        _CANCELS.pop(key, None)
+        data = yaml.safe_load(text or "")
+    except yaml.YAMLError as err:
+        raise CompressorError(f"the recipe is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CompressorError("a recipe is a YAML mapping with model: and prune: sections")
+    return parse_recipe(data, "(api)")
+
+
+def api_plan(recipe: str, token: str | None) -> tuple[str, str]:
+    """API `/plan`: a recipe's YAML and a Hub token (or empty) → (status, plan table with its warnings)."""
+    try:
+        parsed = recipe_from_yaml(recipe)
+    except CompressorError as err:
+        return error_md(str(err)), ""
+    return on_plan(token, parsed.model_dump(mode="json", exclude_unset=True), None, *_form_values(parsed))
+
+
+def api_run(
+    recipe: str,
+    token: str | None,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> Iterator[Shown]:
+    """API `/run`: a recipe's YAML and a Hub token (or empty) → the page's Run stream, in the caller's own
+    session (its own run folder, its place in the same line)."""
+    try:
+        parsed = recipe_from_yaml(recipe)
+    except CompressorError as err:
+        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        return
+    yield from run_stream(parsed, _text(token), request, None, progress)
+
+
+def _form_values(recipe: Recipe) -> tuple[Any, ...]:
+    v = widget_values(recipe)
+    return tuple(v[n] for n in NAMES)
 
 
 def on_cancel(request: gr.Request = None) -> str:
-    event = _CANCELS.get(getattr(request, "session_hash", None) or "")
-    if event is None:
+    """Cancel this page's run: it is stopped (its processes killed) and its finished stages kept."""
+    if not LINE.cancel(getattr(request, "session_hash", None) or ""):
         return "No run is going."
-    event.set()
-    return "Cancelling: the run stops at its next stage, scored sample or training step…"
+    return "Cancelling: the run is being stopped…"
+
+
+def on_unload(request: gr.Request = None) -> None:
+    """The visitor closed or reloaded the page: their run (or their place in the line) goes too."""
+    LINE.cancel(getattr(request, "session_hash", None) or "")
 
 
 def run_controls(running: bool) -> tuple[Any, Any]:
@@ -1072,24 +1353,47 @@ def _results(w: dict[str, Any], yaml_text: str) -> None:
             )
             w["url"] = gr.Markdown(elem_id="url")
             w["scores"] = gr.Markdown(elem_id="scores", elem_classes=["wrap-text"])
+            # RUN/plots/*.png as the stages write them (hidden until the first one exists)
+            w["plots"] = gr.Gallery(
+                label="Plots",
+                columns=2,
+                height="auto",
+                object_fit="contain",
+                format="png",
+                visible=False,
+                interactive=False,
+                elem_id="plots",
+            )
         with gr.Tab("Model card", id="card"):
             w["card"] = gr.Markdown(elem_id="card", elem_classes=["wrap-text"])
+
+
+PRIVATE = {"api_visibility": "private"}  # the page's own wiring; the API is the named endpoints below
 
 
 def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) -> None:
     form = [w[n] for n in NAMES]
     shown = [w["yaml"], w["check"]]
-    gr.on([c.change for c in form], yaml_view, inputs=[base, *form], outputs=shown, show_progress="hidden")
-    w["method"].change(method_changed, [w["method"], w["scorer"]], [w["scorer"], w["width_row"]])
-    w["recover_on"].change(lambda on: gr.update(visible=on), w["recover_on"], w["recover_box"])
-    w["eval_on"].change(lambda on: gr.update(visible=on), w["eval_on"], w["eval_box"])
+    gr.on(
+        [c.change for c in form],
+        yaml_view,
+        inputs=[base, *form],
+        outputs=shown,
+        show_progress="hidden",
+        **PRIVATE,
+    )
+    w["method"].change(method_changed, [w["method"], w["scorer"]], [w["scorer"], w["width_row"]], **PRIVATE)
+    w["recover_on"].change(lambda on: gr.update(visible=on), w["recover_on"], w["recover_box"], **PRIVATE)
+    w["eval_on"].change(lambda on: gr.update(visible=on), w["eval_on"], w["eval_box"], **PRIVATE)
     loaded = [base, w["status"], *form]
     # then the YAML again: a recipe that differs only in fields without a widget changes no widget
-    w["load"].click(load_yaml, w["paste"], loaded).then(yaml_view, [base, *form], shown)
-    w["upload"].upload(read_upload, w["upload"], w["paste"]).then(load_yaml, w["paste"], loaded).then(
-        yaml_view, [base, *form], shown
+    w["load"].click(load_yaml, w["paste"], loaded, **PRIVATE).then(yaml_view, [base, *form], shown, **PRIVATE)
+    w["upload"].upload(read_upload, w["upload"], w["paste"], **PRIVATE).then(
+        load_yaml, w["paste"], loaded, **PRIVATE
+    ).then(yaml_view, [base, *form], shown, **PRIVATE)
+    w["preset"].input(on_preset, w["preset"], loaded, **PRIVATE).then(
+        yaml_view, [base, *form], shown, **PRIVATE
     )
-    w["preset"].input(on_preset, w["preset"], loaded).then(yaml_view, [base, *form], shown)
     pruning = [w["source"], w["method"], w["ratio"]]
     gr.on(
         [c.change for c in pruning],
@@ -1097,25 +1401,38 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
         [auto, *pruning, w["repo_id"]],
         [w["repo_id"], auto],
         show_progress="hidden",
+        **PRIVATE,
     )
-    demo.load(on_load, [*pruning, w["repo_id"]], [w["repo_id"], w["signed_in"], auto])
+    demo.load(on_load, [*pruning, w["repo_id"]], [w["repo_id"], w["signed_in"], auto], **PRIVATE)
     show = {tab: (lambda tab=tab: gr.Tabs(selected=tab)) for tab in ("plan", "run")}
-    w["plan_btn"].click(show["plan"], None, w["tabs"]).then(
-        on_plan, [w["token"], base, *form], [w["status"], w["plan"]]
+    w["plan_btn"].click(show["plan"], None, w["tabs"], **PRIVATE).then(
+        on_plan, [w["token"], base, *form], [w["status"], w["plan"]], **PRIVATE
     )
     controls = [w["run_btn"], w["cancel_btn"]]
+    outputs = [w[n] for n in ("status", "board", "log", "scores", "card", "url", "plots")]
+    # concurrency_limit=None: every visitor's Run is taken at once and waits in the app's own line (LINE),
+    # which runs one at a time and tells each visitor their place
     w["run_btn"].click(
-        lambda: (*run_controls(True), gr.Tabs(selected="run")), None, [*controls, w["tabs"]]
+        lambda: (*run_controls(True), gr.Tabs(selected="run")), None, [*controls, w["tabs"]], **PRIVATE
     ).then(
         on_run,
         [w["token"], base, *form],
-        [w["status"], w["board"], w["log"], w["scores"], w["card"], w["url"]],
-        concurrency_limit=1,
+        outputs,
+        concurrency_limit=None,
         show_progress="minimal",
-    ).then(lambda: run_controls(False), None, controls)
-    w["cancel_btn"].click(on_cancel, None, w["status"], queue=False)
+        **PRIVATE,
+    ).then(lambda: run_controls(False), None, controls, **PRIVATE)
+    w["cancel_btn"].click(on_cancel, None, w["status"], queue=False, api_name="cancel")
+    demo.unload(on_unload)
     # the Stages box follows its last line (Gradio's autoscroll misses updates of a read-only box)
-    w["log"].change(None, None, None, js=FOLLOW_LOG)
+    w["log"].change(None, None, None, js=FOLLOW_LOG, **PRIVATE)
+    # the API: a recipe's YAML in, the page's outputs out (README, "The app's API")
+    with gr.Group(visible=False):
+        recipe = gr.Textbox(label="recipe")
+        token = gr.Textbox(label="token", type="password")
+        plan_go, run_go = gr.Button("plan"), gr.Button("run")
+    plan_go.click(api_plan, [recipe, token], [w["status"], w["plan"]], api_name="plan")
+    run_go.click(api_run, [recipe, token], outputs, concurrency_limit=None, api_name="run")
 
 
 def build_app() -> gr.Blocks:
@@ -1126,7 +1443,8 @@ def build_app() -> gr.Blocks:
     initial = widget_values(recipe)
     initial["tasks"] = initial["tasks"] or None
     initial_args = tuple(initial[n] for n in NAMES)
-    with gr.Blocks(title="compressor", analytics_enabled=False) as demo:
+    # delete_cache: the copies Gradio keeps of uploads and plots go after an hour
+    with gr.Blocks(title="compressor", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         base = gr.State(recipe.model_dump(mode="json", exclude_unset=True))  # fields without a widget survive
         auto = gr.State({"user": None, "repo": None})  # the signed-in user and the repo suggested for them
