@@ -341,11 +341,20 @@ def run(
         return _run(recipe, run_, token, on_stage, eval_cache, on_progress)
 
 
+def _plots(run_: RunFolder, stage: str | None = None) -> None:
+    """RUN/plots/*.png: the pictures of a stage just finished drawn anew, any missing one drawn; never fails."""
+    from compressor import plots
+
+    plots.update(run_.root, redraw=plots.OF_STAGE.get(stage, ()))
+
+
 def _card_inputs(run_: RunFolder) -> str:
     """A digest of the files the card is rendered from: the card is stale when it changes."""
     import hashlib
 
-    digest = hashlib.sha256()
+    from compressor.card import pictures
+
+    digest = hashlib.sha256(" ".join(pictures(run_.root)).encode())  # the pictures it embeds
     for path in (run_.recipe, run_.plan, run_.source, *sorted(run_.reports.glob("*.json"))):
         if path.is_file() and path.name not in ("card.json", "push.json"):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -405,6 +414,7 @@ def _run(
         )
         run_.write_json(run_.report("prune"), json.loads((run_.pruned / PRUNE_REPORT).read_text()))
         log.info("pruned: %s", report.plan.table().splitlines()[2])
+        _plots(run_, "prune")
         notify("prune", "done")
 
     if recipe.recover is not None and stage("recover", run_.done("train")):
@@ -430,6 +440,7 @@ def _run(
             trust_remote_code=m.trust_remote_code,
         )
         run_.write_json(run_.report("train"), json.loads((run_.recovered / TRAIN_REPORT).read_text()))
+        _plots(run_, "train")
         notify("recover", "done")
 
     final = run_.final_model()
@@ -449,8 +460,10 @@ def _run(
             cache=eval_cache,
         )
         run_.write_json(run_.report("eval"), report.model_dump(mode="json"))
+        _plots(run_, "eval")
         notify("eval", "done")
 
+    _plots(run_)  # a resumed run draws the pictures it lacks
     repo_id = recipe.publish.repo_id if recipe.publish else None
     card_record = run_.report("card")
     rendered_from = json.loads(card_record.read_text()).get("inputs") if card_record.is_file() else None
@@ -486,13 +499,15 @@ def card(run_dir: str | Path, repo_id: str | None = None) -> str:
 
     The recipe and the evaluation report travel with the model, beside the card.
     """
-    from compressor.card import public_recipe, public_report, render, validate
+    from compressor.card import place_pictures, public_recipe, public_report, render, validate
 
     run_ = RunFolder(run_dir)
+    _plots(run_)  # a run folder from before the pictures gets them
     content = render(run_.root, repo_id)
     validate(content)
     final = run_.final_model()
     (final / "recipe.yaml").write_text(public_recipe(run_.recipe.read_text()))
+    place_pictures(run_.root, final)
     if run_.done("eval"):
         shutil.copyfile(run_.report("eval"), final / "eval_report.json")
     for report in final.glob("*_report.json"):  # they are pushed: no local folder names in them

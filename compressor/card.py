@@ -1,7 +1,9 @@
 """The model card, rendered only from the run folder's files (so it can be re-rendered without re-running).
 
 Reads `recipe.yaml`, `plan.json`, `source.json`, `reports/{prune,train,eval}.json` and the final model folder's
-config.json and safetensors sizes (`recovered/` after recovery, else `pruned/`); writes nothing.
+config.json and safetensors sizes (`recovered/` after recovery, else `pruned/`); writes nothing. It embeds the
+run's importance and retention pictures (`plots/*.png`, see `compressor.plots`) by links relative to the repo,
+which `place_pictures` copies into the model folder so that the push carries them.
 Front matter goes through `huggingface_hub.ModelCardData`, so it is what the Hub expects.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,39 @@ TASK_TYPES = {  # the Hub's task types, for model-index
 }
 
 
+# The pictures the card shows (compressor.plots names), with their alt text; pushed at plots/NAME.png.
+PICTURES = {
+    "importance": "Layer importance per layer, the removed units marked",
+    "scores": "Retained % of the original's score per task",
+}
+
+
+def pictures(run_dir: str | Path) -> list[str]:
+    """The card's pictures that the run folder has, as paths relative to it and to the pushed repo."""
+    from compressor import plots
+
+    return [f"{plots.FOLDER}/{name}.png" for name in PICTURES if plots.path(run_dir, name).is_file()]
+
+
+def place_pictures(run_dir: str | Path, model_dir: str | Path) -> list[str]:
+    """Copy the card's pictures into the model folder (at the paths the card links); older ones are removed."""
+    from compressor import plots
+
+    target = Path(model_dir) / plots.FOLDER
+    shutil.rmtree(target, ignore_errors=True)
+    placed = pictures(run_dir)
+    for rel in placed:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(run_dir) / rel, Path(model_dir) / rel)
+    return placed
+
+
+def _picture(run: dict[str, Any], name: str) -> str:
+    """A Markdown image (a link relative to the repo, which renders on the Hub), or nothing."""
+    rel = f"plots/{name}.png"
+    return f"\n\n![{PICTURES[name]}]({rel})" if rel in run.get("pictures", []) else ""
+
+
 def _read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -54,6 +90,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "prune": _read(run / "reports" / "prune.json"),
         "train": train,
         "eval": _read(run / "reports" / "eval.json"),
+        "pictures": pictures(run),
     }
 
 
@@ -384,7 +421,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## What was removed
 
-{_removed_section(plan, prune, run.get("checkpoint"))}
+{_removed_section(plan, prune, run.get("checkpoint"))}{_picture(run, "importance")}
 
 ## Recovery
 
@@ -392,7 +429,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## Scores, original vs compressed
 
-{_scores_section(run["eval"])}
+{_scores_section(run["eval"])}{_picture(run, "scores")}
 
 ## Speed and memory
 

@@ -51,9 +51,17 @@ PUSH_ALLOW = (
 )
 
 
+# ... and the card's pictures, one level down (the card links them as plots/NAME.png): PNG only, no weights.
+PUSH_ALLOW_PLOTS = ("plots", "*.png")
+
+
 def publishable(relative: str | Path) -> bool:
-    """Whether a file (path relative to the model folder) may be pushed: on `PUSH_ALLOW`, at the top level."""
+    """Whether a file (path relative to the model folder) may be pushed: on `PUSH_ALLOW`, at the top level,
+    or a picture directly in `plots/`."""
     name = Path(relative).as_posix()
+    folder, _, base = name.rpartition("/")
+    if folder == PUSH_ALLOW_PLOTS[0]:
+        return fnmatch.fnmatchcase(base, PUSH_ALLOW_PLOTS[1])
     return "/" not in name and any(fnmatch.fnmatchcase(name, p) for p in PUSH_ALLOW)
 
 
@@ -248,7 +256,8 @@ def push(
         tops = sorted({f.split("/")[0] + ("/" if "/" in f else "") for f in left_out})
         shown = ", ".join(tops[:12]) + (f" and {len(tops) - 12} more" if len(tops) > 12 else "")
         log.warning(
-            "not pushed (only weights, configs, processor files, the card and reports are): %s", shown
+            "not pushed (only weights, configs, processor files, the card, its pictures and reports are): %s",
+            shown,
         )
     from huggingface_hub import HfApi
 

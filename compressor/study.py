@@ -437,10 +437,7 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
     seed's published curves drawn grey beside ours where the seed measured the same thing."""
     if not rows:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from compressor import plots
 
     paths = []
     by_cell = {r["cell"]: r for r in rows}
@@ -450,7 +447,7 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
         x_key = next((k for k in ("prune.ratio", "recover.fraction") if k in varied), None)
         if x_key is None or len({json.dumps(c.settings.get(x_key)) for c, _ in got}) < 2:
             continue  # a line needs two x values
-        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
+        fig, ax = plots.figure()
         series: dict[str, list[tuple[float, float]]] = {}
         for c, r in got:
             if r.get("avg_retained") is None:
@@ -459,7 +456,7 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
             series.setdefault(label, []).append((100 * float(c.settings[x_key]), r["avg_retained"]))
         for label, pts in sorted(series.items()):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"ours: {label}")
+            plots.line(ax, [p[0] for p in pts], [p[1] for p in pts], f"ours: {label}", marker="o")
         if x_key == "prune.ratio":
             no_recovery = all(r["recovery"] == "none" for _, r in got)
             for model, style in (("LLaVA-v1.5-7B", "--"), ("Bunny-v1.0-3B", ":")):
@@ -470,28 +467,27 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
                 )
                 for what, curve in curves.items():
                     xs = sorted(curve)
-                    ax.plot(
+                    plots.line(
+                        ax,
                         [100 * x for x in xs],
                         [curve[x] for x in xs],
+                        f"seed {model.split('-')[0]} {what}",
                         style,
                         color="gray",
                         alpha=0.8,
-                        label=f"seed {model.split('-')[0]} {what}",
                     )
-            ax.set_xlabel("compression ratio (% of language-backbone parameters removed)")
+            xlabel = "compression ratio (% of language-backbone parameters removed)"
         else:
             ax.set_xscale("log")
-            ax.set_xlabel("recovery data (% of easy-VQA train)")
-        ax.set_ylabel("average retained % (easy-VQA open + yes/no)")
-        ax.set_title(f"{study.name}: {gname}", fontsize=10)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = root / f"{gname}.png"
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
+            xlabel = "recovery data (% of easy-VQA train)"
+        plots.decorate(
+            ax,
+            title=f"{study.name}: {gname}",
+            xlabel=xlabel,
+            ylabel="average retained % (easy-VQA open + yes/no)",
+            legend=7,
+        )
+        paths.append(plots.save(fig, root / f"{gname}.png"))
     return paths
 
 
