@@ -5,7 +5,8 @@ scored weight folds its gradient into the per-unit scores and frees it the momen
 so at most a few weights' gradients exist at once (LLM-Pruner and Torch-Pruning keep the whole
 backward's gradients). Decoder layers run under activation checkpointing (their inputs are kept, their
 insides recomputed in the backward), so activations cost one layer's worth plus the logits, not every
-layer's. The model stays in eval mode: no dropout touches the scores. Scores are summed over samples:
+layer's. The loss is computed a chunk of positions at a time (`lm_loss`): the full logits never exist. The model
+stays in eval mode: no dropout touches the scores. Scores are summed over samples:
 Σ_samples Σ_w |w · g_sample(w)|.
 """
 
@@ -25,6 +26,7 @@ from compressor.prune.importance.base import (
     model_inputs,
     to_device,
 )
+from compressor.prune.importance.lm_loss import chunked_lm_loss, supports_chunked_loss
 from compressor.prune.importance.width_common import layer_units, reduce_to_units, scored_params
 
 
@@ -119,13 +121,17 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
         for owner, by_name in live.values():
             offloaded.enter_context(live_weight_hooks(owner, by_name))
     device = input_device(model)
+    chunked = supports_chunked_loss(model) and not ctx.spec.remote_code
     try:
         with offloaded, hooks(handles), checkpointed(layers):
             for batch in ctx.progress(ctx.batches, "taylor scores"):
                 batch = to_device(batch, device)
                 if "labels" not in batch:
                     raise ValueError("taylor scoring needs calibration batches with labels")
-                loss = model(**model_inputs(batch, with_labels=True), use_cache=False).loss
+                if chunked:
+                    loss = chunked_lm_loss(model, model_inputs(batch), batch["labels"])
+                else:
+                    loss = model(**model_inputs(batch, with_labels=True), use_cache=False).loss
                 loss.backward()
     finally:
         for n, p in model.named_parameters():

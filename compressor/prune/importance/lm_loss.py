@@ -1,0 +1,93 @@
+"""The next-token loss of a calibration batch without its full logits in memory.
+
+A model's own `.loss` materialises the logits of every position over the whole vocabulary (and their softmax and
+gradient in the backward): for LLaVA-1.5's calibration samples (576 image tokens + text, 32k vocabulary) that is
+the biggest tensor of Taylor scoring after the weights. Here the LM head is bypassed during the model's forward (it
+returns a one-column placeholder and its input, the final normalised hidden state, is kept), and the loss is
+computed over position chunks, each under activation checkpointing: one chunk's logits exist at a time, forward
+and backward. The value equals the model's mean next-token cross-entropy over labelled positions (tested).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+CHUNK = 256  # positions per chunk: 256 x 32k fp32 logits = 32 MB
+
+
+def _softcap(config) -> float | None:
+    text = getattr(config, "text_config", None) or config
+    return getattr(text, "final_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None)
+
+
+def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias, labels: torch.Tensor, cap) -> torch.Tensor:
+    logits = F.linear(hidden.to(weight.device), weight, bias).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+
+
+@contextmanager
+def _captured_head(head: torch.nn.Module, store: dict[str, torch.Tensor]):
+    """The LM head returns a [..., 1] placeholder and keeps its input in `store["hidden"]`."""
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        store["hidden"] = hidden
+        return hidden[..., :1] * 0
+
+    own = vars(head).get("forward")
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del head.forward
+        else:
+            head.forward = own
+
+
+def supports_chunked_loss(model) -> bool:
+    """A plain linear LM head whose weight is in memory (accelerate's offloaded heads keep a meta tensor between
+    forwards: those models use their own loss)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return isinstance(head, torch.nn.Linear) and head.weight.device.type != "meta"
+
+
+def chunked_lm_loss(model, inputs: dict[str, Any], labels: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Mean next-token cross-entropy of `model` on `inputs` (no labels in them), one logits chunk at a time.
+
+    Falls back to the model's own loss when the final hidden state does not line up with `labels` (a remote-code
+    model that splices image features into a longer sequence than its labels).
+    """
+    head = model.get_output_embeddings()
+    store: dict[str, torch.Tensor] = {}
+    with _captured_head(head, store):
+        model(**inputs, use_cache=False)
+    hidden = store.get("hidden")
+    if hidden is None or hidden.shape[:2] != labels.shape:
+        return model(**inputs, labels=labels, use_cache=False).loss
+    shifted = F.pad(labels[:, 1:], (0, 1), value=-100).to(hidden.device)
+    count = (shifted != -100).sum()
+    cap = _softcap(model.config)
+    total = head.weight.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.shape[1], chunk):
+        part = shifted[:, start : start + chunk]
+        if not (part != -100).any():
+            continue
+        total = total + checkpoint(
+            _chunk_loss,
+            hidden[:, start : start + chunk],
+            head.weight,
+            head.bias,
+            part,
+            cap,
+            use_reentrant=False,
+        )
+    return total / count.clamp(min=1).to(total.device)
