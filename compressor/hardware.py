@@ -214,10 +214,12 @@ class Shape:
 # ---------------------------------------------------------------------------- activations, per token
 
 
-def _layer_saved(h: int, q: int, kv: int, i: int, mlp_inputs: int) -> int:
-    """Elements one decoder layer keeps for its backward, per token: both norms' inputs and outputs, the
-    rotated q and k, v, the attention output, and the MLP's input projections, activation and product."""
-    return 4 * h + 2 * q + 2 * kv + (mlp_inputs + 2) * i
+def _layer_saved(h: int, q: int, kv: int, i: int, mlp_inputs: int, b: int) -> int:
+    """Bytes one decoder layer keeps for its backward, per token (read off the autograd graph of a Llama layer):
+    each RMSNorm its input and normalised input in fp32 and its output in the compute dtype, the rotated q and k,
+    v, the attention output, and the MLP's input projections, activation and product."""
+    norms = 2 * h * (8 + b)
+    return norms + (2 * q + 2 * kv + (mlp_inputs + 2) * i) * b
 
 
 def _layer_transient(h: int, q: int, kv: int, i: int, mlp_inputs: int) -> int:
@@ -253,13 +255,13 @@ def scoring(shape: Shape, plan: Plan, recipe_dtype: str, max_length: int, device
     seq = max_length
     if plan.scorer == "taylor":
         checkpoints = s.layers_before * seq * h * b  # each checkpointed layer's input
-        # the loss: logits in the model dtype, their fp32 copy (none in fp32), log-softmax kept for the
-        # backward, and at the start of the backward its incoming and outgoing gradients
-        fp32_copy = 0 if b == 4 else 4
-        logits = seq * s.vocab * (b + fp32_copy + 4 + 4 + 4)
-        # one layer recomputed with its graph, its activation gradients, and one weight's gradient being folded
-        # (grad, w * grad, abs) — the largest weight of a layer is an MLP projection
-        layer = seq * 2 * _layer_saved(h, q, kv, i, s.mlp_inputs) * b + 3 * h * i * b
+        # the loss, at the start of the backward: the fp32 log-softmax kept for it, its incoming gradient and the
+        # gradient of the logits (the logits themselves and their fp32 copy are freed by then; in the forward the
+        # two of them with the log-softmax cost at most as much)
+        logits = seq * s.vocab * 12
+        # one layer recomputed (non-reentrant checkpointing) with its saved tensors, plus the gradient flowing in
+        # and out of it; the weight gradients are folded away one by one (the largest is an MLP projection)
+        layer = seq * (_layer_saved(h, q, kv, i, s.mlp_inputs, b) + 2 * h * b) + 3 * h * i * b
         parts |= {"checkpoints": checkpoints, "loss / recompute": max(logits, layer)}
     elif plan.scorer in ("block_influence", "angular", "activation"):
         hooks = 2 * seq * h * 4  # a layer's input and output as fp32 [tokens, hidden] copies
@@ -307,8 +309,15 @@ class RecoverySettings:
         )
 
 
+# TRL's fused LM head (trl.kernels.chunked_logprob): a [tokens, vocab] tile buffer of at most this size
+FUSED_TOKENS, FUSED_VOCAB = 4096, 32768
+# tile-sized fp32 temporaries of its torch fallback (devices without Triton, e.g. the CPU) at the backward's peak
+FUSED_CPU_TEMPORARIES = 8
+
+
 def recovery(shape: Shape, r: RecoverySettings, device: str) -> tuple[int, dict]:
-    """Peak bytes of one optimiser step of `recover.run` after the first (the AdamW states exist)."""
+    """Peak bytes of an optimiser step of `recover.run` after the first (the AdamW states exist): the larger of
+    the backward's start (activations and the LM head's loss work alive) and its end (every gradient)."""
     s = shape
     compute = _dtype_on(r.student_dtype, device)
     bc = _bytes(compute)
@@ -324,39 +333,59 @@ def recovery(shape: Shape, r: RecoverySettings, device: str) -> tuple[int, dict]
     parts: dict[str, int] = {"student": frozen * bc + trainable * 4}
     if r.uses_teacher:
         parts["teacher"] = s.total_before * _bytes(_dtype_on(r.teacher_dtype, device))
-    parts["grads"] = trainable * 4
-    parts["optimizer"] = 2 * trainable * 4
+    parts["optimizer"] = 2 * trainable * 4  # AdamW's two fp32 states per trainable weight
     tokens = r.batch * r.seq
     # the residual stream is fp32 in full mode (fp32 embeddings), else the frozen embeddings' dtype
     b_res = 4 if r.mode == "full" else bc
-    saved = _layer_saved(h, q, kv, i, s.mlp_inputs)
-    if r.checkpointing:
-        acts = s.layers_after * tokens * h * b_res + tokens * 2 * saved * bc
+    saved = _layer_saved(h, q, kv, i, s.mlp_inputs, bc)
+    if r.checkpointing:  # each layer's input is kept; one layer at a time is recomputed in the backward
+        acts = s.layers_after * tokens * h * b_res
+        layer = tokens * (saved + 2 * h * b_res)
     else:
-        acts = s.layers_after * tokens * saved * bc + tokens * saved * bc
-    parts["activations"] = acts
-    if r.uses_teacher:  # the teacher's no-grad forward runs while the student's activations are kept
-        parts["teacher forward"] = tokens * (_layer_transient(h, q, kv, i, s.mlp_inputs) + 2 * h) * bc
+        acts = s.layers_after * tokens * saved
+        layer = tokens * 2 * h * b_res
+    acts += (
+        tokens * h * 4 * 3
+    )  # the distillation loss's fp32 copies of both final hidden states and their gap
+    head_grad = (
+        s.vocab * h * 4 if r.mode == "full" else 0
+    )  # the LM head's (or tied embeddings') fp32 gradient
     if r.needs_logits:
-        # whole logits of the student (kept for the backward with their fp32 log-softmax and gradient) and of
-        # the teacher (no grad)
-        parts["logits"] = tokens * s.vocab * (bc + 4 * 3) + (tokens * s.vocab * bc if r.uses_teacher else 0)
+        # whole logits: the student's fp32 log-softmax kept for the backward, its incoming and outgoing gradients
+        # and the logits in the compute dtype; the teacher's logits (no grad)
+        head = tokens * s.vocab * (bc + 12) + (tokens * s.vocab * bc if r.uses_teacher else 0)
     else:
-        # TRL's fused LM head: one tile of logits (forward) and, in the backward, the tile again, its fp32
-        # gradient and the fp32 gradient of the hidden states
-        tile = min(tokens, 4096) * min(s.vocab, 32768)
-        parts["loss head"] = tile * (bc + 4) + tokens * h * 4
+        # TRL's fused head: one tile buffer in the compute dtype (a full FUSED_VOCAB wide, whatever the vocabulary)
+        # and the fp32 gradient of the hidden states; without Triton the tile's fp32 temporaries
+        rows = min(tokens, FUSED_TOKENS)
+        head = rows * FUSED_VOCAB * bc + tokens * h * 4
+        if device == "cpu":
+            head += FUSED_CPU_TEMPORARIES * rows * min(s.vocab, FUSED_VOCAB) * 4
+    teacher_fwd = tokens * (_layer_transient(h, q, kv, i, s.mlp_inputs) + 2 * h) * bc if r.uses_teacher else 0
+    start = acts + max(head + head_grad, layer, teacher_fwd)
+    # the backward's end: every gradient, plus the embeddings' dense gradient before it is added to the LM head's
+    end = trainable * 4 + (s.vocab * h * 4 if r.mode == "full" and not s.lm_head else 0)
+    if start >= end:
+        parts |= {"activations": acts, "loss head / recompute": start - acts}
+    else:
+        parts |= {"grads": end}
     return sum(parts.values()), parts
 
 
-def evaluation(shape: Shape, evaluate, eval_dtype: str, seq: int, device: str) -> tuple[int, dict]:
-    """Peak bytes of `evaluate.run`: both models loaded, one generate or one sequence's logits at a time."""
+def evaluation(
+    shape: Shape, evaluate, eval_dtype: str, seq: int, device: str, new_tokens: int | None = None
+) -> tuple[int, dict]:
+    """Peak bytes of `evaluate.run`: both models loaded, one generate or one sequence's logits at a time.
+
+    `seq`: the longest prompt; `new_tokens`: tokens generated (default: the most any task or the speed test asks).
+    """
     s = shape
     b = _bytes(_dtype_on(eval_dtype, device))
     parts: dict[str, int] = {"original": s.total_before * b, "compressed": s.total_after * b}
     new = max([t.max_new_tokens for t in evaluate.tasks] or [16])
     if evaluate.speed:
         new = max(new, evaluate.speed_new_tokens)
+    new = new_tokens or new
     cache = 2 * s.layers_before * s.kv_before * s.head_dim * (seq + new) * b
     h, q, kv, i = s.hidden, s.heads_before * s.head_dim, s.kv_before * s.head_dim, s.inter_before
     prefill = seq * _layer_transient(h, q, kv, i, s.mlp_inputs) * b
