@@ -190,11 +190,21 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from compressor import api
+def _run_recipe(arg: str) -> Recipe:
+    """RECIPE of `run`: a recipe .yaml, or `base64:` + the recipe itself (how a Job gets it, see jobs.py)."""
+    from compressor import jobs
 
-    recipe = load_recipe(args.recipe)
-    run_dir = args.run_dir or str(Path("runs") / Path(args.recipe).stem)
+    return jobs.decode_recipe(arg) if arg.startswith(jobs.RECIPE_PREFIX) else load_recipe(arg)
+
+
+def cmd_run(args) -> int:
+    from compressor import api, jobs
+
+    if args.on_jobs is not None:
+        return _run_on_jobs(args)
+    recipe = _run_recipe(args.recipe)
+    name = "recipe" if args.recipe.startswith(jobs.RECIPE_PREFIX) else Path(args.recipe).stem
+    run_dir = args.run_dir or str(Path("runs") / name)
     summary = api.run(recipe, run_dir, token=_token(args))
     eval_report = api.RunFolder(run_dir).report("eval")
     if eval_report.is_file():
@@ -205,6 +215,93 @@ def cmd_run(args) -> int:
     if summary["url"]:
         print(f"pushed: {summary['url']}")
     return 0
+
+
+def _run_on_jobs(args) -> int:
+    """`run RECIPE --on-jobs FLAVOR`: submit the run as a Hugging Face Job; with --follow, stream its logs."""
+    from compressor import jobs
+
+    if args.run_dir:
+        raise CompressorError(
+            f"--run-dir {args.run_dir!r} names a folder on this machine, but --on-jobs runs the recipe in a Job "
+            "with a run folder of its own: drop --run-dir (the Job pushes its result to the recipe's publish.repo_id)"
+        )
+    recipe, token = _run_recipe(args.recipe), _token(args)
+    job = jobs.submit(
+        recipe,
+        args.on_jobs,
+        token,
+        namespace=args.namespace,
+        image=args.jobs_image,
+        package=args.jobs_package,
+        timeout=args.jobs_timeout,
+    )
+    print(f"job {job.id} on {job.flavor}: {job.url}", flush=True)
+    if not args.follow:
+        print(f"follow it with: python -m compressor jobs logs {job.id} --follow")
+        return 0
+    return _follow(job, token, None)
+
+
+def _follow(job, token: str | None, namespace: str | None) -> int:
+    """Print the Job's log lines until it ends, then its final stage and the pushed model's URL; 1 unless it
+    COMPLETED. Ctrl-C stops following, not the Job."""
+    from compressor import jobs
+
+    job_id = getattr(job, "id", job)
+    pushed = None
+    try:
+        for line in jobs.logs(job, token, follow=True, namespace=namespace):
+            print(line, flush=True)
+            if match := jobs.PUSHED.match(line):
+                pushed = match.group(1)
+        state = jobs.wait(job, token, namespace=namespace)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; job {job_id} goes on: `python -m compressor jobs logs {job_id} --follow` "
+            f"follows it again, `python -m compressor jobs cancel {job_id}` stops it",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"job {state.id}: {state.stage}" + (f" ({state.message})" if state.message else ""))
+    if state.stage != "COMPLETED":
+        print(
+            f"error: job {state.id} ended {state.stage}{f' ({state.message})' if state.message else ''}: its logs "
+            f"are above and at {state.url}",
+            file=sys.stderr,
+        )
+        return 1
+    if pushed:
+        print(f"pushed: {pushed}")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    """`jobs status|logs|cancel JOB_ID`: a Job submitted with `run --on-jobs`."""
+    from compressor import jobs
+
+    token = _token(args)
+    if args.action == "logs":
+        if args.follow:
+            return _follow(args.job_id, token, args.namespace)
+        for line in jobs.logs(args.job_id, token, follow=False, namespace=args.namespace):
+            print(line)
+        return 0
+    if args.action == "cancel":
+        state = jobs.cancel(args.job_id, token, namespace=args.namespace)
+    else:
+        state = jobs.status(args.job_id, token, namespace=args.namespace)
+    print(f"job {state.id}: {state.stage}" + (f" ({state.message})" if state.message else ""))
+    print(f"url: {state.url}")
+    if state.done and (pushed := jobs.pushed_url(args.job_id, token, namespace=args.namespace)):
+        print(f"pushed: {pushed}")
+    return 0
+
+
+def _add_jobs_options(p) -> None:
+    p.add_argument(
+        "--namespace", help="the user or organisation the Job belongs to (default: the token's user)"
+    )
 
 
 def cmd_card(args) -> int:
@@ -286,12 +383,51 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
 
     p = sub.add_parser("run", help="the whole pipeline: plan, prune, recover, eval, card, push (resumable)")
-    p.add_argument("recipe", help="recipe .yaml")
+    p.add_argument("recipe", help="recipe .yaml (or base64: and the recipe's YAML in URL-safe base64)")
     p.add_argument(
         "--run-dir", help="run folder (default runs/RECIPE_NAME); a rerun resumes after the last stage"
     )
     add_token_options(p)
+    j = p.add_argument_group("Hugging Face Jobs (heavy runs on the Hub's hardware)")
+    j.add_argument(
+        "--on-jobs",
+        metavar="FLAVOR",
+        help="run it as a Hugging Face Job on this hardware flavour (cpu-basic, t4-small, a10g-large, "
+        "a100-large, h200 …; `hf jobs hardware` lists them), or auto: the smallest that fits the plan's memory "
+        "estimate. The token goes to the Job only as its HF_TOKEN secret; the recipe needs a publish: section",
+    )
+    j.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stream the Job's logs until it ends and print the pushed model's URL (default); --no-follow "
+        "prints the Job's id and returns",
+    )
+    j.add_argument(
+        "--jobs-image",
+        metavar="IMAGE",
+        help="a Docker image (or hf.co/spaces/…) with the package installed, run as `python -m compressor "
+        "run …` (default: $COMPRESSOR_JOBS_IMAGE, else huggingface_hub's uv image installing --jobs-package)",
+    )
+    j.add_argument(
+        "--jobs-package",
+        metavar="SPEC",
+        help="the pip spec the Job installs with uv, e.g. 'mllm-compressor @ git+https://github.com/OWNER/REPO@SHA' "
+        "(default: $COMPRESSOR_JOBS_PACKAGE, else this installation's source)",
+    )
+    j.add_argument("--jobs-timeout", metavar="DURATION", help="the Job's longest run, e.g. 90m or 6h")
+    _add_jobs_options(j)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("jobs", help="status, logs or cancel of a run submitted with `run --on-jobs`")
+    p.add_argument("action", choices=["status", "logs", "cancel"])
+    p.add_argument("job_id", metavar="JOB_ID", help="the id `run --on-jobs` printed")
+    p.add_argument(
+        "--follow", action="store_true", help="logs: stream them until the Job ends, then its stage and URL"
+    )
+    _add_jobs_options(p)
+    add_token_options(p)
+    p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run folder and print it")
     p.add_argument("run_dir")

@@ -1,0 +1,425 @@
+"""Heavy runs on Hugging Face Jobs: submit a recipe as a Job, follow its logs, wait for it, cancel it.
+
+A free CPU Space cannot recover a 7B model; a Job on a GPU flavour can. `submit` sends the whole pipeline
+(`python -m compressor run`) as one Job through huggingface_hub's Jobs API (`HfApi.run_job`):
+
+- the recipe travels inside the Job's command as URL-safe base64 YAML (`python -m compressor run
+  base64:…`); a recipe never holds a token (it is refused if the token appears anywhere in the Job's spec);
+- the token goes in only as the Job secret HF_TOKEN: never in the command, the environment or the labels
+  (all of which the Hub lists), and nothing here prints or logs it;
+- the Job installs the package with uv (`uv run --with PACKAGE python -m compressor run …` on huggingface_hub's
+  uv image, see `package_spec`), or runs an image that already has it (`image=`: plain `python -m compressor
+  run …`);
+- the run pushes its result as the recipe's `publish:` section says (a Job's disk is gone when it ends, so
+  a recipe without one is refused), and prints `pushed: URL`, from which `pushed_url` reads the model's URL.
+
+Against the embedded Hub (`python -m compressor serve-hub`, the tests) the Job's command runs on this machine
+in a subprocess with this Python environment (hubserver.local_argv), so the same flow really executes.
+
+Every public function takes the Job (its id, or the `Job` that `submit` returned) and the token; a token of
+None means HF_TOKEN, then the saved login (`hf auth login`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from compressor.errors import CompressorError
+from compressor.recipe import Recipe, dump_recipe, load_recipe, parse_recipe
+
+DISTRIBUTION = "mllm-compressor"  # the package's name in pyproject.toml
+PACKAGE_ENV = (
+    "COMPRESSOR_JOBS_PACKAGE"  # a pip spec the Job installs, e.g. "mllm-compressor @ git+https://…@SHA"
+)
+IMAGE_ENV = "COMPRESSOR_JOBS_IMAGE"  # a Docker image (or hf.co/spaces/…) that already has the package
+RECIPE_PREFIX = "base64:"  # `python -m compressor run base64:…`: the recipe itself, not a path
+RUN_DIR = "run"  # the run folder inside the Job, relative to its working directory
+PUSHED = re.compile(r"^pushed: (\S+)\s*$")  # the line `python -m compressor run` prints after its push
+RECIPE_KEYS_WITH_PATHS = ("source", "dataset", "image_folder")  # recipe keys that may name a local path
+
+
+@dataclass(frozen=True)
+class Job:
+    """A submitted Job: `id`, its `namespace` (owner), its page `url` on the Hub and its hardware `flavor`."""
+
+    id: str
+    namespace: str
+    url: str
+    flavor: str
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Where a Job stands: `stage` (RUNNING, COMPLETED, ERROR, CANCELED, …; huggingface_hub's JobStage),
+    the Hub's `message` about it (why it failed, if it did), and `done` once it ended either way."""
+
+    id: str
+    stage: str
+    message: str | None
+    url: str
+    flavor: str | None
+    done: bool
+
+
+# ---------------------------------------------------------------------------------------------- flavours
+
+
+def flavors() -> tuple[str, ...]:
+    """The hardware flavours Jobs accept, as huggingface_hub lists them (`JobHardware`)."""
+    from huggingface_hub import JobHardware
+
+    return tuple(h.value for h in JobHardware)
+
+
+AUTO = "auto"  # --on-jobs auto: the smallest flavour that fits the plan's memory estimate
+
+
+def check_flavor(flavor: str) -> str:
+    """`flavor` if Jobs know it (or `auto`), else a CompressorError naming the value, `--on-jobs` and the fix."""
+    from compressor.registry import closest
+
+    known = flavors()
+    if flavor in known or flavor == AUTO:
+        return flavor
+    raise CompressorError(
+        f"--on-jobs is {flavor!r}{closest(str(flavor), known)}: not a Hugging Face Jobs hardware flavour; "
+        f"choose one of {', '.join(known)}, or {AUTO} for the smallest that fits the plan's memory estimate "
+        "(`hf jobs hardware` lists their memory and price)"
+    )
+
+
+def resolve_flavor(flavor: str, recipe: Recipe, token: str | None = None) -> str:
+    """`flavor` checked; `auto` becomes hardware.suggest_flavor of the recipe's plan (config.json only)."""
+    if check_flavor(flavor) != AUTO:
+        return flavor
+    from compressor import api
+    from compressor.hardware import suggest_flavor
+
+    return suggest_flavor(api.plan(recipe, token=token))
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def encode_recipe(recipe: Recipe) -> str:
+    """The recipe as one command-line word: `base64:` + URL-safe base64 of its YAML."""
+    return RECIPE_PREFIX + base64.urlsafe_b64encode(dump_recipe(recipe).encode()).decode()
+
+
+def decode_recipe(word: str) -> Recipe:
+    """The recipe `encode_recipe` wrote (what `python -m compressor run base64:…` runs)."""
+    import yaml
+
+    try:
+        text = base64.urlsafe_b64decode(word.removeprefix(RECIPE_PREFIX).encode()).decode()
+        data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise CompressorError(
+            f"RECIPE {word[:40]!r}… is not a base64-encoded recipe ({exc}); give a recipe .yaml file, or "
+            "base64: followed by the URL-safe base64 of its YAML"
+        ) from None
+    return parse_recipe(data, "from the command line (base64)")
+
+
+def package_spec(package: str | None = None) -> str:
+    """What the Job installs: `package`, else $COMPRESSOR_JOBS_PACKAGE, else this installation of the package
+    as pip would name it (a git checkout pinned to its commit, a local folder, or the released version)."""
+    from importlib import metadata
+
+    spec = package or os.environ.get(PACKAGE_ENV)
+    if spec:
+        return spec
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return DISTRIBUTION
+    direct = json.loads(dist.read_text("direct_url.json") or "null")
+    if direct and "vcs_info" in direct:
+        vcs = direct["vcs_info"]
+        return f"{DISTRIBUTION} @ {vcs.get('vcs', 'git')}+{direct['url']}@{vcs.get('commit_id', '')}".rstrip(
+            "@"
+        )
+    if direct and direct.get("url"):
+        return f"{DISTRIBUTION} @ {direct['url']}"
+    return f"{DISTRIBUTION}=={dist.version}"
+
+
+def job_command(
+    recipe: Recipe, image: str | None = None, package: str | None = None
+) -> tuple[str, list[str]]:
+    """(image, command) of the Job that runs `recipe`.
+
+    With an `image` (or $COMPRESSOR_JOBS_IMAGE) that has the package installed: `python -m compressor run
+    base64:… --run-dir run`. Without one: huggingface_hub's uv image and `uv run --with PACKAGE python -m
+    compressor run …`, PACKAGE from `package_spec`.
+    """
+    from huggingface_hub._jobs_api import DEFAULT_UV_IMAGE
+
+    run = ["python", "-m", "compressor", "run", encode_recipe(recipe), "--run-dir", RUN_DIR]
+    image = image or os.environ.get(IMAGE_ENV)
+    if image:
+        return image, run
+    return DEFAULT_UV_IMAGE, ["uv", "run", "--with", package_spec(package), *run]
+
+
+def _loopback(endpoint: str) -> bool:
+    return urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _local_paths(recipe: Recipe) -> list[str]:
+    """'key: value' for each recipe value that names a file or folder on this machine."""
+    found = []
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else k)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif (
+            isinstance(value, str)
+            and key.rsplit(".", 1)[-1] in RECIPE_KEYS_WITH_PATHS
+            and Path(value).expanduser().exists()
+        ):
+            found.append(f"{key}: {value}")
+
+    walk(recipe.model_dump(mode="json"), "")
+    return found
+
+
+def _check_remote(recipe: Recipe, image: str | None, command: list[str], endpoint: str) -> None:
+    """On a real Hub the Job runs elsewhere: it can read neither this machine's folders nor its package."""
+    if _loopback(endpoint):
+        return  # the embedded Hub runs the Job here
+    paths = _local_paths(recipe)
+    if paths:
+        raise CompressorError(
+            "--on-jobs: the recipe names files on this machine, which a Job cannot read: "
+            f"{'; '.join(paths)}; upload them to the Hub (`hf upload`) and give their repo ids instead"
+        )
+    spec = next((command[i + 1] for i, w in enumerate(command[:-1]) if w == "--with"), "")
+    if "file:" in spec:
+        raise CompressorError(
+            f"--on-jobs: the Job would install the package from {spec.split('@', 1)[-1].strip()}, a folder on "
+            f"this machine; set {PACKAGE_ENV} (or --jobs-package) to a spec the Job can install, e.g. "
+            f"'{DISTRIBUTION} @ git+https://github.com/OWNER/REPO@COMMIT', or {IMAGE_ENV} (or --jobs-image) to "
+            "an image that has the package installed"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+
+def _token(token: str | None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise CompressorError(
+            "Hugging Face Jobs need a Hub token with write access (the Job pushes the model): pass --token-file, "
+            "set HF_TOKEN, or run `hf auth login`"
+        )
+    return token
+
+
+def _api():
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+def _job_id(job: Job | str) -> str:
+    return job.id if isinstance(job, Job) else str(job)
+
+
+@contextmanager
+def _job_errors(job_id: str | None = None):
+    """huggingface_hub's failures as CompressorErrors that say what to do (never naming the token)."""
+    from huggingface_hub import constants
+
+    from compressor.hub import _unreachable
+
+    endpoint = constants.ENDPOINT
+    try:
+        yield
+    except CompressorError:
+        raise
+    except Exception as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        server = getattr(exc, "server_message", None) or ""
+        what = f"job {job_id}" if job_id else "Jobs"
+        if _unreachable(exc):
+            message = f"cannot reach the Hub at {endpoint}: check your network, or set HF_ENDPOINT to a Hub that is up"
+        elif status == 401:
+            message = (
+                f"the Hub at {endpoint} rejected the token (401): create a write token at {endpoint}/settings/"
+                "tokens and pass it with --token-file or HF_TOKEN"
+            )
+        elif status == 402:
+            message = (
+                f"Jobs on {endpoint} need a paid plan or credits (402): see {endpoint}/pricing, or run without "
+                "--on-jobs"
+            )
+        elif status == 403:
+            message = f"your token may not use {what} of that namespace (403): use a write token of its owner"
+        elif status == 404 and job_id:
+            message = (
+                f"job {job_id!r} was not found on {endpoint}: check the id (it is printed when the job is "
+                "submitted) and the namespace (--namespace)"
+            )
+        elif status:
+            message = f"the Hub answered {status} for {what}: {server or exc}"
+        else:
+            raise
+        raise CompressorError(message) from exc
+
+
+def submit(
+    recipe: Recipe | str | Path,
+    flavor: str,
+    token: str | None = None,
+    *,
+    namespace: str | None = None,
+    image: str | None = None,
+    package: str | None = None,
+    timeout: str | int | None = None,
+    labels: dict[str, str] | None = None,
+) -> Job:
+    """Submit `recipe` (a Recipe, or the path of a recipe .yaml) as a Hugging Face Job on `flavor` hardware.
+
+    The Job runs `python -m compressor run` on the recipe (see `job_command`; `image`/`package` override
+    how it gets the package) and pushes the result to the recipe's `publish.repo_id`. `token` is the user's
+    Hub token (None: HF_TOKEN, then the saved login); it reaches the Job only as the secret HF_TOKEN.
+    `namespace`: whose Job it is (default: the token's user). `timeout`: the Job's longest run, e.g. "6h".
+    `flavor` may be `auto`: the smallest flavour that fits the plan's memory estimate (`resolve_flavor`).
+    Returns the Job (`.id`, `.url`, `.flavor`); raises CompressorError for a bad flavour, a recipe without
+    `publish:`, or a recipe the Job cannot run (files on this machine) before anything is sent.
+    """
+    from huggingface_hub import constants
+
+    check_flavor(flavor)
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    if recipe.publish is None:
+        raise CompressorError(
+            "--on-jobs: the recipe has no publish: section, and a Job's disk is gone when it ends; add "
+            "publish:\n  repo_id: YOU/NAME\nso the Job pushes the compressed model there"
+        )
+    token = _token(token)
+    flavor = resolve_flavor(flavor, recipe, token)
+    image, command = job_command(recipe, image=image, package=package)
+    _check_remote(recipe, image, command, constants.ENDPOINT)
+    env = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1"}
+    labels = {"app": "compressor", **(labels or {})}
+    if any(token in word for word in [image, *command, *env.values(), *labels.values()]):
+        raise CompressorError(
+            "--on-jobs: the Hub token appears in the recipe or the Job's settings, which the Hub lists for "
+            "anyone who can see the Job; remove it (the token goes in only as the Job's HF_TOKEN secret)"
+        )
+    api = _api()
+    with _job_errors():
+        namespace = namespace or api.whoami(token=token)["name"]
+        info = api.run_job(
+            image=image,
+            command=command,
+            env=env,
+            secrets={"HF_TOKEN": token},
+            flavor=flavor,
+            timeout=timeout,
+            labels=labels,
+            name=f"compressor-{recipe.publish.repo_id.split('/')[-1]}"[:60],
+            namespace=namespace,
+            token=token,
+        )
+    return Job(id=info.id, namespace=namespace, url=info.url, flavor=str(info.flavor or flavor))
+
+
+def _namespace(job: Job | str, namespace: str | None, token: str) -> str:
+    if namespace:
+        return namespace
+    if isinstance(job, Job):
+        return job.namespace
+    with _job_errors():
+        return _api().whoami(token=token)["name"]
+
+
+def status(job: Job | str, token: str | None = None, *, namespace: str | None = None) -> JobState:
+    """Where the Job stands now (one `inspect_job` call): its stage, the Hub's message, whether it ended."""
+    from huggingface_hub._jobs_api import TERMINAL_JOB_STAGES
+
+    token, job_id = _token(token), _job_id(job)
+    namespace = _namespace(job, namespace, token)
+    with _job_errors(job_id):
+        info = _api().inspect_job(job_id=job_id, namespace=namespace, token=token)
+    stage = str(getattr(info.status.stage, "value", info.status.stage))
+    return JobState(
+        id=info.id,
+        stage=stage,
+        message=info.status.message,
+        url=info.url,
+        flavor=str(info.flavor) if info.flavor else None,
+        done=stage in {str(s.value) for s in TERMINAL_JOB_STAGES},
+    )
+
+
+def logs(
+    job: Job | str, token: str | None = None, *, follow: bool = True, namespace: str | None = None
+) -> Iterator[str]:
+    """The Job's log lines. `follow`: each line as it comes, until the Job ends; else the lines so far.
+
+    A line `pushed: URL` near the end is the pushed model's URL (see `pushed_url` and `PUSHED`).
+    """
+    token, job_id = _token(token), _job_id(job)
+    namespace = _namespace(job, namespace, token)
+    with _job_errors(job_id):
+        yield from _api().fetch_job_logs(job_id=job_id, namespace=namespace, follow=follow, token=token)
+
+
+def cancel(job: Job | str, token: str | None = None, *, namespace: str | None = None) -> JobState:
+    """Cancel the Job (its process stops; nothing is pushed unless the push had already happened), and
+    return its state after the cancel."""
+    token, job_id = _token(token), _job_id(job)
+    namespace = _namespace(job, namespace, token)
+    with _job_errors(job_id):
+        _api().cancel_job(job_id=job_id, namespace=namespace, token=token)
+    return status(job_id, token, namespace=namespace)
+
+
+def wait(
+    job: Job | str,
+    token: str | None = None,
+    *,
+    timeout: float | None = None,
+    poll_interval: float = 2.0,
+    namespace: str | None = None,
+) -> JobState:
+    """Block until the Job ends (COMPLETED, ERROR, CANCELED or DELETED) and return its final state;
+    TimeoutError after `timeout` seconds (None: no limit). It does not raise for a failed Job: check `.stage`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        state = status(job, token, namespace=namespace)
+        if state.done:
+            return state
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {state.id} is still {state.stage} after {timeout} s")
+        time.sleep(poll_interval)
+
+
+def pushed_url(job: Job | str, token: str | None = None, *, namespace: str | None = None) -> str | None:
+    """The URL of the model the Job pushed, read from the last `pushed: URL` line of its logs (None before
+    the push, or if it never pushed). The repo is the recipe's `publish.repo_id`."""
+    found = None
+    for line in logs(job, token, follow=False, namespace=namespace):
+        if match := PUSHED.match(line):
+            found = match.group(1)
+    return found
