@@ -175,9 +175,24 @@ def _loopback(endpoint: str) -> bool:
     return urlsplit(endpoint).hostname in ("127.0.0.1", "localhost", "::1")
 
 
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
+
+
 def _local_paths(recipe: Recipe) -> list[str]:
-    """'key: value' for each recipe value that names a file or folder on this machine."""
+    """'key: value' for each recipe value that names a file or folder on this machine: one that exists here,
+    a path (/…, ./…, ../…, ~…), a data file (…json), or any image_folder (always a local folder)."""
     found = []
+
+    def local(key: str, value: str) -> bool:
+        name = key.rsplit(".", 1)[-1]
+        if name not in RECIPE_KEYS_WITH_PATHS:
+            return False
+        return (
+            name == "image_folder"
+            or value.startswith(("/", "./", "../", "~"))
+            or value.endswith(DATA_FILE_SUFFIXES)
+            or Path(value).expanduser().exists()
+        )
 
     def walk(value, key: str) -> None:
         if isinstance(value, dict):
@@ -186,11 +201,7 @@ def _local_paths(recipe: Recipe) -> list[str]:
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 walk(v, f"{key}[{i}]")
-        elif (
-            isinstance(value, str)
-            and key.rsplit(".", 1)[-1] in RECIPE_KEYS_WITH_PATHS
-            and Path(value).expanduser().exists()
-        ):
+        elif isinstance(value, str) and local(key, value):
             found.append(f"{key}: {value}")
 
     walk(recipe.model_dump(mode="json"), "")

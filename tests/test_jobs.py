@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import sys
 import time
 import urllib.request
@@ -381,8 +382,19 @@ def test_a_real_hub_job_cannot_read_this_machines_files(tmp_path):
         }
     )
     image, command = jobs.job_command(recipe, package="mllm-compressor @ file:///work/main")
-    with pytest.raises(CompressorError, match=rf"prune.calibration.dataset: {data}; upload them to the Hub"):
+    with pytest.raises(
+        CompressorError, match=rf"prune.calibration.dataset: {re.escape(str(data))}; upload them"
+    ):
         jobs._check_remote(recipe, image, command, "https://huggingface.co")
+    elsewhere = parse_recipe(  # a data file that is not even here (the repo's recipes name data/… files)
+        {
+            "model": {"source": "llava-hf/llava-1.5-7b-hf"},
+            "prune": {"method": "depth", "ratio": 0.3, "calibration": {"dataset": "data/mix665k.json"}},
+            "publish": {"repo_id": "you/x"},
+        }
+    )
+    with pytest.raises(CompressorError, match="cannot read: prune.calibration.dataset: data/mix665k.json"):
+        jobs._check_remote(elsewhere, image, command, "https://huggingface.co")
     remote = recipe.model_copy(update={"prune": recipe.prune.model_copy(update={"calibration": None})})
     with pytest.raises(
         CompressorError, match="COMPRESSOR_JOBS_PACKAGE .or --jobs-package. to a spec the Job"
