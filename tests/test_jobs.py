@@ -288,6 +288,16 @@ def test_a_uv_job_runs_here_and_its_lines_stream_as_they_come(hub_server):
     assert (failed.status.stage, failed.status.message) == ("ERROR", "exit code 3")
     assert jobs.status(failing.id, ALICE_WRITE).stage == "ERROR"
 
+    slow = api.run_job(
+        image="python:3.12",
+        command=["python", "-c", "import time; time.sleep(120)"],
+        timeout=1,
+        namespace="alice",
+        token=ALICE_WRITE,
+    )
+    timed_out = api.wait_for_job(slow.id, timeout=60, namespace="alice", token=ALICE_WRITE)
+    assert (timed_out.status.stage, timed_out.status.message) == ("ERROR", "Job timed out after 1 s")
+
 
 def test_jobs_status_logs_and_cancel_commands(hub_server, capsys, monkeypatch):
     from huggingface_hub import HfApi
@@ -409,7 +419,8 @@ def test_a_real_hub_job_cannot_read_this_machines_files(tmp_path):
     assert image == "hf.co/spaces/you/compressor" and command[:4] == ["python", "-m", "compressor", "run"]
 
 
-def test_on_jobs_auto_is_the_plans_flavour(hub_server, tiny_source, tmp_path):
+def test_on_jobs_auto_is_the_plans_flavour(hub_server, tiny_source, tmp_path, capsys, monkeypatch):
+    """`--on-jobs auto` submits on hardware.suggest_flavor of the plan; `--no-follow` returns at once."""
     from compressor import api
     from compressor.hardware import suggest_flavor
 
@@ -418,6 +429,14 @@ def test_on_jobs_auto_is_the_plans_flavour(hub_server, tiny_source, tmp_path):
     flavor = jobs.resolve_flavor("auto", recipe, ALICE_WRITE)
     assert flavor == suggest_flavor(api.plan(recipe, token=ALICE_WRITE)) and flavor in jobs.flavors()
     assert jobs.resolve_flavor("a10g-small", recipe, ALICE_WRITE) == "a10g-small"
+    monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+    assert main(["run", str(path), "--on-jobs", "auto", "--no-follow"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    job_id = first.split()[1]
+    assert first.startswith(f"job {job_id} on {flavor}: ")
+    assert second == f"follow it with: python -m compressor jobs logs {job_id} --follow"
+    assert jobs.status(job_id).stage == "RUNNING"
+    assert jobs.cancel(job_id).stage == "CANCELED"
 
 
 def test_local_argv_maps_a_jobs_command_to_this_environment():
