@@ -1,4 +1,5 @@
-"""An embedded, Hugging Face Hub-compatible HTTP server (standard library, plus PyYAML for card metadata).
+"""An embedded, Hugging Face Hub-compatible HTTP server (standard library, plus PyYAML for card metadata and
+huggingface_hub for the list of Jobs hardware flavours).
 
 It answers what the genuine `huggingface_hub` client and `transformers.from_pretrained` call when
 `HF_ENDPOINT` points here and `HF_HUB_DISABLE_XET=1`: whoami, repo create/delete/settings, repo info at a

@@ -326,6 +326,11 @@ def submit(
             "--on-jobs: the recipe has no publish: section, and a Job's disk is gone when it ends; add "
             "publish:\n  repo_id: YOU/NAME\nso the Job pushes the compressed model there"
         )
+    if timeout is not None and not re.fullmatch(r"\d+(\.\d+)?[smhd]?", str(timeout)):
+        raise CompressorError(
+            f"--jobs-timeout is {timeout!r}: give a number of seconds, or a number followed by s, m, h or d "
+            "(e.g. 90m, 6h)"
+        )
     token = _token(token)
     flavor = resolve_flavor(flavor, recipe, token)
     image, command = job_command(recipe, image=image, package=package)
@@ -348,7 +353,7 @@ def submit(
             flavor=flavor,
             timeout=timeout,
             labels=labels,
-            name=f"compressor-{recipe.publish.repo_id.split('/')[-1]}"[:60],
+            name=re.sub(r"[^A-Za-z0-9_-]", "-", f"compressor-{recipe.publish.repo_id.split('/')[-1]}")[:60],
             namespace=namespace,
             token=token,
         )

@@ -118,6 +118,7 @@ def finished_job(hub_server, tiny_source, tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_run_on_jobs_streams_the_logs_and_pushes_the_model(finished_job, hub_server):
     from huggingface_hub import HfApi
 
@@ -182,6 +183,7 @@ def _leaks(surfaces: dict[str, str], secret: str) -> list[str]:
     return sorted(name for name, text in surfaces.items() if secret in text)
 
 
+@pytest.mark.slow
 def test_the_token_reaches_the_job_only_as_a_secret(finished_job, hub_server):
     """The token is nowhere in the Job's listed spec, arguments, environment, labels or logs, nor in any
     file the server keeps for it, any answer the Hub gave while it ran, or what the CLI printed. The
@@ -223,6 +225,7 @@ def test_the_token_reaches_the_job_only_as_a_secret(finished_job, hub_server):
     assert f"secret sha256 {hashlib.sha256(ALICE_WRITE.encode()).hexdigest()}" in logs
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_run_mid_recovery(hub_server, tiny_source, tmp_path):
     """A Job cancelled while it trains: its process (and its process group) is gone, the stage is CANCELED,
     the log stream ends, and nothing was pushed."""
@@ -361,6 +364,11 @@ def test_a_bad_flavour_is_a_clear_error(hub_server, tmp_path, capsys, monkeypatc
             "model: {source: alice/x}\nprune: {method: depth, ratio: 0.3}\n",
             [],
             "the recipe has no publish: section, and a Job's disk is gone when it ends",
+        ),
+        (
+            "model: {source: alice/x}\nprune: {method: depth, ratio: 0.3}\npublish: {repo_id: alice/y}\n",
+            ["--jobs-timeout", "6 hours"],
+            "--jobs-timeout is '6 hours': give a number of seconds, or a number followed by s, m, h or d",
         ),
         (
             "model: {source: alice/x}\nprune: {method: depth, ratio: 0.3}\npublish: {repo_id: alice/y}\n",
