@@ -17,7 +17,9 @@ Against the embedded Hub (`python -m compressor serve-hub`, the tests) the Job's
 in a subprocess with this Python environment (hubserver.local_argv), so the same flow really executes.
 
 Every public function takes the Job (its id, or the `Job` that `submit` returned) and the token; a token of
-None means HF_TOKEN, then the saved login (`hf auth login`).
+None means HF_TOKEN, then the saved login (`hf auth login`), so an app serving other people must pass each
+visitor's own token, never None. `logs(follow=False)` on a running Job that prints nothing returns after
+huggingface_hub's 5 s read timeout; follow a Job with `logs(follow=True)` rather than polling it.
 """
 
 from __future__ import annotations
