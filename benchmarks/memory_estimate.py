@@ -42,8 +42,16 @@ for p in (str(ROOT), str(HERE)):
 
 # case settings per model: calibration length, recovery batch x length, eval prompt length
 SETTINGS = {
-    "tiny": {"calib": 256, "batch": 4, "seq": 256, "eval_seq": 256, "new": 16, "round_to": 8},
-    "smollm2": {"calib": 256, "batch": 2, "seq": 256, "eval_seq": 256, "new": 16, "round_to": 64},
+    "tiny": {"calib": 256, "samples": 10, "batch": 4, "seq": 256, "eval_seq": 256, "new": 16, "round_to": 8},
+    "smollm2": {
+        "calib": 256,
+        "samples": 3,
+        "batch": 2,
+        "seq": 256,
+        "eval_seq": 256,
+        "new": 16,
+        "round_to": 64,
+    },
 }
 STAGES = (
     "taylor",
@@ -70,20 +78,31 @@ def live_bytes(*modules) -> int:
     return sum(seen.values())
 
 
-def allocation_peak(fn) -> int:
-    """The highest running sum of CPU allocator bytes (allocations minus frees) while `fn` runs."""
+def allocation_peak(fn, setup=None) -> tuple[int, int]:
+    """(highest running sum of CPU allocator bytes while `fn` runs, the running sum when it starts).
+
+    The sum runs from the profiler's start: allocations and frees made then are recorded (the profiler does not
+    report the free of a tensor allocated before it started, so a stage that replaces existing weights, as
+    pruning's surgery does, must build them under it: pass `setup`, which runs first and returns `fn`'s input).
+    """
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
-    running = peak = 0
-    for _, nbytes in events:
+        arg = setup() if setup is not None else None
+        with torch.profiler.record_function("stage"):
+            fn(arg) if setup is not None else fn()
+    events = prof.profiler.kineto_results.events()
+    start = min(e.start_ns() for e in events if e.name() == "stage")
+    memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    running = peak = at_start = 0
+    for t, nbytes in memory:
+        if t < start:
+            at_start += nbytes
         running += nbytes
-        peak = max(peak, running)
-    return peak
+        if t >= start:
+            peak = max(peak, running)
+    return max(peak, at_start), at_start
 
 
 # ---------------------------------------------------------------------------- the models and recipes
@@ -113,7 +132,9 @@ def recipe_for(kind: str, stage: str):
     s = SETTINGS[kind]
     if stage in ("taylor", "block_influence"):
         method = "width" if stage == "taylor" else "depth"
-        prune = {"method": method, "ratio": 0.3, "scorer": stage, "calibration": {"max_length": s["calib"]}}
+        # samples run one at a time, so their number sets the time, not the peak: fewer for the bigger model
+        calib = {"max_length": s["calib"], "num_samples": s["samples"]}
+        prune = {"method": method, "ratio": 0.3, "scorer": stage, "calibration": calib}
         if method == "width":
             prune["round_to"] = s["round_to"]
         return parse_recipe({"model": {"source": "x/y"}, "prune": prune})
@@ -217,13 +238,14 @@ def run_case(case: str) -> dict:
             from compressor import prune
 
             plan, spec, backbone = plan_for(kind, recipe)
-            model = build(kind)
             batches = calibration(kind, plan.num_samples, s["calib"])
             shapes["tokens"] = int(batches[0]["input_ids"].shape[1])
-            static = live_bytes(model)
-            dynamic = allocation_peak(
-                lambda: prune.apply(model, spec, backbone, plan, batches, progress=lambda it, _d: it)
+            # the model is built under the profiler: the surgery frees its old weights
+            peak, static = allocation_peak(
+                lambda model: prune.apply(model, spec, backbone, plan, batches, progress=lambda it, _d: it),
+                setup=lambda: build(kind),
             )
+            dynamic = peak - static
             name = "scoring"
         elif stage.startswith("recover-"):
             from compressor.recover import prepare
@@ -237,7 +259,7 @@ def run_case(case: str) -> dict:
                 lambda _m, _a, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
             )
             static = live_bytes(session.student, session.teacher)
-            dynamic = allocation_peak(lambda: session.trainer.train())
+            dynamic = allocation_peak(lambda: session.trainer.train())[0]
             shapes["batch"] = seen[0] if seen else None
             name = "recovery"
         else:
@@ -253,7 +275,7 @@ def run_case(case: str) -> dict:
             enc = pair.encode([{"role": "user", "content": content}], images, add_generation_prompt=True)
             shapes["prompt"] = int(enc["input_ids"].shape[1])
             static = live_bytes(pair.original, pair.compressed)
-            dynamic = allocation_peak(lambda: pair.answer(question, images, s["new"]))
+            dynamic = allocation_peak(lambda: pair.answer(question, images, s["new"]))[0]
             name = "evaluation"
     estimate = next((st for st in plan.memory.stages if st.stage == name), None)
     detail = (

@@ -11,15 +11,18 @@ Each stage is modelled as the code runs it (the modules named in each function):
 - scoring (`compressor.prune.importance`): the unpruned model in the load dtype, one calibration sample at a time
   of up to `prune.calibration.max_length` tokens. taylor: only the scored weights take gradients, decoder layers
   run under activation checkpointing (each layer's input kept, its insides recomputed), each weight's gradient
-  folded away as soon as it exists; the loss materialises the logits (seq x vocab) and their fp32 log-softmax.
-  block_influence / angular / activation: a no-grad forward with each layer's input and output copied to fp32 by
-  the hooks. magnitude / last: the weights only.
+  folded away as soon as it exists; the loss keeps the fp32 log-softmax of the (seq x vocab) logits, and the
+  backward's start adds its incoming and outgoing gradients (12 bytes per logit). block_influence / angular /
+  activation: a no-grad forward (the LM head's logits over every position included) with each layer's input and
+  output copied to fp32 by the hooks. magnitude / last: the weights only.
 - recovery (`compressor.recover`): the pruned student (trainable weights as fp32 master copies, frozen ones in
-  the compute dtype), the frozen teacher in its dtype (only when a loss term needs it), fp32 gradients and two
-  fp32 AdamW states per trainable weight, activations at `per_device_train_batch_size` x `max_length` (with
-  activation checkpointing, each layer's input plus one layer recomputed), and the LM head's loss: TRL's fused
-  head (tiles of at most 4096 tokens x 32768 vocabulary entries, no full logits) unless a logit term or the
-  family's full forward needs the whole (batch, seq, vocab) logits.
+  the compute dtype), the frozen teacher in its dtype (only when a loss term needs it), two fp32 AdamW states per
+  trainable weight, and the larger of the backward's start (activations at `per_device_train_batch_size` x
+  `max_length` — with activation checkpointing each layer's input, and one layer recomputed — plus the LM head's
+  loss) and its end (every fp32 gradient). The loss goes through TRL's fused LM head, which never builds the
+  whole logits but allocates one tile buffer of min(tokens, 4096) x 32768 entries whatever the vocabulary
+  (268 MB in bf16); a logit term, or a family whose backbone can't take the images, builds the whole
+  (batch, seq, vocab) logits of both models instead.
 - evaluation (`compressor.evaluate`): the original and the compressed model side by side in the eval dtype,
   greedy generation with a KV cache, and the whole logits of one sequence for perplexity / teacher agreement.
 
@@ -496,4 +499,5 @@ def render(memory: MemoryEstimate) -> list[tuple[str, str]]:
     ]
     gpu = f"{memory.gpu} ({GPUS[memory.gpu]} GB)" if memory.gpu else "none single (spread over GPUs)"
     rows.append(("memory: fits", f"smallest GPU {gpu}; HF Jobs flavour {memory.flavor}"))
+    rows += [("memory: note", note) for note in memory.notes]
     return rows
