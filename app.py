@@ -12,7 +12,10 @@ A run executes in a child process of its own (`Child`: its own process group and
 or the visitor closing the page, really stops it; its run folder stays resumable (api.run writes each stage's
 record atomically). One run goes at a time per app instance (`LINE`); the visitors after it see their place
 ("2nd in line") and their run starts when the one ahead ends. Each visitor's runs live in their own folder.
-The API (README, "The app's API") is the named endpoints `/plan`, `/run` and `/cancel`.
+With "Run on Hugging Face Jobs" the run goes to a Job instead (compressor.jobs, with the visitor's own token and
+a flavour suggested from the plan's memory estimate); the page follows its stage and logs, Cancel cancels it,
+and the pushed model's link comes at the end. The API (README, "The app's API") is the named endpoints
+`/plan`, `/run`, `/run_on_jobs` and `/cancel`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -691,11 +695,19 @@ class Line:
         self._cond = threading.Condition()
         self._tickets: list[Ticket] = []
 
-    def join(self, key: str) -> Ticket | None:
-        """A new ticket at the end, or None when this session already has one (one run per page)."""
+    def join(self, key: str) -> Ticket:
+        """A new ticket at the end; a CompressorError when this session already has one (one run per page)
+        or the line is full (each waiting visitor holds one of the server's worker threads)."""
         with self._cond:
             if any(t.key == key for t in self._tickets):
-                return None
+                raise CompressorError(
+                    "this page already has a run going or waiting: cancel it, or wait for it"
+                )
+            if len(self._tickets) > max_waiting():
+                raise CompressorError(
+                    f"{len(self._tickets) - 1} runs are waiting already, the most this app takes: try again "
+                    "later (or duplicate the Space to run on your own)"
+                )
             ticket = Ticket(key)
             self._tickets.append(ticket)
             return ticket
@@ -729,6 +741,11 @@ class Line:
 
 
 LINE = Line()
+
+
+def max_waiting() -> int:
+    """How many runs may wait behind the one going (COMPRESSOR_MAX_WAITING, default 8)."""
+    return int(os.environ.get("COMPRESSOR_MAX_WAITING") or 8)
 
 
 def ordinal(n: int) -> str:
@@ -801,6 +818,13 @@ class Board:
                 message = f"warning: {message}"
             self.lines.append(f"    {message}")
 
+    def stopped(self, why: str) -> None:
+        """The running stage did not finish: `why` is "cancelled" or "failed"."""
+        for stage, state in self.state.items():
+            if state == "running":
+                self.state[stage] = why
+                self.bar.pop(stage, None)
+
     def fraction(self) -> float:
         done = sum(s.startswith("done") or s == "not in this recipe" for s in self.state.values())
         running = [s for s, v in self.state.items() if v == "running"]
@@ -813,7 +837,14 @@ class Board:
     def html(self) -> str:
         rows = []
         for stage, state in self.state.items():
-            mark = {"running": "▶", "waiting": "·", "not in this recipe": "–"}.get(state, "✓")
+            mark = {
+                "running": "▶",
+                "waiting": "·",
+                "not in this recipe": "–",
+                "cancelled": "✕",
+                "failed": "✕",
+            }
+            mark = mark.get(state, "✓")
             bar = ""
             if stage in self.bar and state == "running":
                 step, total = self.bar[stage]
@@ -857,10 +888,10 @@ def _heavy_stage_done(run_dir: Path) -> bool:
 
 # The pictures api.run writes into the run folder as stages end (compressor/plots.py), in the page's order.
 PLOTS = (
-    ("importance", "Layer importance (the dropped layers marked)"),
+    ("importance", "Layer importance"),
     ("widths", "Kept widths per layer"),
-    ("losses", "Recovery losses, each term"),
-    ("scores", "Scores before and after, with % retained"),
+    ("losses", "Recovery losses"),
+    ("scores", "Scores: % retained"),
 )
 
 
@@ -871,13 +902,15 @@ def plot_files(run_dir: Path) -> list[tuple[Path, str]]:
 
 
 class PlotWatch:
-    """The plots gallery of one run: a new value when a picture appears or changes, else gr.skip().
+    """The plots gallery of one run: `update()` is a new value when a picture appears or changes, else
+    gr.skip(); `images` is the whole value, for a run's last output (a plain value: what an API caller gets).
 
     The pictures go to the page as images (Gradio caches a copy), never as paths into the runs folder."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.seen: tuple[Any, ...] | None = None
+        self.images: list[tuple[Any, str]] | None = None
 
     def update(self) -> Any:
         from PIL import Image
@@ -894,8 +927,14 @@ class PlotWatch:
                     images.append((image.copy(), caption))
         except OSError:  # a picture being written: the next update shows it
             return gr.skip()
-        self.seen = key
-        return gr.update(value=images or None, visible=bool(images))
+        self.seen, self.images = key, images or None
+        return gr.update(value=self.images, visible=bool(images))
+
+    def last(self) -> Iterator[Shown]:
+        """What the run's last output needs first: the gallery shown, if a picture came at the very end."""
+        update = self.update()
+        if update != gr.skip():
+            yield (*(gr.skip() for _ in range(6)), update)
 
 
 # what a run shows: (status, stage board, stage log, eval table, card, URL, plots)
@@ -918,12 +957,10 @@ def run_stream(
     Yields at least once a second, so that Gradio can close the stream when the visitor leaves (which stops
     the run: the `finally` blocks)."""
     key = getattr(request, "session_hash", None) or uuid.uuid4().hex
-    ticket = LINE.join(key)
-    if ticket is None:
-        yield (
-            error_md("this page already has a run going or waiting: cancel it, or wait for it to end"),
-            *(gr.skip() for _ in range(6)),
-        )
+    try:
+        ticket = LINE.join(key)
+    except CompressorError as err:
+        yield error_md(str(err)), *(gr.skip() for _ in range(6))
         return
     try:
         shown = None
@@ -982,6 +1019,9 @@ def _execute(
             if end is None and ticket.cancel.is_set():
                 child.stop()
                 end = ("cancelled",)
+            if not batch and end is None:
+                yield gr.skip()  # nothing new: a heartbeat, so that a closed stream is noticed
+                continue
             running = [s for s, v in board.state.items() if v == "running"]
             bar = board.bar.get(running[0]) if running else None
             desc = f"{running[0]} {bar[0]}/{bar[1]}" if bar else (running[0] if running else "running")
@@ -997,7 +1037,8 @@ def _execute(
             except (OSError, ValueError) as err:  # a damaged report file: the run itself finished
                 shown = (error_md(f"cannot show the results: {err}"), "", "")
             status = f"Run finished (run folder {run_dir.name}: running the same recipe again resumes it)."
-            yield status, board.html(), board.text(), *shown, plots.update()
+            yield from plots.last()
+            yield status, board.html(), board.text(), *shown, plots.images
             return
         child.stop()
         kept = existed or _heavy_stage_done(run_dir)
@@ -1005,12 +1046,15 @@ def _execute(
             shutil.rmtree(run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 run_dir.parent.rmdir()  # the visitor's folder, when this was their only run
+        board.stopped("cancelled" if kind == "cancelled" else "failed")
         resumes = f"The finished stages stay in run folder {run_dir.name}: Run resumes after them."
         if kind == "cancelled":
             status = "**Run cancelled.** " + (resumes if kept else "Nothing was kept.")
         else:
             status = error_md(board.hide_paths(rest[0])) + (f"\n\n{resumes}" if kept else "")
-        yield status, board.html(), board.text(), "", "", "", plots.update() if kept else gr.skip()
+        if kept:
+            yield from plots.last()
+        yield status, board.html(), board.text(), "", "", "", plots.images if kept else None
     finally:
         child.stop()  # the visitor left, or Gradio closed the stream: the run stops with it
 
@@ -1077,8 +1121,14 @@ def _form_values(recipe: Recipe) -> tuple[Any, ...]:
 
 
 def on_cancel(request: gr.Request = None) -> str:
-    """Cancel this page's run: it is stopped (its processes killed) and its finished stages kept."""
-    if not LINE.cancel(getattr(request, "session_hash", None) or ""):
+    """Cancel this page's run (it is stopped, its processes killed, its finished stages kept), its place
+    in the line, or the Hugging Face Job it follows."""
+    key = getattr(request, "session_hash", None) or ""
+    job = _JOBS.get(key)
+    if job is not None:
+        job.set()
+        return "Cancelling the job…"
+    if not LINE.cancel(key):
         return "No run is going."
     return "Cancelling: the run is being stopped…"
 
@@ -1086,6 +1136,221 @@ def on_cancel(request: gr.Request = None) -> str:
 def on_unload(request: gr.Request = None) -> None:
     """The visitor closed or reloaded the page: their run (or their place in the line) goes too."""
     LINE.cancel(getattr(request, "session_hash", None) or "")
+
+
+# ---------------------------------------------------------------------------- Hugging Face Jobs
+
+JOBS_INFO = "On Hub hardware billed to you, for runs that need a GPU; it pushes to the output repo."
+JOB_LOG_LINES = 400  # the job's log lines the page keeps (the Hub keeps them all)
+
+# session → the Cancel of the Job that page follows (a Job runs on the Hub, not in LINE)
+_JOBS: dict[str, threading.Event] = {}
+
+
+def flavor_choices() -> list[str]:
+    from compressor import jobs
+
+    return [jobs.AUTO, *jobs.flavors()]
+
+
+def jobs_token(
+    text: str | None, oauth_token: gr.OAuthToken | None, profile: gr.OAuthProfile | None
+) -> str | None:
+    """The visitor's own token for a Job: the token box, else the Space login's. Outside a Space, Gradio's
+    local login stand-in signs in as the machine's saved Hub user, whose token (None: huggingface_hub's
+    lookup) is then the signed-in user's. Never the server's token for a visitor who did not sign in."""
+    token = resolve_token(text, oauth_token)
+    if token is None and (profile is None or oauth_enabled()):
+        raise CompressorError(
+            "a Hugging Face Job runs with your own token: sign in with the button, or paste a write token in "
+            "the Hub token box"
+        )
+    return token
+
+
+def flavor_suggestion(on: bool, token: str | None, base: dict[str, Any] | None, *args: Any) -> Any:
+    """The flavour dropdown (shown with the Jobs option) set to the smallest flavour that fits the plan."""
+    if not on:
+        return gr.update(visible=False)
+    from compressor import jobs
+    from compressor.hardware import suggest_flavor
+
+    try:
+        plan = api.plan(recipe_of(base, args), _text(token))
+    except Exception as err:  # the Plan button says what is wrong; the dropdown keeps "auto"
+        log.info("no flavour suggestion: %s", err)
+        return gr.update(visible=True, value=jobs.AUTO, info="auto: the smallest flavour that fits the plan.")
+    flavor = suggest_flavor(plan)
+    memory = getattr(plan, "memory", None)
+    peak = f" (estimated peak {_size(memory.peak_gpu_bytes)} on a GPU)" if memory and memory.gpu else ""
+    return gr.update(visible=True, value=flavor, info=f"Suggested for this plan: {flavor}{peak}.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{max(n / 2**20, 0.1):.1f} MiB"
+
+
+def job_board(job: Any, stage: str, message: str | None = None) -> str:
+    cells = [
+        ("job", f'<a href="{_html_escape(job.url)}" target="_blank">{_html_escape(job.id)}</a>'),
+        ("hardware", _html_escape(job.flavor)),
+        ("stage", f'<b data-job-stage="{_html_escape(stage)}">{_html_escape(stage)}</b>'),
+    ]
+    if message:
+        cells.append(("message", _html_escape(message)))
+    rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in cells)
+    return f'<table class="stage-board job-board">{rows}</table>'
+
+
+def _follow_logs(job: Any, token: str | None, lines: queue.Queue) -> None:
+    from compressor import jobs
+
+    try:
+        for line in jobs.logs(job, token, follow=True):
+            lines.put(line)
+    except Exception as err:  # the status poll still sees the job end; the page says the logs stopped
+        lines.put(f"(the logs stopped: {err})")
+    lines.put(None)
+
+
+def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, progress) -> Iterator[Shown]:
+    """Submit the recipe as a Hugging Face Job, then follow it: its stage, its logs as they come, Cancel, and
+    the pushed model's link at the end. The Job runs on the Hub: a visitor leaving the page does not stop it
+    (Cancel does); its page on the Hub keeps its logs."""
+    from compressor import jobs
+
+    if key in _JOBS:
+        yield (
+            error_md("this page already follows a job: cancel it, or wait for it to end"),
+            *(gr.skip() for _ in range(6)),
+        )
+        return
+    cancel = _JOBS[key] = threading.Event()
+    try:
+        progress(0.0, desc="submitting the job")
+        yield "Submitting the job…", "", "", "", "", "", gr.update(value=None, visible=False)
+        try:
+            job = jobs.submit(recipe, flavor or jobs.AUTO, token)
+        except CompressorError as err:
+            yield error_md(str(err)), "", "", "", "", "", gr.skip()
+            return
+        log.info("job %s submitted (%s)", job.id, job.flavor)
+        lines: list[str] = []
+        incoming: queue.Queue = queue.Queue()
+        threading.Thread(target=_follow_logs, args=(job, token, incoming), daemon=True).start()
+        state, polled, cancelled, logs_open, pushed = None, 0.0, False, True, None
+        while True:
+            with contextlib.suppress(queue.Empty):
+                line = incoming.get(timeout=0.5)
+                while True:
+                    if line is None:
+                        logs_open = False
+                    else:
+                        lines.append(line.rstrip("\n"))
+                        if match := jobs.PUSHED.match(line.strip()):
+                            pushed = match.group(1)
+                    line = incoming.get_nowait()
+            del lines[:-JOB_LOG_LINES]
+            if cancel.is_set() and not cancelled:
+                cancelled = True
+                try:
+                    state = jobs.cancel(job, token)
+                except CompressorError as err:
+                    yield error_md(f"cannot cancel job {job.id}: {err}"), *(gr.skip() for _ in range(6))
+            if time.monotonic() - polled > 2.0 or (state is not None and state.done and not logs_open):
+                polled = time.monotonic()
+                try:
+                    state = jobs.status(job, token)
+                except CompressorError as err:
+                    yield (
+                        error_md(f"lost track of job {job.id} ({err}); its page: {job.url}"),
+                        *(gr.skip() for _ in range(6)),
+                    )
+                    return
+            stage = state.stage if state else "SUBMITTED"
+            if state is not None and state.done and (not logs_open or time.monotonic() - polled > 1.5):
+                break
+            progress(None, desc=f"job {stage.lower()}")
+            status = (
+                f"**Job {_escape(job.id)}: {stage.lower()}** on {job.flavor}. It runs on the Hub: leaving this "
+                f"page does not stop it ([its page]({job.url})); Cancel does."
+            )
+            yield status, job_board(job, stage), "\n".join(lines), "", "", "", gr.skip()
+        url = pushed
+        if state.stage == "COMPLETED" and url is None:
+            with contextlib.suppress(CompressorError):
+                url = jobs.pushed_url(job, token)
+        board = job_board(job, state.stage, state.message)
+        text = "\n".join(lines)
+        if state.stage == "COMPLETED":
+            link = f"Pushed to [{url}]({url})" if url else "*(the job's logs name no pushed model)*"
+            yield f"**Job finished** ({_escape(job.id)} on {job.flavor}).", board, text, "", "", link, None
+        elif state.stage == "CANCELED":
+            yield (
+                "**Job cancelled.** Nothing was pushed unless the push had already happened.",
+                board,
+                text,
+                (""),
+                "",
+                "",
+                None,
+            )
+        else:
+            why = f": {state.message}" if state.message else ""
+            yield (
+                error_md(f"job {job.id} ended {state.stage}{why}; its logs are above"),
+                board,
+                text,
+                "",
+                "",
+                "",
+                (None),
+            )
+    finally:
+        _JOBS.pop(key, None)
+
+
+def on_job(
+    token: str | None,
+    base: dict[str, Any] | None,
+    flavor: str | None,
+    oauth_token: gr.OAuthToken | None = None,
+    profile: gr.OAuthProfile | None = None,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+    *args: Any,
+) -> Iterator[Shown]:
+    """The page's "Submit to Jobs": the form's recipe as a Hugging Face Job, with the visitor's own token."""
+    try:
+        recipe = recipe_of(base, args)
+        token = jobs_token(token, oauth_token, profile)
+    except CompressorError as err:
+        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        return
+    yield from job_stream(recipe, flavor, token, _session(request), progress)
+
+
+def api_run_on_jobs(
+    recipe: str,
+    flavor: str,
+    token: str,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> Iterator[Shown]:
+    """API `/run_on_jobs`: a recipe's YAML, a flavour (or "auto") and the caller's write token → the job's
+    stream (status, job board, logs, "", "", pushed link, None)."""
+    try:
+        parsed = recipe_from_yaml(recipe)
+        if not _text(token):
+            raise CompressorError("a Hugging Face Job runs with your own token: give a write token")
+    except CompressorError as err:
+        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        return
+    yield from job_stream(parsed, _text(flavor), _text(token), _session(request), progress)
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or uuid.uuid4().hex
 
 
 def run_controls(running: bool) -> tuple[Any, Any]:
@@ -1307,7 +1572,21 @@ def _actions(w: dict[str, Any]) -> None:
     with gr.Row():
         w["plan_btn"] = gr.Button("Plan", variant="secondary", elem_id="plan")
         w["run_btn"] = gr.Button("Run", variant="primary", elem_id="run")
+        w["job_btn"] = gr.Button("Submit to Jobs", variant="primary", visible=False, elem_id="submit-job")
         w["cancel_btn"] = gr.Button("Cancel", variant="stop", interactive=False, elem_id="cancel")
+    with gr.Row(elem_id="jobs-row"):
+        w["on_jobs"] = gr.Checkbox(
+            False, label="Run on Hugging Face Jobs", info=JOBS_INFO, scale=3, elem_id="on-jobs"
+        )
+        w["flavor"] = gr.Dropdown(
+            flavor_choices(),
+            value="auto",
+            label="Hardware flavour",
+            info="auto: the smallest flavour that fits the plan.",
+            visible=False,
+            scale=2,
+            elem_id="flavor",
+        )
     w["check"] = gr.Markdown(elem_id="form-check", elem_classes=["wrap-text"])
     w["status"] = gr.Markdown(
         "Pick a preset or fill the form, then **Plan** to preview or **Run** to compress.",
@@ -1405,9 +1684,16 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
     )
     demo.load(on_load, [*pruning, w["repo_id"]], [w["repo_id"], w["signed_in"], auto], **PRIVATE)
     show = {tab: (lambda tab=tab: gr.Tabs(selected=tab)) for tab in ("plan", "run")}
+    suggest = [w["on_jobs"], w["token"], base, *form]
     w["plan_btn"].click(show["plan"], None, w["tabs"], **PRIVATE).then(
         on_plan, [w["token"], base, *form], [w["status"], w["plan"]], **PRIVATE
-    )
+    ).then(flavor_suggestion, suggest, w["flavor"], show_progress="hidden", **PRIVATE)
+    w["on_jobs"].change(
+        lambda on: (gr.update(visible=not on), gr.update(visible=on)),
+        w["on_jobs"],
+        [w["run_btn"], w["job_btn"]],
+        **PRIVATE,
+    ).then(flavor_suggestion, suggest, w["flavor"], **PRIVATE)
     controls = [w["run_btn"], w["cancel_btn"]]
     outputs = [w[n] for n in ("status", "board", "log", "scores", "card", "url", "plots")]
     # concurrency_limit=None: every visitor's Run is taken at once and waits in the app's own line (LINE),
@@ -1420,8 +1706,21 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
         outputs,
         concurrency_limit=None,
         show_progress="minimal",
+        show_progress_on=w["board"],  # the status (the place in line) and the log stay readable
         **PRIVATE,
     ).then(lambda: run_controls(False), None, controls, **PRIVATE)
+    jobs_controls = [w["job_btn"], w["cancel_btn"]]
+    w["job_btn"].click(
+        lambda: (*run_controls(True), gr.Tabs(selected="run")), None, [*jobs_controls, w["tabs"]], **PRIVATE
+    ).then(
+        on_job,
+        [w["token"], base, w["flavor"], *form],
+        outputs,
+        concurrency_limit=None,
+        show_progress="minimal",
+        show_progress_on=w["board"],  # the status (the place in line) and the log stay readable
+        **PRIVATE,
+    ).then(lambda: run_controls(False), None, jobs_controls, **PRIVATE)
     w["cancel_btn"].click(on_cancel, None, w["status"], queue=False, api_name="cancel")
     demo.unload(on_unload)
     # the Stages box follows its last line (Gradio's autoscroll misses updates of a read-only box)
@@ -1430,9 +1729,13 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
     with gr.Group(visible=False):
         recipe = gr.Textbox(label="recipe")
         token = gr.Textbox(label="token", type="password")
-        plan_go, run_go = gr.Button("plan"), gr.Button("run")
+        flavor = gr.Textbox(label="flavor")
+        plan_go, run_go, jobs_go = gr.Button("plan"), gr.Button("run"), gr.Button("run_on_jobs")
     plan_go.click(api_plan, [recipe, token], [w["status"], w["plan"]], api_name="plan")
     run_go.click(api_run, [recipe, token], outputs, concurrency_limit=None, api_name="run")
+    jobs_go.click(
+        api_run_on_jobs, [recipe, flavor, token], outputs, concurrency_limit=None, api_name="run_on_jobs"
+    )
 
 
 def build_app() -> gr.Blocks:
@@ -1451,7 +1754,7 @@ def build_app() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 w = _form(initial, choices, chosen)
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, elem_id="results-col"):
                 _actions(w)
                 _results(w, yaml_view(recipe.model_dump(mode="json", exclude_unset=True), *initial_args)[0])
         _wire(w, base, auto, demo)

@@ -25,7 +25,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-RUN_TIMEOUT_MS = 45_000
+RUN_TIMEOUT_MS = 90_000  # a run's child process starts (imports torch) before its first stage
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.yaml")) + [REPO / "compressor" / "demo.yaml"]
@@ -394,9 +394,13 @@ def test_signed_in_run_of_the_embedded_default_shows_steps_and_the_pushed_link(p
     expect(page.locator("#cancel")).to_be_enabled()
     board = page.locator("#stage-board")
     expect(board.locator("tr[data-stage=recover][data-state=running]")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    # the pictures of the finished prune stage appear while recovery runs
+    plots = page.locator("#plots")
+    expect(plots).to_contain_text("Kept widths per layer", timeout=RUN_TIMEOUT_MS)
+    expect(plots).to_contain_text("Layer importance")
     log = page.locator("#stage-log textarea")
     expect(log).to_have_value(re.compile(r"step 10/12: loss [\d.]+.*loss_ce [\d.]+"), timeout=RUN_TIMEOUT_MS)
-    page.screenshot(path=str(shots / "run-progress.png"))
+    page.screenshot(path=str(shots / "run-progress.png"), full_page=True)
     status = page.locator("#status")
     expect(status).to_contain_text(re.compile("Run finished|Error"), timeout=2 * RUN_TIMEOUT_MS)
     expect(status).to_contain_text("Run finished", timeout=1)
@@ -404,17 +408,47 @@ def test_signed_in_run_of_the_embedded_default_shows_steps_and_the_pushed_link(p
     expect(page.locator("#run")).to_be_enabled()
     expect(page.locator("#cancel")).to_be_disabled()
     expect(board.locator("tr[data-stage=push][data-state=done]")).to_be_visible()
+    expect(plots).to_contain_text("Recovery losses", timeout=10_000)  # no eval in this run: no scores
+    expect(plots.locator("img").first).to_be_visible()
+    assert plots.locator("img").evaluate_all("imgs => imgs.every(i => i.complete && i.naturalWidth > 100)")
     # the Stages box follows its last line
     assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight < 4")
     text = page.locator("body").inner_text() + log.input_value()
     assert str(runs_dir) not in text and str(runs_dir.resolve()) not in text
-    page.screenshot(path=str(shots / "run-done.png"))
+    page.screenshot(path=str(shots / "run-done.png"), full_page=True)
+    # docs/app-run.png: the page's results column at the run's end (stages, log, link, plots)
+    page.locator("#results-col").screenshot(path=str(shots / "app-run.png"))
     page.get_by_role("tab", name="Model card").click()
     expect(page.locator("#card")).to_contain_text("What was removed")
 
 
+def run_pid(runs: Path, timeout: float = 60) -> int:
+    """The pid of the run going now, from the lock its process holds in its run folder (`pid N`)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for lock in runs.glob("*/*/.lock"):
+            text = lock.read_text().strip()
+            if text.startswith("pid ") and Path(f"/proc/{text.split()[1]}").exists():
+                return int(text.split()[1])
+        time.sleep(0.2)
+    pytest.fail(f"no run holds a lock in {runs} after {timeout:.0f} s")
+
+
+def process_ends(pid: int, timeout: float = 30) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @pytest.mark.browser
-def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir):
+def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir, shots):
     page.locator("#w-max_steps input").fill("500")
     page.locator("#w-max_steps input").press("Enter")
     page.locator("#w-eval_on input").uncheck()
@@ -424,11 +458,14 @@ def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir):
     page.locator("#run").click()
     log = page.locator("#stage-log textarea")
     expect(log).to_have_value(re.compile(r"\[recover\] start"), timeout=RUN_TIMEOUT_MS)
+    pid = run_pid(runs_dir)
     page.locator("#cancel").click()
     status = page.locator("#status")
     expect(status).to_contain_text("Run cancelled", timeout=RUN_TIMEOUT_MS)
     expect(status).to_contain_text("Run resumes after them")
     expect(page.locator("#run")).to_be_enabled()
+    assert process_ends(pid), "Cancel ended the run's process"
+    page.screenshot(path=str(shots / "cancelled.png"), full_page=True)
     # the visitor's own folder (runs/session-… or runs/user-…) holds the run
     folders = [p for p in runs_dir.glob("*/*") if (p / "reports" / "prune.json").is_file()]
     assert any(not (p / "reports" / "train.json").exists() for p in folders), "pruned, not trained: resumable"
@@ -490,9 +527,114 @@ def test_uploading_a_recipe_fills_recovery_and_keeps_the_rest(page):
 
 
 @pytest.mark.browser
-def test_pasting_a_bad_recipe_says_where(page):
+def test_pasting_a_bad_recipe_says_where(page, shots):
     page.locator("#paste textarea").fill(
         "model:\n  source: x\nprune:\n  method: width\n  ratio: 0.3\n  scorr: t\n"
     )
     page.locator("#load").click()
     expect(page.locator("#status")).to_contain_text("prune.scorr: unknown key")
+    expect(page.locator("#status")).not_to_contain_text("Traceback")
+    page.screenshot(path=str(shots / "bad-recipe.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_plan_preview_lists_its_warnings_and_the_hardware(page, shots):
+    """The embedded default at 55 %: the plan table, its warnings once each as a list, and the memory estimate
+    with the Jobs flavour that fits, which the Jobs option then suggests."""
+    set_ratio(page, 0.55)
+    expect(yaml_view(page)).to_contain_text("ratio: 0.55")
+    page.locator("#plan").click()
+    plan = page.locator("#plan-out")
+    expect(plan).to_contain_text("Warnings", timeout=20_000)
+    expect(plan.locator("li").first).to_contain_text("⚠")
+    expect(page.locator("#status")).to_contain_text("Plan ready")
+    page.locator("#on-jobs input").check()
+    flavor = page.locator("#flavor")
+    expect(flavor).to_contain_text("Suggested for this plan: cpu-basic", timeout=20_000)
+    expect(page.locator("#flavor input")).to_have_value("cpu-basic")
+    expect(page.locator("#submit-job")).to_be_visible()
+    expect(page.locator("#run")).to_be_hidden()
+    page.screenshot(path=str(shots / "plan-warnings.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_a_second_visitor_waits_in_line_and_the_first_leaving_stops_their_run(
+    browser, app_url, runs_dir, shots
+):
+    """One run at a time: the second page is told "2nd in line"; the first visitor closes their page, which
+    ends their run's process, and the second's run starts; its Cancel stops it."""
+    first, second = (browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(2))
+    try:
+        for p in (first, second):
+            p.goto(app_url)
+            expect(p.locator("#plan")).to_be_visible(timeout=20_000)
+            p.locator("#w-max_steps input").fill("400")
+            p.locator("#w-max_steps input").press("Enter")
+            p.locator("#w-eval_on input").uncheck()
+            field(p, "repo_id").fill("")
+            expect(yaml_view(p)).not_to_contain_text("publish:")
+        first.locator("#run").click()
+        expect(first.locator("#stage-log textarea")).to_have_value(
+            re.compile(r"\[prune\]"), timeout=RUN_TIMEOUT_MS
+        )
+        pid = run_pid(runs_dir)
+        second.locator("#run").click()
+        expect(second.locator("#status")).to_contain_text("2nd in line", timeout=20_000)
+        second.screenshot(path=str(shots / "queue.png"), full_page=True)
+        first.close()  # the visitor leaves: their run stops
+        assert process_ends(pid, timeout=60), "leaving the page ended the run's process"
+        expect(second.locator("#status")).to_contain_text("Running", timeout=30_000)
+        expect(second.locator("#stage-log textarea")).to_have_value(
+            re.compile(r"\[prune\]"), timeout=RUN_TIMEOUT_MS
+        )
+        second.locator("#cancel").click()
+        expect(second.locator("#status")).to_contain_text("Run cancelled", timeout=RUN_TIMEOUT_MS)
+    finally:
+        for p in (first, second):
+            if not p.is_closed():
+                p.close()
+
+
+@pytest.mark.browser
+def test_a_signed_in_run_on_hugging_face_jobs_ends_with_the_pushed_link(page, shots):
+    """Sign in, tick "Run on Hugging Face Jobs": the flavour is the plan's suggestion; the job (the embedded Hub
+    runs it here) shows its stage and its logs as they come, and the pushed model's link at the end."""
+    page.locator("#login").click()
+    expect(page.locator("#signed-in")).to_contain_text("Signed in as alice", timeout=20_000)
+    page.locator("#w-max_steps input").fill("12")
+    page.locator("#w-max_steps input").press("Enter")
+    page.locator("#w-eval_on input").uncheck()
+    field(page, "repo_id").fill("alice/tiny-llava-jobs")
+    expect(yaml_view(page)).to_contain_text("repo_id: alice/tiny-llava-jobs")
+    page.locator("#on-jobs input").check()
+    expect(page.locator("#flavor input")).to_have_value("cpu-basic", timeout=20_000)
+    page.locator("#submit-job").click()
+    board = page.locator("#stage-board")
+    expect(board.locator("[data-job-stage=RUNNING]")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(page.locator("#stage-log textarea")).to_have_value(re.compile(r"\S"), timeout=RUN_TIMEOUT_MS)
+    page.screenshot(path=str(shots / "jobs-running.png"), full_page=True)
+    status = page.locator("#status")
+    expect(status).to_contain_text(re.compile("Job finished|Error"), timeout=3 * RUN_TIMEOUT_MS)
+    expect(status).to_contain_text("Job finished", timeout=1)
+    expect(board.locator("[data-job-stage=COMPLETED]")).to_be_visible()
+    expect(page.locator("#url")).to_contain_text("alice/tiny-llava-jobs")
+    expect(page.locator("#submit-job")).to_be_enabled()
+    page.screenshot(path=str(shots / "jobs-done.png"), full_page=True)
+
+
+def test_the_line_takes_one_ticket_per_page_and_a_bounded_number_waiting(monkeypatch):
+    from app import Line
+    from compressor.errors import CompressorError
+
+    monkeypatch.setenv("COMPRESSOR_MAX_WAITING", "2")
+    line = Line()
+    going, second, third = (line.join(k) for k in ("a", "b", "c"))
+    assert [line.place(t) for t in (going, second, third)] == [0, 1, 2]
+    with pytest.raises(CompressorError, match="already has a run"):
+        line.join("b")
+    with pytest.raises(CompressorError, match="2 runs are waiting already"):
+        line.join("d")
+    assert line.cancel("b") and second.cancel.is_set() and not third.cancel.is_set()
+    line.leave(going)
+    assert line.place(second) == 0 and line.place(third) == 1
+    assert not line.cancel("nobody")

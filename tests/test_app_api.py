@@ -161,6 +161,8 @@ def test_plan_returns_the_table_and_its_warnings(client):
 def test_run_pushes_with_the_callers_token_which_stays_out_of_argv_and_env(client, api_runs, hub_server):
     from huggingface_hub import HfApi
 
+    from app import PLOTS
+
     recipe = demo_recipe(
         **{"recover.max_steps": 12, "evaluate": None, "publish.repo_id": "alice/api-width30"}
     )
@@ -177,6 +179,10 @@ def test_run_pushes_with_the_callers_token_which_stays_out_of_argv_and_env(clien
     assert "step 10/12" in log and "What was removed" in card
     assert str(api_runs) not in status + board + log + card + url
     assert HfApi(token=ALICE_WRITE).repo_exists("alice/api-width30")
+    # the run's pictures (RUN/plots/*.png) come back as images with their captions; no eval: no scores
+    captions = [item["caption"] for item in plots]
+    assert captions == [caption for name, caption in PLOTS if name != "scores"], plots
+    assert all(Path(item["image"]).stat().st_size > 1000 for item in plots)
     assert gone(pid) and run_temp_dirs() <= before, "the run's process and temporary folder are gone"
     # only alice's token was used: the folder is the session's, the push is alice's
     assert len([p for p in api_runs.glob("session-*/*") if (p / "reports" / "push.json").is_file()]) == 1
@@ -244,3 +250,66 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint(client, api_runs):
     (train,) = api_runs.glob(f"session-*/{name}/reports/train.json")
     resumed = json.loads(train.read_text()).get("resumed_from")
     assert resumed and resumed.startswith("checkpoint-"), resumed
+
+
+def test_run_on_jobs_follows_the_job_to_the_pushed_link(client, hub_server):
+    """/run_on_jobs: the recipe goes as a Hugging Face Job (the embedded Hub runs its command here); the
+    stream shows its stage and its logs as they come, and the pushed model's link at the end."""
+    from huggingface_hub import HfApi
+
+    recipe = demo_recipe(
+        **{"recover.max_steps": 12, "evaluate": None, "publish.repo_id": "alice/jobs-width30"}
+    )
+    job = client().submit(recipe, "auto", ALICE_WRITE, api_name="/run_on_jobs")
+    running = wait_for(job, lambda o: "data-job-stage" in (o[1] or ""), START_S, "the job's board")
+    assert "/jobs/alice/" in running[1] and "cpu-basic" in running[1], running[1]  # auto: the plan's flavour
+    wait_for(job, lambda o: "[prune]" in (o[2] or "") or "prune" in (o[2] or ""), RUN_S, "the job's logs")
+    out = wait_for(
+        job, lambda o: status_of(o).startswith(("**Job finished", "**Error")), RUN_S, "the job's end"
+    )
+    assert out[0].startswith("**Job finished"), out[0]
+    assert 'data-job-stage="COMPLETED"' in out[1]
+    assert "alice/jobs-width30" in out[5], out[5]
+    assert ALICE_WRITE not in "".join(str(x) for x in out)
+    assert HfApi(token=ALICE_WRITE).repo_exists("alice/jobs-width30")
+
+
+def test_a_job_needs_the_callers_token_and_a_publish_section(client):
+    out = client().predict(demo_recipe(), "auto", "", api_name="/run_on_jobs")
+    assert out[0].startswith("**Error:**") and "your own token" in out[0], out[0]
+    out = client().predict(demo_recipe(publish=None), "auto", ALICE_WRITE, api_name="/run_on_jobs")
+    assert out[0].startswith("**Error:**") and "publish" in out[0], out[0]
+    out = client().predict(demo_recipe(), "a10g-smal", ALICE_WRITE, api_name="/run_on_jobs")
+    assert out[0].startswith("**Error:**") and "a10g-small" in out[0], out[0]
+
+
+def test_cancel_cancels_the_job(client):
+    c = client()
+    recipe = demo_recipe(
+        **{"recover.max_steps": 500, "evaluate": None, "publish.repo_id": "alice/jobs-cancelled"}
+    )
+    job = c.submit(recipe, "cpu-basic", ALICE_WRITE, api_name="/run_on_jobs")
+    wait_for(job, lambda o: 'data-job-stage="RUNNING"' in (o[1] or ""), START_S, "the job running")
+    assert "Cancelling the job" in c.predict(api_name="/cancel")
+    out = wait_for(
+        job, lambda o: status_of(o).startswith(("**Job cancelled", "**Error", "**Job finished")), 90, "end"
+    )
+    assert out[0].startswith("**Job cancelled"), out[0]
+    assert 'data-job-stage="CANCELED"' in out[1]
+
+
+def test_the_readme_documents_exactly_the_api(client):
+    """README, "The app's API": its table names every public endpoint, and its example calls only them."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### The app's API") :]
+    section = section[: section.index("\n## ")]
+    api = client().view_api(return_format="dict", print_info=False)["named_endpoints"]
+    table = set(re.findall(r"^\| `(/\w+)` \|", section, flags=re.M))
+    assert table == set(api), (table, set(api))
+    assert set(re.findall(r'api_name="(/\w+)"', section)) <= set(api)
+    for name, endpoint in api.items():
+        params = [p["parameter_name"] for p in endpoint["parameters"]]
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{name}` |"))
+        assert all(f"`{p}`" in row for p in params), (name, params, row)
