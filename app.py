@@ -1717,8 +1717,7 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
         [w["token"], base, w["flavor"], *form],
         outputs,
         concurrency_limit=None,
-        show_progress="minimal",
-        show_progress_on=w["board"],  # the status (the place in line) and the log stay readable
+        show_progress="hidden",  # the job board says its stage; a pending overlay would only dim it
         **PRIVATE,
     ).then(lambda: run_controls(False), None, jobs_controls, **PRIVATE)
     w["cancel_btn"].click(on_cancel, None, w["status"], queue=False, api_name="cancel")
