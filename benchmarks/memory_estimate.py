@@ -309,7 +309,9 @@ def _cpu_parts(plan, kind, spec, backbone, recipe, name) -> dict:
 
     shape = hardware.Shape.of(plan, model_config(kind).to_dict(), spec, backbone)
     if name == "scoring":
-        return hardware.scoring(shape, plan, "auto", recipe.prune.calibration.max_length, "cpu")[1]
+        return hardware.scoring(
+            shape, plan, "auto", recipe.prune.calibration.max_length, not spec.remote_code, "cpu"
+        )[1]
     settings = hardware.RecoverySettings.of(recipe.recover, spec)
     return hardware.recovery(shape, settings, "cpu")[1]
 

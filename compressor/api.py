@@ -33,7 +33,7 @@ def _plan_at(recipe: Recipe, token: str | None) -> tuple[Plan, str | None]:
     )
     _refuse_text_only(recipe.model.source, config)
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
-    plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source)
+    plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe)
     extra = recovery_warnings(recipe)
     return (plan_.model_copy(update={"warnings": [*plan_.warnings, *extra]}) if extra else plan_), commit
 

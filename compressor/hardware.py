@@ -247,8 +247,11 @@ def _dtype_on(requested: str, device: str) -> str:
 # ---------------------------------------------------------------------------- the stages
 
 
-def scoring(shape: Shape, plan: Plan, recipe_dtype: str, max_length: int, device: str) -> tuple[int, dict]:
-    """Peak bytes of `prune.apply` on the unpruned model: (peak, parts)."""
+def scoring(
+    shape: Shape, plan: Plan, recipe_dtype: str, max_length: int, chunked: bool, device: str
+) -> tuple[int, dict]:
+    """Peak bytes of `prune.apply` on the unpruned model: (peak, parts). `chunked`: Taylor's loss goes a chunk of
+    positions at a time (`prune.importance.lm_loss`; every family whose code is in transformers)."""
     dtype = _dtype_on(recipe_dtype, device)
     b = _bytes(dtype)
     s = shape
@@ -260,8 +263,14 @@ def scoring(shape: Shape, plan: Plan, recipe_dtype: str, max_length: int, device
         checkpoints = s.layers_before * seq * h * b  # each checkpointed layer's input
         # the loss, at the start of the backward: the fp32 log-softmax kept for it, its incoming gradient and the
         # gradient of the logits (the logits themselves and their fp32 copy are freed by then; in the forward the
-        # two of them with the log-softmax cost at most as much)
-        logits = seq * s.vocab * 12
+        # two of them with the log-softmax cost at most as much); chunked, that is one chunk's worth, recomputed
+        # in the backward, plus the final hidden state the chunks read
+        if chunked:
+            from compressor.prune.importance.lm_loss import chunk_positions
+
+            logits = min(seq, chunk_positions(s.vocab)) * s.vocab * 12 + seq * h * b
+        else:
+            logits = seq * s.vocab * 12
         # one layer recomputed (non-reentrant checkpointing) with its saved tensors, plus the gradient flowing in
         # and out of it; the weight gradients are folded away one by one (the largest is an MLP projection)
         layer = seq * (_layer_saved(h, q, kv, i, s.mlp_inputs, b) + 2 * h * b) + 3 * h * i * b
@@ -418,7 +427,7 @@ def estimate(
         stages.append(StageMemory(stage=stage, detail=detail, gpu_bytes=gpu, cpu_bytes=cpu, parts=parts))
 
     samples = f", {plan.num_samples} x {max_length} tokens" if plan.num_samples else ""
-    add("scoring", f"{plan.scorer}{samples}", scoring, shape, plan, dtype, max_length)
+    add("scoring", f"{plan.scorer}{samples}", scoring, shape, plan, dtype, max_length, not spec.remote_code)
     if recipe is not None and recipe.recover is not None:
         r = RecoverySettings.of(recipe.recover, spec)
         detail = f"{r.mode}, batch {r.batch} x {r.seq}" + (", teacher" if r.uses_teacher else "")

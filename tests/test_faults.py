@@ -356,7 +356,7 @@ def test_a_token_given_to_the_app_never_reaches_the_page_or_its_files(
             request = gr.Request(session_hash=f"leak-{i}")
             for update in on_run(box, base, oauth, None, request, lambda *a, **k: None, *_form_args(recipe)):
                 shown += [str(u) for u in update]
-            assert shown[-6].startswith("Run finished") and repo in "".join(shown[-6:]), shown[-6]
+            assert shown[-7].startswith("Run finished") and repo in "".join(shown[-7:]), shown[-7]
     finally:
         del hub_server.tokens[CANARY]
     texts = {

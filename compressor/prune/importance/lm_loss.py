@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-CHUNK = 256  # positions per chunk: 256 x 32k fp32 logits = 32 MB
+CHUNK_BYTES = 8 << 20  # one chunk's fp32 logits: 8 MB (64 positions of a 32k vocabulary, 42 of SmolLM2's 49k)
+
+
+def chunk_positions(vocab: int, batch: int = 1) -> int:
+    return max(1, CHUNK_BYTES // (4 * vocab * batch))
 
 
 def _softcap(config) -> float | None:
@@ -60,7 +64,9 @@ def supports_chunked_loss(model) -> bool:
     return isinstance(head, torch.nn.Linear) and head.weight.device.type != "meta"
 
 
-def chunked_lm_loss(model, inputs: dict[str, Any], labels: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+def chunked_lm_loss(
+    model, inputs: dict[str, Any], labels: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
     """Mean next-token cross-entropy of `model` on `inputs` (no labels in them), one logits chunk at a time.
 
     Falls back to the model's own loss when the final hidden state does not line up with `labels` (a remote-code
@@ -76,6 +82,7 @@ def chunked_lm_loss(model, inputs: dict[str, Any], labels: torch.Tensor, chunk: 
     shifted = F.pad(labels[:, 1:], (0, 1), value=-100).to(hidden.device)
     count = (shifted != -100).sum()
     cap = _softcap(model.config)
+    chunk = chunk or chunk_positions(head.weight.shape[0], hidden.shape[0])
     total = head.weight.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[1], chunk):
         part = shifted[:, start : start + chunk]
