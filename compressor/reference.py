@@ -145,6 +145,26 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
+def language_model(gguf: Path | None = None) -> Path:
+    """The real SmolLM2-135M-Instruct as an fp32 transformers folder, for the benchmarks: the built reference's
+    copy when there is one, else converted once from the GGUF (seconds) into its own cache folder, atomically."""
+    built = cache_root() / "smollm2-135m-instruct"
+    if (built / "model.safetensors").is_file():
+        return built
+    own = cache_root().parent / "smollm2-135m-instruct-fp32"
+    if (own / "model.safetensors").is_file():
+        return own
+    gguf = Path(gguf) if gguf else package_dir(GGUF_PACKAGE) / GGUF_FILE
+    own.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{own.name}.", dir=own.parent))
+    try:
+        convert_gguf(gguf, tmp)
+        tmp.rename(own)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return own
+
+
 def heldout_texts(n: int, tokens: int, tokenizer) -> list[str]:
     """`n` held-out passages of about `tokens` tokens: the second half of CPython's language-reference topics."""
     from pydoc_data.topics import topics
