@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -191,6 +192,9 @@ def test_speed_rows_are_present_and_positive(report):
     assert compressed.params_total < original.params_total
     assert compressed.disk_bytes < original.disk_bytes
     assert "interleaved" in report.speed_method and report.timings["speed"] > 0
+    assert "batch 1" in report.speed_method  # the table says which batch and widths its numbers are for
+    widths = re.search(r"widths: original: (.*); compressed: (.*)$", report.speed_method)
+    assert widths and widths[1] != widths[2] and "MLP" in widths[2], report.speed_method
 
 
 def test_report_is_json_and_renders_a_table(report):

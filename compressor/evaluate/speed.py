@@ -183,7 +183,20 @@ def measure(
         )
     memory = rows[0].memory_method or "not measured"
     method = METHOD.format(p=cfg.speed_prompt_tokens, n=cfg.speed_new_tokens, r=cfg.speed_repeats, mem=memory)
-    return rows, method
+    shapes = "; ".join(f"{side}: {widths(model)}" for side, model in pair.sides())
+    return rows, f"{method}; widths: {shapes}"
+
+
+def widths(model) -> str:
+    """The language model's layers, query / KV heads and MLP width, as the speed depends on them."""
+    config = model.config
+    text = getattr(config, "text_config", None) or config
+    get = text.get if isinstance(text, dict) else lambda k, d=None: getattr(text, k, d)
+    mlp = get("intermediate_size")
+    return (
+        f"{get('num_hidden_layers')} layers, {get('num_attention_heads')} query / "
+        f"{get('num_key_value_heads') or get('num_attention_heads')} KV heads, MLP {mlp}"
+    )
 
 
 # ---------------------------------------------------------------------------- the fresh process
