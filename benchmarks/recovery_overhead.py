@@ -13,8 +13,9 @@ Operations are interleaved round by round after warm-up; min and median are repo
 distillation step cannot beat: 1 + teacher forward / SFT step, for the full teacher (with its LM head) and
 for the backbone-only teacher that `DistillationSFTTrainer` runs.
 
-Run: `.venv/bin/python benchmarks/recovery_overhead.py` (about two minutes on two cores); add `smollm2` for
-SmolLM2-135M's language-model shape (30 layers, hidden 576, vocab 49152), the research notes' anchor.
+Run: `.venv/bin/python benchmarks/recovery_overhead.py real` for the real SmolLM2-135M-Instruct weights (the LLaVA
+of benchmarks/shapes.py, 64 px CLIP tower: 16 image tokens + text); `tiny` and `30M` for the random models above
+(about two minutes on two cores), `smollm2` for SmolLM2-135M's shape with random weights.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def build(size: str):
 
     from compressor import tiny
 
+    if (
+        size == "real"
+    ):  # the real SmolLM2-135M-Instruct weights in a LLaVA (a 64 px CLIP tower, 16 image tokens)
+        from shapes import real_smollm2_llava
+
+        return real_smollm2_llava()[0]
     if size == "tiny":
         config = tiny.tiny_config("llava")
     elif size == "smollm2":  # SmolLM2-135M's language-model shape, the research notes' anchor
@@ -90,9 +97,14 @@ def inputs_for(model):
 
     vision = model.config.vision_config
     n_img = (vision.image_size // vision.patch_size) ** 2
+    image_id, vocab = model.config.image_token_id, model.config.text_config.vocab_size
+    if vocab == VOCAB_SIZE:  # the tiny tokenizer's ids
+        first, image_id, bos = len(SPECIAL_TOKENS), TOKEN_ID["<image>"], BOS_ID
+    else:  # a real vocabulary: ordinary tokens above its specials
+        first, bos = 100, model.config.text_config.bos_token_id or 1
     g = torch.Generator().manual_seed(0)
-    text = torch.randint(len(SPECIAL_TOKENS), VOCAB_SIZE, (BATCH, SEQ - 1 - n_img), generator=g)
-    prefix = torch.tensor([BOS_ID] + [TOKEN_ID["<image>"]] * n_img).expand(BATCH, -1)
+    text = torch.randint(first, vocab, (BATCH, SEQ - 1 - n_img), generator=g)
+    prefix = torch.tensor([bos] + [image_id] * n_img).expand(BATCH, -1)
     ids = torch.cat([prefix, text], 1)
     labels = ids.clone()
     labels[:, : 1 + n_img] = -100
@@ -123,6 +135,12 @@ def write_data(folder: Path) -> Path:
     return folder
 
 
+def real_processor():
+    from compressor.reference import BuildConfig, language_model, processor_for
+
+    return processor_for(language_model(), BuildConfig())
+
+
 def sessions(size: str, root: Path):
     from compressor.plan import count_params
     from compressor.recover import prepare
@@ -132,7 +150,8 @@ def sessions(size: str, root: Path):
     teacher = build(size)
     teacher_dir, student_dir = root / f"{size}-teacher", root / f"{size}-student"
     teacher.save_pretrained(teacher_dir)
-    build_processor("llava").save_pretrained(teacher_dir)
+    processor = real_processor() if size == "real" else build_processor("llava")
+    processor.save_pretrained(teacher_dir)
     student = build(size)
     from compressor.arch import spec_for
 
@@ -141,7 +160,7 @@ def sessions(size: str, root: Path):
     prune_width(student, round_to=8 if size == "tiny" else 64)
     after = count_params(student, spec)["backbone"]
     student.save_pretrained(student_dir)
-    build_processor("llava").save_pretrained(student_dir)
+    processor.save_pretrained(student_dir)
     data = str(write_data(root / f"{size}-data"))
     sft = {
         "per_device_train_batch_size": BATCH,

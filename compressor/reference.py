@@ -264,11 +264,9 @@ def assemble(lm_dir: Path, cfg: BuildConfig):
     import torch
     from transformers import (
         AutoModelForCausalLM,
-        CLIPImageProcessorPil,
         CLIPVisionConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
-        LlavaProcessor,
     )
 
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
@@ -296,8 +294,15 @@ def assemble(lm_dir: Path, cfg: BuildConfig):
     if not lm.config.tie_word_embeddings:
         model.lm_head.load_state_dict(lm.lm_head.state_dict())
     model.tie_weights()
+    return model, processor_for(lm_dir, cfg)
+
+
+def processor_for(lm_dir: Path, cfg: BuildConfig):
+    """The reference LLaVA's processor: the LM's tokenizer with `<image>`, a CLIP image processor (PIL backend)."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
     side = {"height": cfg.image_size, "width": cfg.image_size}
-    processor = LlavaProcessor(
+    return LlavaProcessor(
         image_processor=CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size}, crop_size=side),
         tokenizer=image_tokenizer(lm_dir),
         patch_size=cfg.patch_size,
@@ -306,7 +311,6 @@ def assemble(lm_dir: Path, cfg: BuildConfig):
         chat_template=chat_template(),
         image_token=IMAGE_TOKEN,
     )
-    return model, processor
 
 
 # ---------------------------------------------------------------------------- training and scoring
