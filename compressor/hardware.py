@@ -260,7 +260,13 @@ def scoring(
     parts: dict[str, int] = {"weights": weights}
     seq = max_length
     if plan.scorer == "taylor":
-        checkpoints = s.layers_before * seq * h * b  # each checkpointed layer's input
+        from compressor.prune.importance.taylor import unchecked_layers
+
+        saved = _layer_saved(h, q, kv, i, s.mlp_inputs, b)
+        # the first layers keep their activations while they fit the budget; the last ones are checkpointed, and
+        # the backward reaches them first, while the first ones' activations are still held
+        free = unchecked_layers(s.layers_before, weights, seq, saved) if chunked else 0
+        checkpoints = (s.layers_before - free) * seq * h * b  # each checkpointed layer's input
         # the loss, at the start of the backward: the fp32 log-softmax kept for it, its incoming gradient and the
         # gradient of the logits (the logits themselves and their fp32 copy are freed by then; in the forward the
         # two of them with the log-softmax cost at most as much); chunked, that is one chunk's worth, recomputed
@@ -273,8 +279,16 @@ def scoring(
             logits = seq * s.vocab * 12
         # one layer recomputed (non-reentrant checkpointing) with its saved tensors, plus the gradient flowing in
         # and out of it; the weight gradients are folded away one by one (the largest is an MLP projection)
-        layer = seq * (_layer_saved(h, q, kv, i, s.mlp_inputs, b) + 2 * h * b) + 3 * h * i * b
-        parts |= {"checkpoints": checkpoints, "loss / recompute": max(logits, layer)}
+        layer = seq * (saved + 2 * h * b) + 3 * h * i * b
+        if (
+            free == s.layers_before
+        ):  # nothing recomputed: the gradient flowing through, and the weight gradients
+            layer = seq * 2 * h * b + 3 * h * i * b
+        parts |= {
+            "unchecked layers": free * seq * saved,
+            "checkpoints": checkpoints,
+            "loss / recompute": max(logits, layer),
+        }
     elif plan.scorer in ("block_influence", "angular", "activation"):
         hooks = 2 * seq * h * 4  # a layer's input and output as fp32 [tokens, hidden] copies
         inside = seq * _layer_transient(h, q, kv, i, s.mlp_inputs) * b

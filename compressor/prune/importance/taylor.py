@@ -3,9 +3,9 @@
 Memory: only the scored weights require grad, calibration samples go one at a time, and a hook on each
 scored weight folds its gradient into the per-unit scores and frees it the moment it is accumulated,
 so at most a few weights' gradients exist at once (LLM-Pruner and Torch-Pruning keep the whole
-backward's gradients). Decoder layers run under activation checkpointing (their inputs are kept, their
-insides recomputed in the backward), so activations cost one layer's worth plus the logits, not every
-layer's. The loss is computed a chunk of positions at a time (`lm_loss`): the full logits never exist. The model
+backward's gradients). Decoder layers whose saved activations do not fit in `UNCHECKED_SHARE` of the weights'
+size run under activation checkpointing (their inputs are kept, their insides recomputed in the backward), so a
+long calibration sample costs about one layer's activations, and a short one no recomputation. The loss is computed a chunk of positions at a time (`lm_loss`): the full logits never exist. The model
 stays in eval mode: no dropout touches the scores. Scores are summed over samples:
 Σ_samples Σ_w |w · g_sample(w)|.
 """
@@ -28,6 +28,33 @@ from compressor.prune.importance.base import (
 )
 from compressor.prune.importance.lm_loss import chunked_lm_loss, supports_chunked_loss
 from compressor.prune.importance.width_common import layer_units, reduce_to_units, scored_params
+
+# Layers run without checkpointing while their saved activations fit in this share of the weights' bytes; the
+# rest recompute their forward in the backward. Scoring's peak then stays near 1.5x the weights (the other ~0.2 is
+# the checkpointed layers' inputs, one recomputed layer and one chunk of the loss), and short calibration samples
+# of a model pay no recomputation at all.
+UNCHECKED_SHARE = 0.3
+
+
+def unchecked_layers(num_layers: int, weight_bytes: int, tokens: int, per_token_layer_bytes: int) -> int:
+    """How many decoder layers keep their activations (no recomputation) within the budget."""
+    per_layer = max(1, tokens * per_token_layer_bytes)
+    return max(0, min(num_layers, int(UNCHECKED_SHARE * weight_bytes // per_layer)))
+
+
+def _per_token_layer_bytes(model, spec, backbone, dtype_bytes: int) -> int:
+    from compressor.hardware import _layer_saved
+    from compressor.plan import head_dim_of
+
+    text = spec.text_config(model.config.to_dict())
+    d = head_dim_of(text)
+    q, kv = (
+        text["num_attention_heads"] * d,
+        (text.get("num_key_value_heads") or text["num_attention_heads"]) * d,
+    )
+    return _layer_saved(
+        text["hidden_size"], q, kv, text["intermediate_size"], len(backbone.mlp_in), dtype_bytes
+    )
 
 
 @contextmanager
@@ -122,9 +149,21 @@ def taylor(ctx, targets: list[str], num_kv: int, head_dim: int) -> WidthScores:
             offloaded.enter_context(live_weight_hooks(owner, by_name))
     device = input_device(model)
     chunked = supports_chunked_loss(model) and not ctx.spec.remote_code
+    batches = list(ctx.batches)
+    weight = next(iter(layers.parameters()))
+    free = (
+        0
+        if ctx.spec.remote_code
+        else unchecked_layers(  # remote code may splice in unseen image tokens
+            len(layers),
+            sum(p.numel() * p.element_size() for p in model.parameters()),
+            max((b["input_ids"].numel() for b in batches if "input_ids" in b), default=0),
+            _per_token_layer_bytes(model, ctx.spec, ctx.backbone, weight.element_size()),
+        )
+    )
     try:
-        with offloaded, hooks(handles), checkpointed(layers):
-            for batch in ctx.progress(ctx.batches, "taylor scores"):
+        with offloaded, hooks(handles), checkpointed(layers[free:]):
+            for batch in ctx.progress(batches, "taylor scores"):
                 batch = to_device(batch, device)
                 if "labels" not in batch:
                     raise ValueError("taylor scoring needs calibration batches with labels")
