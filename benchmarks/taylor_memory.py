@@ -1,126 +1,162 @@
-"""Peak memory of Taylor width scoring: ours against a full backward's gradients, side by side.
+"""Peak memory of Taylor width scoring ÷ the weights' size, at three model sizes and two calibration lengths.
 
-The model is a LLaVA whose language model has SmolLM2-135M's exact shape (30 layers, hidden 576,
-9 heads / 3 KV groups, MLP 1536, vocab 49152, tied embeddings) with a small CLIP tower; weights are
-random (the shapes, not the values, set the memory). Calibration: 10 samples of 64 image + 128 text
-tokens, as in the seed's Taylor setting.
+Models (LLaVA, fp32 on the CPU; a one-layer CLIP tower of hidden 64 whose patch grid gives the image tokens):
+- tiny: the test model's text backbone (`compressor.tiny`, 6 layers, hidden 64, vocab of the tiny tokenizer);
+- 30M: 8 layers, hidden 512, 8 heads / 4 KV groups, MLP 1408, vocab 8192, tied embeddings (random weights);
+- 135M: the real SmolLM2-135M-Instruct (30 layers, hidden 576, MLP 1536, vocab 49152, tied embeddings).
+Calibration: 4 samples of 64 image + 128 text tokens (the seed's setting on a small tower) and of 576 image +
+124 text tokens (LLaVA-1.5's 336 px CLIP gives 576 image tokens).
 
-- ours: `compressor`'s taylor scorer — only the scored weights require grad, one sample at a time,
-  each weight's gradient folded into its unit scores and freed as soon as it is accumulated.
-- full backward: what LLM-Pruner / Torch-Pruning do — every parameter requires grad, one backward over
-  the 10 samples as a batch, all gradients kept, then |w·g| per unit.
+Variants, each in a fresh process:
+- ours: `compressor.prune.apply`, width 30 %, Taylor (chunked loss; layers checkpointed beyond the budget);
+- full backward: what LLM-Pruner / Torch-Pruning do: every parameter requires grad, one backward per sample,
+  gradients accumulated in `.grad` (then |w·g| per unit, negligible).
+Peak = the highest running sum of CPU allocator bytes while the model is built and scored (torch profiler with
+profile_memory; the same quantity as `torch.cuda.max_memory_allocated` on a GPU: live tensors, not the
+allocator's cache or code pages), weights included; "x weights" = peak ÷ the model's parameter bytes. Issue target:
+flat across sizes and ≤ 1.5x (a LLaVA-1.5-7B in bf16 is 13.5 GB; LLM-Pruner's maintainers quote ~80 GB).
 
-Each variant runs in a fresh process; peak RSS (ru_maxrss) is divided by the model's fp32 size.
-Run: `.venv/bin/python benchmarks/taylor_memory.py`
+Run: `.venv/bin/python benchmarks/taylor_memory.py` (`make bench` runs it; about 5 minutes on two cores).
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import math
 import subprocess
 import sys
-import time
 
-SAMPLES, TEXT_TOKENS = 10, 128
+SIZES = ("tiny", "30M", "135M")
+LENGTHS = ((64, 128), (576, 124))  # (image tokens, text tokens)
+SAMPLES = 4
 
 
-def build():
+def build(size: str, image_tokens: int):
     import torch
-    from shapes import IMAGE_TOKEN, smollm2_llava
+    from transformers import AutoModelForImageTextToText
 
-    model = smollm2_llava()
+    from compressor import tiny
+
+    side = int(math.isqrt(image_tokens)) * 16
+    if size == "135M":
+        from compressor.reference import BuildConfig, assemble, language_model
+
+        torch.manual_seed(0)
+        cfg = BuildConfig(image_size=side, patch_size=16, vision_hidden=64, vision_layers=1)
+        model, _ = assemble(language_model(), cfg)
+        return model.eval()
+    text = (
+        {}
+        if size == "tiny"
+        else {
+            "hidden_size": 512,
+            "intermediate_size": 1408,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 64,
+            "vocab_size": 8192,
+            "tie_word_embeddings": True,
+        }
+    )
+    config = tiny.tiny_config("llava", **text)
+    v = config.vision_config
+    v.image_size, v.patch_size, v.hidden_size, v.intermediate_size = side, 16, 64, 256
+    v.num_hidden_layers, v.num_attention_heads = 1, 2
+    config.vision_feature_layer = -1
+    config.image_seq_length = image_tokens
+    torch.manual_seed(0)
+    return AutoModelForImageTextToText.from_config(config, dtype=torch.float32).eval()
+
+
+def batches(model, image_tokens: int, text_tokens: int):
+    import torch
+
+    vocab = model.config.text_config.vocab_size
+    image_id = model.config.image_token_id
+    side = model.config.vision_config.image_size
     g = torch.Generator().manual_seed(1)
-    batches = []
+    out = []
     for _ in range(SAMPLES):
-        ids = torch.cat(
-            [torch.full((1, 64), IMAGE_TOKEN), torch.randint(10, 49152, (1, TEXT_TOKENS), generator=g)], 1
-        )
-        labels = ids.masked_fill(ids == IMAGE_TOKEN, -100)
-        batches.append(
+        text = torch.randint(vocab // 2, vocab, (1, text_tokens), generator=g)
+        ids = torch.cat([torch.full((1, image_tokens), image_id), text], 1)
+        out.append(
             {
                 "input_ids": ids,
                 "attention_mask": torch.ones_like(ids),
-                "labels": labels,
-                "pixel_values": torch.randn(1, 3, 64, 64, generator=g),
+                "labels": ids.masked_fill(ids == image_id, -100),
+                "pixel_values": torch.randn(1, 3, side, side, generator=g),
             }
         )
-    return model, batches
+    return out
 
 
-def model_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def run_ours():
+def ours(model, data) -> None:
     from compressor import prune as pruning
     from compressor.arch import spec_for
     from compressor.plan import resolve
     from compressor.recipe import Prune
 
-    model, batches = build()
-    size = model_bytes(model)
-    spec, backbone = spec_for(model.config.to_dict())
-    plan = resolve(model.config.to_dict(), spec, backbone, Prune(method="width", ratio=0.3, round_to=64))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    pruning.apply(model, spec, backbone, plan, batches, progress=lambda it, d: it)
-    return size, base, time.perf_counter() - t
+    config = model.config.to_dict()
+    spec, backbone = spec_for(config)
+    plan = resolve(config, spec, backbone, Prune(method="width", ratio=0.3, round_to=8))
+    pruning.apply(model, spec, backbone, plan, data, progress=lambda it, _d: it)
 
 
-def run_full_backward():
+def full_backward(model, data) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for batch in data:
+        model(**batch, use_cache=False).loss.backward()
+
+
+def child(size: str, image_tokens: int, text_tokens: int, variant: str) -> None:
     import torch
-
-    model, batches = build()
-    size = model_bytes(model)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    batch = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-    model(**batch, use_cache=False).loss.backward()
-    with torch.no_grad():
-        for layer in model.model.language_model.layers:
-            for lin in (layer.mlp.gate_proj, layer.mlp.up_proj):
-                (lin.weight * lin.weight.grad).abs().sum(1)
-            (layer.mlp.down_proj.weight * layer.mlp.down_proj.weight.grad).abs().sum(0)
-    return size, base, time.perf_counter() - t
-
-
-def child(which: str) -> None:
-    import torch
+    from memory_estimate import allocation_peak
 
     torch.set_num_threads(2)
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    size, base, seconds = {"ours": run_ours, "full": run_full_backward}[which]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {"peak_kb": peak, "base_kb": base, "start_kb": start, "model_bytes": size, "seconds": seconds}
-        )
-    )
+    state = {}
+
+    def setup():
+        state["model"] = build(size, image_tokens)
+        state["data"] = batches(state["model"], image_tokens, text_tokens)
+        state["weights"] = sum(p.numel() * p.element_size() for p in state["model"].parameters())
+        return state
+
+    fn = ours if variant == "ours" else full_backward
+    peak, _ = allocation_peak(lambda s: fn(s["model"], s["data"]), setup)
+    print(json.dumps({"peak": peak, "weights": state["weights"]}))
 
 
 def main() -> None:
     if len(sys.argv) > 1:
-        return child(sys.argv[1])
-    rows = {}
-    for which in ("ours", "full"):
-        out = subprocess.run(
-            [sys.executable, __file__, which], capture_output=True, text=True, check=True
-        ).stdout
-        rows[which] = json.loads(out.strip().splitlines()[-1])
-    model_mb = rows["ours"]["model_bytes"] / 1e6
+        size, img, txt, variant = sys.argv[1:5]
+        return child(size, int(img), int(txt), variant)
     print(
-        f"model (fp32): {model_mb:.0f} MB; calibration {SAMPLES} x (64 image + {TEXT_TOKENS} text) tokens\n"
+        "peak live tensor bytes (torch profiler) of Taylor width scoring, weights included, ÷ the weights' bytes; "
+        f"fp32 on the CPU, {SAMPLES} calibration samples\n"
     )
-    print("x model = (peak RSS - RSS after imports) / model size: the model plus everything scoring adds\n")
-    print(f"{'variant':<30} {'peak RSS MB':>11} {'x model':>8} {'scoring adds MB':>16} {'seconds':>8}")
-    for name, label in (("ours", "compressor taylor"), ("full", "full backward (TP/LLM-Pruner)")):
-        r = rows[name]
-        peak = r["peak_kb"] / 1e3
-        extra = (r["peak_kb"] - r["base_kb"]) / 1e3
-        held = (r["peak_kb"] - r["start_kb"]) / 1e3
-        print(f"{label:<30} {peak:>11.0f} {held / model_mb:>8.2f} {extra:>16.0f} {r['seconds']:>8.1f}")
-    print(f"\npeak RSS, full backward / ours: {rows['full']['peak_kb'] / rows['ours']['peak_kb']:.2f}x")
+    print(
+        "| model | weights MB | tokens (image + text) | ours: peak MB | ours: x weights | full backward: peak MB "
+        "| full backward: x weights | full / ours |"
+    )
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for size in SIZES:
+        for img, txt in LENGTHS:
+            got = {}
+            for variant in ("ours", "full"):
+                cmd = [sys.executable, __file__, size, str(img), str(txt), variant]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"{size} {variant} failed:\n{out.stderr[-3000:]}")
+                got[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+            w = got["ours"]["weights"]
+            o, f = got["ours"]["peak"], got["full"]["peak"]
+            print(
+                f"| {size} | {w / 1e6:.1f} | {img} + {txt} | {o / 1e6:.1f} | {o / w:.2f} | {f / 1e6:.1f} | "
+                f"{f / got['full']['weights']:.2f} | {f / o:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
