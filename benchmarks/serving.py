@@ -501,6 +501,13 @@ def _x(v: float) -> str:
     return f"{v:.2f}×"
 
 
+def label(labels: list[str]) -> str:
+    """'width 30%, target default (round_to 64) / gpu / gguf': the later labels without the shared prefix."""
+    prefix = os.path.commonprefix(labels) if len(labels) > 1 else ""
+    prefix = prefix[: prefix.rfind(" ") + 1]
+    return " / ".join([labels[0], *(x[len(prefix) :] for x in labels[1:])])
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one row per (model, type); speed-ups against the original of the same type."""
     head = (
@@ -517,7 +524,7 @@ def table(rows: list[dict]) -> str:
         torch_ppl = f"{r['torch_ppl']:.2f}" if r["type"] == "f16" else ""
         fb = f"{r['n_fallback']} / {r['n_tensors']}" if r.get("n_tensors") else str(r["n_fallback"])
         lines.append(
-            f"| {' / '.join(r['labels'])} | {r['heads']} / {r['kv_heads']} | {r['mlp']} | {r['params'] / 1e6:.1f} M "
+            f"| {label(r['labels'])} | {r['heads']} / {r['kv_heads']} | {r['mlp']} | {r['params'] / 1e6:.1f} M "
             f"| {_x(ideal)} | {r['type']} | {fb} | {r['mib']:.1f} | {r['bpw']:.2f} "
             f"| {r['prefill']:.0f} | {_x(pp)} | {pp / ideal:.2f} | {r['decode']:.1f} | {_x(tg)} | {tg / ideal:.2f} "
             f"| {r['ppl']:.2f} | {torch_ppl} |"
