@@ -457,6 +457,10 @@ def resolve(
             f"achieved ratio {achieved:.1%} differs from the requested {prune.ratio:.1%}: the nearest legal "
             f"shape ({'whole layers' if prune.method == 'depth' else 'whole KV groups, MLP multiples of round_to'})"
         )
+    if prune.method == "width" and prune.target == "gguf":
+        warnings += gguf_row_warnings(
+            text["hidden_size"], new_text["num_attention_heads"] * head_dim_of(text)
+        )
     scorer = prune.scorer_name
     dropped = None
     if prune.method == "depth" and scorer == "last":
@@ -508,6 +512,25 @@ def resolve(
 
 
 # ---------------------------------------------------------------------------- display
+
+
+def gguf_row_warnings(hidden: int, query_width: int, block: int = 256) -> list[str]:
+    """What `prune.target: gguf` cannot align: rows of the hidden size (never pruned) and of the attention output
+    projection (query heads x head_dim), which llama.cpp's k-quants store in a bigger type when not divisible by
+    256 (measured with llama.cpp in benchmarks/serving.py)."""
+    out = []
+    if hidden % block:
+        out.append(
+            f"gguf: the hidden size {hidden} is not a multiple of {block}, so llama.cpp's k-quants store every "
+            "projection that reads it (q, k, v, gate, up) in a bigger type; pruning never changes the hidden size"
+        )
+    if query_width % block and query_width != hidden:
+        out.append(
+            f"gguf: the attention output projection reads rows of {query_width} (query heads x head_dim), not a "
+            f"multiple of {block}: llama.cpp keeps it in a bigger type; a ratio that keeps a head count whose "
+            f"width is a multiple of {block} avoids it"
+        )
+    return out
 
 
 def _fmt(n: int | None) -> str:

@@ -220,3 +220,18 @@ def test_a_gguf_target_holds_in_the_pruned_checkpoint(tmp_path):
     inter = model.config.text_config.intermediate_size
     assert inter % 256 == 0 and inter < 1024
     assert all(layer.mlp.down_proj.in_features == inter for layer in model.model.language_model.layers)
+
+
+def test_the_gguf_target_warns_about_rows_it_cannot_align():
+    """SmolLM2's hidden 576 is never a multiple of 256 and 6 query heads x 64 = 384 is not either (llama.cpp keeps
+    those tensors in a bigger type, measured in benchmarks/serving.py); LLaVA-1.5-7B's widths all align."""
+    small = _plan(real_shapes.smolvlm_256m(), method="width", ratio=0.45, target="gguf")
+    gguf = [w for w in small.warnings if w.startswith("gguf:")]
+    assert any("hidden size 576" in w for w in gguf)
+    q = small.heads_after * small.head_dim
+    assert (f"rows of {q}" in " ".join(gguf)) == (q % 256 != 0 and q != 576)
+    big = _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3, target="gguf")
+    assert not [w for w in big.warnings if w.startswith("gguf:")]
+    assert not [
+        w for w in _plan(real_shapes.smolvlm_256m(), method="width", ratio=0.45).warnings if "gguf" in w
+    ]
