@@ -292,7 +292,8 @@ def scoring(
     elif plan.scorer in ("block_influence", "angular", "activation"):
         hooks = 2 * seq * h * 4  # a layer's input and output as fp32 [tokens, hidden] copies
         inside = seq * _layer_transient(h, q, kv, i, s.mlp_inputs) * b
-        logits = seq * s.vocab * b  # the forward ends with the LM head over every position
+        # the LM head is bypassed (`calibration_pass`) except for remote-code families, whose forward ends with it
+        logits = 0 if chunked else seq * s.vocab * b
         parts |= {"hooks": hooks, "forward": max(inside, logits) + 2 * seq * h * b}
     elif plan.scorer == "magnitude":
         parts["scores"] = 2 * h * i * 4  # w**2 of one projection in fp32

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compressor.arch import spec_for
+from compressor.prune.importance.base import decoder_layers
 from compressor.prune.importance.lm_loss import chunked_lm_loss, supports_chunked_loss
 from compressor.tiny import FAMILIES, build_model, make_inputs
 
 
 def _grads(model, loss) -> dict[str, torch.Tensor]:
     """Gradients of the first decoder layer's weights (where Taylor scoring reads them)."""
-    from compressor.arch import spec_for
-    from compressor.prune.importance.base import decoder_layers
-
     spec, _ = spec_for(model.config.to_dict())
     params = dict(decoder_layers(model, spec)[0].named_parameters())
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
@@ -22,9 +21,17 @@ def _grads(model, loss) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.parametrize("frozen_head", [True, False], ids=["frozen head", "trained head"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_chunked_loss_equals_the_models_own(family):
+def test_chunked_loss_equals_the_models_own(family, frozen_head):
+    """A frozen head (as in Taylor scoring) takes the one-pass gradient, a trained one the checkpointed chunks."""
     model = build_model(family, seed=0).eval()
+    if frozen_head:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        spec, _ = spec_for(model.config.to_dict())
+        for p in decoder_layers(model, spec)[0].parameters():
+            p.requires_grad_(True)
     assert supports_chunked_loss(model)
     batch = make_inputs(family, model.config, batch_size=2, seed=3)
     labels = batch.pop("labels")
@@ -56,3 +63,30 @@ def test_the_lm_head_never_computes_full_logits():
     assert shapes[0][-1] == 1
     assert shapes[-1][-1] == vocab
     assert "forward" not in vars(head)  # the head is itself again
+
+
+@pytest.mark.parametrize("frozen_head", [True, False], ids=["frozen head", "trained head"])
+def test_a_softcapped_head_is_capped_the_same_way(frozen_head):
+    """Gemma's causal LM caps its logits with tanh (final_logit_softcapping): value and gradients still match."""
+    from transformers import Gemma3ForCausalLM
+
+    from compressor.tiny import tiny_config
+
+    text = tiny_config("gemma3").text_config
+    text.final_logit_softcapping = 2.0
+    model = Gemma3ForCausalLM(text).eval()
+    ids = torch.randint(3, text.vocab_size, (2, 11), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[1, :4] = -100
+    layer = model.model.layers[0]
+    if frozen_head:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    own = model(input_ids=ids, labels=labels, use_cache=False).loss
+    chunked = chunked_lm_loss(model, {"input_ids": ids}, labels, chunk=3)
+    assert chunked.item() == pytest.approx(own.item(), rel=1e-5)
+    params = list(layer.parameters())
+    for g, want in zip(torch.autograd.grad(chunked, params), torch.autograd.grad(own, params)):
+        torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6)

@@ -86,12 +86,20 @@ def masked_tokens(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def calibration_pass(ctx: ScoreContext, desc: str, handles: list, state: dict[str, Any]) -> None:
-    """Every calibration batch through the model once, under no_grad, with `handles` hooked in.
+    """Every calibration batch through the model once, under no_grad, with `handles` hooked in (and the LM head
+    bypassed: no scorer reads the logits).
 
-    `state["mask"]` holds the current batch's token mask for the hooks to drop padding with.
+        `state["mask"]` holds the current batch's token mask for the hooks to drop padding with.
     """
+    from contextlib import nullcontext
+
+    from compressor.prune.importance.lm_loss import bypassed_head, supports_chunked_loss
+
     device = input_device(ctx.model)
-    with hooks(handles), torch.no_grad():
+    # the scorers read the decoder layers only: the LM head's logits over the vocabulary are never computed
+    head = ctx.model.get_output_embeddings() if supports_chunked_loss(ctx.model) else None
+    skip = bypassed_head(head, {}) if head is not None and not ctx.spec.remote_code else nullcontext()
+    with hooks(handles), torch.no_grad(), skip:
         for batch in ctx.progress(ctx.batches, desc):
             batch = to_device(batch, device)
             state["mask"] = token_mask(batch)

@@ -4,8 +4,10 @@ A model's own `.loss` materialises the logits of every position over the whole v
 gradient in the backward): for LLaVA-1.5's calibration samples (576 image tokens + text, 32k vocabulary) that is
 the biggest tensor of Taylor scoring after the weights. Here the LM head is bypassed during the model's forward (it
 returns a one-column placeholder and its input, the final normalised hidden state, is kept), and the loss is
-computed over position chunks, each under activation checkpointing: one chunk's logits exist at a time, forward
-and backward. The value equals the model's mean next-token cross-entropy over labelled positions (tested).
+computed over position chunks: one chunk's logits exist at a time. A frozen head (Taylor scoring's: only decoder
+weights are scored) gets its hidden-state gradient in the same pass, so no chunk is computed twice; a head that
+requires grad goes chunk by chunk under activation checkpointing. The value equals the model's mean next-token
+cross-entropy over labelled positions (tested), and so do the gradients.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ def chunk_positions(vocab: int, batch: int = 1) -> int:
 
 
 def _softcap(config) -> float | None:
-    text = getattr(config, "text_config", None) or config
-    return getattr(text, "final_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None)
+    """The tanh cap the model's own forward puts on its logits (Gemma's causal LMs read it from their config; the
+    multimodal Gemma 3 class applies none, whatever its text config says)."""
+    return getattr(config, "final_logit_softcapping", None)
 
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias, labels: torch.Tensor, cap) -> torch.Tensor:
@@ -38,8 +41,45 @@ def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, bias, labels: torch.
     )
 
 
+class _FrozenHeadCE(torch.autograd.Function):
+    """Σ cross-entropy of a frozen LM head over position chunks, its gradient for the hidden state made in the
+    same pass: each chunk's logits are computed once (a checkpointed chunk computes them twice), and only the
+    [batch, seq, hidden] gradient is kept for the backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, cap, chunk):
+        total = torch.zeros((), dtype=torch.float32, device=weight.device)
+        grad = torch.zeros_like(hidden)
+        for start in range(0, hidden.shape[1], chunk):
+            part = labels[:, start : start + chunk]
+            valid = part != -100
+            if not valid.any():
+                continue
+            logits = F.linear(hidden[:, start : start + chunk].to(weight.device), weight, bias).float()
+            capped = None
+            if cap:
+                capped = torch.tanh(logits / cap)
+                logits = capped * cap
+            lse = torch.logsumexp(logits, dim=-1)
+            target = part.clamp(min=0).unsqueeze(-1)
+            total += ((lse - logits.gather(-1, target).squeeze(-1)) * valid).sum()
+            d = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax − one-hot, on labelled positions
+            d.scatter_add_(-1, target, -torch.ones_like(target, dtype=d.dtype))
+            d *= valid.unsqueeze(-1)
+            if capped is not None:
+                d *= 1 - capped.square()
+            grad[:, start : start + chunk] = (d.to(weight.dtype) @ weight).to(grad.device, grad.dtype)
+        ctx.save_for_backward(grad)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return grad * g.to(grad.dtype), None, None, None, None, None
+
+
 @contextmanager
-def _captured_head(head: torch.nn.Module, store: dict[str, torch.Tensor]):
+def bypassed_head(head: torch.nn.Module, store: dict[str, torch.Tensor]):
     """The LM head returns a [..., 1] placeholder and keeps its input in `store["hidden"]`."""
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:
@@ -74,7 +114,7 @@ def chunked_lm_loss(
     """
     head = model.get_output_embeddings()
     store: dict[str, torch.Tensor] = {}
-    with _captured_head(head, store):
+    with bypassed_head(head, store):
         model(**inputs, use_cache=False)
     hidden = store.get("hidden")
     if hidden is None or hidden.shape[:2] != labels.shape:
@@ -83,6 +123,9 @@ def chunked_lm_loss(
     count = (shifted != -100).sum()
     cap = _softcap(model.config)
     chunk = chunk or chunk_positions(head.weight.shape[0], hidden.shape[0])
+    if not head.weight.requires_grad and (head.bias is None or not head.bias.requires_grad):
+        total = _FrozenHeadCE.apply(hidden, head.weight, head.bias, shifted, cap, chunk)
+        return total / count.clamp(min=1).to(total.device)
     total = head.weight.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[1], chunk):
         part = shifted[:, start : start + chunk]
