@@ -70,9 +70,27 @@ def _refuse_text_only(source: str, config: dict[str, Any]) -> None:
     )
 
 
-def plan(recipe: Recipe, token: str | None = None) -> Plan:
-    """Read config.json only (no weights) and resolve the recipe into an exact Plan."""
-    return _plan_at(recipe, token)[0]
+def plan(recipe: Recipe, token: str | None = None, speed: bool = False) -> Plan:
+    """Read config.json only (no weights) and resolve the recipe into an exact Plan.
+
+    speed: also measure how fast the planned shape, and the other method's at the same ratio, decode on this
+    machine (random weights of the language model, `compressor.speed_probe`; seconds to minutes)."""
+    plan_ = _plan_at(recipe, token)[0]
+    if not speed:
+        return plan_
+    from compressor import hub, speed_probe
+    from compressor.arch import spec_for
+
+    config, _ = hub.pull_config(
+        recipe.model.source,
+        revision=recipe.model.revision,
+        token=token,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    spec, backbone = spec_for(config, recipe.model.trust_remote_code)
+    log.info("plan --speed: timing the original, the planned and the alternative shape (random weights)")
+    probe = speed_probe.probe(config, spec, backbone, plan_, recipe.prune, dtype=recipe.model.dtype)
+    return plan_.model_copy(update={"speed": probe})
 
 
 def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, token: str | None = None):

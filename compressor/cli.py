@@ -172,7 +172,7 @@ def cmd_schema(args) -> int:
 def cmd_plan(args) -> int:
     from compressor import api
 
-    plan = api.plan(recipe_from_args(args), token=_token(args))
+    plan = api.plan(recipe_from_args(args), token=_token(args), speed=args.speed)
     print(plan.model_dump_json(indent=2) if args.json else plan.table())
     return 0
 
@@ -368,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what pruning will do, from config.json only (no weights)")
     _add_prune_options(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument(
+        "--speed",
+        action="store_true",
+        help="also time decoding of the original, the planned shape and the other method's at the same ratio "
+        "on this machine (random weights of the language model, batch 1 and 8; needs memory for it)",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("prune", help="prune and save a standard checkpoint + prune_report.json")

@@ -17,6 +17,7 @@ from compressor.arch import ArchSpec, Backbone
 from compressor.errors import CompressorError
 from compressor.hardware import MemoryEstimate
 from compressor.recipe import Prune, Recipe
+from compressor.speed_probe import SpeedProbe
 
 HIGH_RATIO = 0.5
 
@@ -84,6 +85,8 @@ class Plan(BaseModel):
     text_config_changes: dict[str, Any]
     # peak memory per stage and the hardware that fits (compressor.hardware); None for plans made without it
     memory: MemoryEstimate | None = None
+    # decode speed of this shape and the other method's, measured here with random weights (`plan --speed`)
+    speed: SpeedProbe | None = None
 
     def table(self) -> str:
         return render_table(self)
@@ -581,7 +584,13 @@ def render_table(plan: Plan) -> str:
         from compressor.hardware import render
 
         rows += render(plan.memory)
+    if plan.speed is not None:
+        from compressor import speed_probe
+
+        rows += speed_probe.render(plan.speed)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"warning: {w}" for w in plan.warnings]
+    if plan.speed is not None and plan.speed.note:
+        lines.append(f"note: {plan.speed.note}")
     return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""`plan --speed`: the shapes it times are the plan's, in each family's own decoder class; memory and advice rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compressor import speed_probe, tiny
+from compressor.arch import spec_for
+from compressor.cli import main
+from compressor.errors import CompressorError
+from compressor.plan import get_module, resolve
+from compressor.recipe import Prune
+
+
+def _setup(family: str, method: str):
+    config = tiny.tiny_config(family).to_dict()
+    spec, backbone = spec_for(config)
+    prune = Prune(method=method, ratio=0.3, scorer="magnitude" if method == "width" else "last")
+    return config, spec, backbone, prune, resolve(config, spec, backbone, prune)
+
+
+@pytest.mark.parametrize(
+    ("family", "method"),
+    [
+        ("llava", "width"),
+        ("qwen2_5_vl", "width"),
+        ("gemma3", "depth"),
+        ("internvl", "depth"),
+        ("bunny", "width"),
+    ],
+)
+def test_probe_times_the_planned_and_the_other_methods_shapes(family, method):
+    config, spec, backbone, prune, plan = _setup(family, method)
+    got = speed_probe.probe(config, spec, backbone, plan, prune, rounds=1, batches=(1, 2), new_tokens=2)
+    original, planned, alternative = got.rows
+    text = spec.text_config(config)
+    assert (original.layers, original.heads, original.mlp) == (
+        text["num_hidden_layers"],
+        text["num_attention_heads"],
+        text["intermediate_size"],
+    )
+    assert (planned.layers, planned.heads, planned.kv_heads, planned.mlp) == (
+        plan.num_layers_after,
+        plan.heads_after,
+        plan.kv_heads_after,
+        plan.intermediate_after,
+    )
+    other = "width" if method == "depth" else "depth"
+    alt = resolve(config, spec, backbone, Prune(method=other, ratio=0.3))
+    assert alternative.label == f"alternative: {other} {alt.achieved_ratio:.1%}"
+    assert (alternative.layers, alternative.mlp) == (alt.num_layers_after, alt.intermediate_after)
+    # the probe's language model is the plan's language backbone: decoder + untied head, the same count
+    assert original.params == plan.params.backbone_before
+    assert planned.params == plan.params.backbone_after
+    assert planned.ideal == round(plan.params.backbone_before / plan.params.backbone_after, 3)
+    for row in got.rows:
+        assert set(row.tokens_per_s) == {1, 2} and all(v > 0 for v in row.tokens_per_s.values())
+    assert original.speedup == {1: 1.0, 2: 1.0}
+    assert "interleaved rounds" in got.method and "float32 on cpu" in got.method
+
+
+def test_built_decoder_is_the_familys_class_with_the_pruned_widths():
+    config, spec, backbone, prune, plan = _setup("qwen2_5_vl", "width")
+    import torch
+
+    from compressor.plan import meta_model
+
+    text = speed_probe.shaped_text(spec.text_config(config), backbone, plan)
+    decoder, head, _ = speed_probe.build_language_model(config, spec, backbone, text, "cpu", torch.float32)
+    assert type(decoder) is type(get_module(meta_model(config, spec, backbone), spec.decoder))
+    layer = decoder.layers[0]
+    assert layer.mlp.down_proj.in_features == plan.intermediate_after
+    assert layer.self_attn.k_proj.out_features == plan.kv_heads_after * plan.head_dim
+    assert head.weight.shape == (text["vocab_size"], text["hidden_size"])
+    assert all(torch.isfinite(p).all() for p in decoder.parameters())  # initialised, not empty memory
+
+
+def test_placement_refuses_what_cannot_fit_and_interleaves_only_what_fits_twice():
+    gib = 2**30
+    with pytest.raises(
+        CompressorError, match=r"27\.0 GiB, but only 20\.0 GiB is free there.*leave --speed out"
+    ):
+        speed_probe.placement([27 * gib, 19 * gib], 20 * gib, "cpu")
+    assert speed_probe.placement([4 * gib, 3 * gib, 3 * gib], 20 * gib, "cpu") is True
+    assert speed_probe.placement([8 * gib, 6 * gib], 20 * gib, "cuda") is False  # one at a time
+
+
+def _row(label, up1, ideal=1.4):
+    return speed_probe.ProbeRow(
+        label=label, layers=1, heads=1, kv_heads=1, mlp=1, params=1, ideal=ideal,
+        tokens_per_s={1: up1, 8: 1.0}, speedup={1: up1, 8: 1.0},
+    )  # fmt: skip
+
+
+def test_advice_names_the_faster_method_only_when_it_is_clearly_faster():
+    slow = [_row("original", 1.0), _row("planned: width 29.6%", 1.1), _row("alternative: depth 28.5%", 1.5)]
+    note = speed_probe.advice(slow)
+    assert "depth 28.5% student decodes 1.50x" in note and "planned one 1.10x (ideal 1.40x)" in note
+    assert "prune.method depth" in note and "keeps every layer" in note
+    close = [_row("original", 1.0), _row("planned: width 29.6%", 1.4), _row("alternative: depth 28.5%", 1.5)]
+    assert speed_probe.advice(close) is None
+    assert speed_probe.advice(slow[:2]) is None  # no alternative shape at this ratio
+
+
+def test_cli_plan_speed_from_config_only(tmp_path, capsys):
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(tiny.tiny_config("llava").to_dict()))
+    argv = ["plan", str(folder), "--method", "width", "--ratio", "0.3", "--speed"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "decode speed here" in out and "random weights, language model only" in out
+    assert "planned: width 28.6%" in out and "6 L, q 4 / kv 2, MLP 64" in out
+    assert "alternative: depth" in out and "4 L, q 4 / kv 2, MLP 128" in out
+    assert main([*argv, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["label"].split(":")[0] for r in plan["speed"]["rows"]] == ["original", "planned", "alternative"]
+    assert main(argv[:-1]) == 0
+    assert "decode speed here" not in capsys.readouterr().out  # only when asked
