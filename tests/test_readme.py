@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from compressor import tiny
 from compressor.cli import build_parser, main
 from tests import real_shapes
 
@@ -83,9 +84,18 @@ def test_readme_plan_validate_schema_and_study_commands_run(tmp_path, capsys, mo
     folder = tmp_path / "llava-1.5-7b-hf"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(real_shapes.llava_1_5_7b()))
+    # `plan --speed` builds and times the language model: a tiny model of the same family (SmolVLM) stands in
+    small = tmp_path / "SmolVLM-256M-Instruct"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps(tiny.tiny_config("smolvlm").to_dict()))
     ran = 0
     for argv in COMMANDS:
-        if argv[0] == "plan":
+        if argv[0] == "plan" and "--speed" in argv:
+            assert "HuggingFaceTB/SmolVLM-256M-Instruct" in argv
+            assert main([str(small) if a == "HuggingFaceTB/SmolVLM-256M-Instruct" else a for a in argv]) == 0
+            out = capsys.readouterr().out
+            assert "decode speed here" in out and "planned: width" in out and "alternative: depth" in out
+        elif argv[0] == "plan":
             assert main(_mapped(argv, folder)) == 0
             out = capsys.readouterr().out
             if "--json" in argv:
@@ -104,7 +114,7 @@ def test_readme_plan_validate_schema_and_study_commands_run(tmp_path, capsys, mo
         else:
             continue
         ran += 1
-    assert ran == 5
+    assert ran == 6
 
 
 def test_readme_serve_hub_command_serves(tmp_path):
