@@ -15,7 +15,8 @@ Stages per model (each row: seconds, peak GPU memory against the weights' size):
    where its fp32 master weights + AdamW states fit the free memory; the row says so otherwise) — with
    0.5·CE + 0.5·hidden-MSE against the teacher, bf16 compute, fp32 trainable weights; tokens/s of recovery;
 4. reload each saved checkpoint in bf16 and require identical logits to the trained model, and bf16 files;
-5. decode speed (greedy, KV cache) original vs the depth and width students.
+5. decode speed (greedy, KV cache) original vs the depth and width students;
+6. `plan --speed` in bf16: the 30 % width shape against depth at the same ratio, batch 1 and 8, random weights.
 
 Run: `python benchmarks/gpu_check.py` (≤ 9 minutes on one H100/H200), `--quick` for smaller cards,
 `--device cpu --tiny` on a machine without a GPU. `--out DIR` keeps the folders and writes `gpu_check.json`.
@@ -419,10 +420,32 @@ def decode_speed(check: Check, name: str, folders: dict[str, Path], new_tokens: 
         _free(model)
 
 
+def speed_probe(check: Check, name: str, original: Path) -> None:
+    """`plan --speed` in bf16 on this device: the 30 % width plan against depth at the same ratio, batch 1 and 8."""
+    from compressor import speed_probe as probe_
+    from compressor.arch import spec_for
+    from compressor.plan import resolve
+    from compressor.recipe import Prune
+
+    config = json.loads((original / "config.json").read_text())
+    spec, backbone = spec_for(config)
+    prune = Prune(method="width", ratio=RATIO, scorer="magnitude")
+    plan = resolve(config, spec, backbone, prune)
+    with check.stage(name, "plan --speed (bf16)") as row:
+        got = probe_.probe(config, spec, backbone, plan, prune, dtype="bfloat16", device=str(check.device))
+        planned, alt = got.rows[1], got.rows[2]
+        row.tokens_per_s = planned.tokens_per_s[1]
+        row.note = "; ".join(
+            f"{r.label} {r.speedup[1]:.2f}x / {r.speedup[8]:.2f}x at batch 1 / 8 (ideal {r.ideal:.2f}x)"
+            for r in (planned, alt)
+        )
+
+
 def check_model(check: Check, name: str, original: Path, work: Path, args) -> None:
     students = prune_both(check, name, original, work, 16 if args.tiny else TEXT_TOKENS, args.tiny)
     recover_modes(check, name, students["width"], original, work, args.steps, args.tiny)
     decode_speed(check, name, {"original": original, **students}, 8 if args.tiny else 64)
+    speed_probe(check, name, original)
 
 
 def reference_model() -> Path | None:

@@ -40,6 +40,7 @@ def test_gpu_check_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
         "decode original",
         "decode depth",
         "decode width",
+        "plan --speed (bf16)",
     ]
     for mode in ("projector", "lora", "full"):
         assert "['float32']" in rows[f"recover {mode} (2 steps)"]["note"]  # fp32 masters, bf16 frozen
@@ -47,6 +48,12 @@ def test_gpu_check_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
         assert rows[f"recover {mode} (2 steps)"]["tokens_per_s"] > 0
         assert rows[f"reload {mode} in bf16"]["note"] == "max |Δlogit| 0"
     assert all(rows[f"decode {m}"]["tokens_per_s"] > 0 for m in ("original", "depth", "width"))
+    probe = rows["plan --speed (bf16)"]
+    assert (
+        probe["tokens_per_s"] > 0
+        and "planned: width" in probe["note"]
+        and "alternative: depth" in probe["note"]
+    )
     # the folders it kept: bf16 checkpoints
     config = json.loads((out / "tiny-llava" / "recovered-full" / "config.json").read_text())
     assert config["dtype"] == "bfloat16"
