@@ -119,3 +119,24 @@ def test_cli_plan_speed_from_config_only(tmp_path, capsys):
     assert [r["label"].split(":")[0] for r in plan["speed"]["rows"]] == ["original", "planned", "alternative"]
     assert main(argv[:-1]) == 0
     assert "decode speed here" not in capsys.readouterr().out  # only when asked
+
+
+def test_cli_plan_speed_on_remote_code_bunny_times_its_native_backbone(tmp_path, capsys):
+    from tests.bunny_remote import save_tiny_bunny
+
+    folder = save_tiny_bunny(tmp_path / "bunny")
+    argv = [
+        "plan",
+        str(folder),
+        "--method",
+        "depth",
+        "--ratio",
+        "0.3",
+        "--speed",
+        "--trust-remote-code",
+        "--json",
+    ]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["speed"]["rows"]
+    assert [(r["layers"], r["mlp"]) for r in rows][:2] == [(6, 128), (4, 128)]
+    assert rows[2]["label"].startswith("alternative: width") and rows[2]["mlp"] < 128
