@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 FAMILIES = (
     "llava",
-    "bunny",
+    "llava_phi",
     "llava_next",
     "llava_onevision",
     "qwen2_vl",
@@ -81,7 +81,7 @@ TEXT_SHAPE: dict[str, Any] = {
 # Named tokens of each family's tokenizer: attributes such as `tokenizer.image_token` that the processors read.
 _FAMILY_TOKENS: dict[str, dict[str, str]] = {
     "llava": {"image_token": "<image>"},
-    "bunny": {"image_token": "<image>"},
+    "llava_phi": {"image_token": "<image>"},
     "llava_next": {"image_token": "<image>"},
     "llava_onevision": {"image_token": "<image>", "video_token": "<video>"},
     "qwen2_vl": {
@@ -165,8 +165,10 @@ def tiny_config(family: str, **text_overrides: Any) -> PreTrainedConfig:
             vision_feature_layer=-2,
             pad_token_id=PAD_ID,
         )
-    if family == "bunny":
-        # Bunny-v1.0-3B: Phi-2 + SigLIP (no CLS token, so every patch is kept) + 2-layer GELU MLP projector.
+    if family == "llava_phi":
+        # Bunny-v1.0-3B's parts (Phi-2 + SigLIP without a CLS token, so every patch is kept, + a 2-layer GELU MLP
+        # projector) in transformers' native LLaVA: the native family Bunny's backbone exercises. Bunny itself runs
+        # through its remote code: tests/bunny_remote.
         return tf.LlavaConfig(
             text_config=tf.PhiConfig(**text),
             vision_config=tf.SiglipVisionConfig(
@@ -348,7 +350,7 @@ def make_inputs(
     def pixels(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen) * 2 - 1
 
-    if family in ("llava", "bunny", "internvl"):
+    if family in ("llava", "llava_phi", "internvl"):
         out["pixel_values"] = pixels(batch_size, 3, size, size)
     elif family in ("llava_next", "llava_onevision"):
         out["pixel_values"] = pixels(batch_size, 2, 3, size, size)  # base view + one tile
@@ -470,8 +472,8 @@ def build_image_processor(family: str) -> Any:
     config = tiny_config(family)
     if family == "llava":
         return tf.CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE}, crop_size=side)
-    if family in ("bunny", "gemma3"):
-        cls = tf.SiglipImageProcessorPil if family == "bunny" else tf.Gemma3ImageProcessorPil
+    if family in ("llava_phi", "gemma3"):
+        cls = tf.SiglipImageProcessorPil if family == "llava_phi" else tf.Gemma3ImageProcessorPil
         return cls(size=side)
     if family == "llava_next":
         return tf.LlavaNextImageProcessorPil(
@@ -511,7 +513,7 @@ def build_processor(family: str, tokenizer: PreTrainedTokenizerFast | None = Non
     template = _chat_template(family)
     images = build_image_processor(family)
     config = tiny_config(family)
-    if family in ("llava", "bunny", "llava_next"):
+    if family in ("llava", "llava_phi", "llava_next"):
         cls = tf.LlavaNextProcessor if family == "llava_next" else tf.LlavaProcessor
         strategy = config.vision_feature_select_strategy
         return cls(

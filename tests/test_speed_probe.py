@@ -28,7 +28,7 @@ def _setup(family: str, method: str):
         ("qwen2_5_vl", "width"),
         ("gemma3", "depth"),
         ("internvl", "depth"),
-        ("bunny", "width"),
+        ("llava_phi", "width"),
     ],
 )
 def test_probe_times_the_planned_and_the_other_methods_shapes(family, method):

@@ -225,8 +225,8 @@ def test_unknown_family_is_rejected() -> None:
         tiny.tiny_config("blip")
 
 
-def test_bunny_is_phi_with_siglip() -> None:
-    config = tiny.tiny_config("bunny")
+def test_llava_phi_is_bunnys_parts_in_native_llava() -> None:
+    config = tiny.tiny_config("llava_phi")
     assert config.model_type == "llava"
     assert config.text_config.model_type == "phi"
     assert config.vision_config.model_type == "siglip_vision_model"

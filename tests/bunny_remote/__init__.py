@@ -58,9 +58,9 @@ def save_tiny_bunny(path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, trust_remote_code=True, dtype=torch.float32)
     model.save_pretrained(path)
-    tokenizer = build_tokenizer("bunny")
+    tokenizer = build_tokenizer("llava_phi")
     tokenizer.save_pretrained(path)
-    build_image_processor("bunny").save_pretrained(path)
+    build_image_processor("llava_phi").save_pretrained(path)
     return path
 
 
