@@ -13,6 +13,8 @@ measures it with random weights, in seconds, where the user will run the model:
   LM head of the vocabulary; the vision tower is left out (pruning never touches it);
 - method: greedy decoding with the decoder's own KV cache, a `prompt_tokens` prompt (random ids, the same for all)
   per batch row, then `new_tokens` single-token steps timed (prefill excluded); tokens/s = batch x steps / time.
+  Prefill (time to first token, where a multimodal prompt's hundreds of image tokens go): one forward over
+  `prefill_tokens` tokens at batch 1 with the cache filled, tokens/s = tokens / time.
   One warm-up per model and batch, then `rounds` rounds that alternate the models' order; the median is kept.
   All models stay loaded and the rounds interleave when their weights fit half the free memory; otherwise each is
   built, timed and freed in turn (the method says which);
@@ -51,6 +53,8 @@ class ProbeRow(BaseModel):
     ideal: float  # original params / these params
     tokens_per_s: dict[int, float]  # batch -> median decode tokens/s
     speedup: dict[int, float]  # batch -> tokens/s ÷ the original's
+    prefill_tokens_per_s: float  # batch 1, `prefill_tokens` tokens in one forward (time to first token)
+    prefill_speedup: float
 
     def shape(self) -> str:
         return f"{self.layers} L, q {self.heads} / kv {self.kv_heads}, MLP {self.mlp}"
@@ -226,6 +230,22 @@ def advice(rows: list[ProbeRow]) -> str | None:
     )
 
 
+def prefill_seconds(decoder, head, ids) -> float:
+    """Wall seconds of one forward over `ids` with the KV cache filled, and the first token's logits."""
+    import torch
+
+    cuda = ids.device.type == "cuda"
+    with torch.inference_mode():
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = decoder(input_ids=ids, use_cache=True)
+        head(out.last_hidden_state[:, -1:]).argmax(-1)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
 def probe(
     config: dict[str, Any],
     spec: ArchSpec,
@@ -238,6 +258,7 @@ def probe(
     batches: tuple[int, ...] = BATCHES,
     prompt_tokens: int = 32,
     new_tokens: int = 32,
+    prefill_tokens: int = 512,
 ) -> SpeedProbe:
     import gc
 
@@ -254,15 +275,19 @@ def probe(
     vocab = texts[0][1]["vocab_size"]
     gen = torch.Generator().manual_seed(0)
     prompts = {b: torch.randint(4, vocab, (b, prompt_tokens), generator=gen).to(device) for b in batches}
+    long_prompt = torch.randint(4, vocab, (1, prefill_tokens), generator=gen).to(device)
     seconds: dict[str, dict[int, list[float]]] = {label: {b: [] for b in batches} for label, _ in texts}
+    prefill: dict[str, list[float]] = {label: [] for label, _ in texts}
 
     def time_all(models: dict[str, tuple], order_rounds: int) -> None:
         for decoder, head, _ in models.values():
+            prefill_seconds(decoder, head, long_prompt)  # warm-up
             for b in batches:
-                decode_seconds(decoder, head, prompts[b], 2)  # warm-up
+                decode_seconds(decoder, head, prompts[b], 2)
         for r in range(order_rounds):
             labels = list(models) if r % 2 == 0 else list(models)[::-1]
             for label in labels:
+                prefill[label].append(prefill_seconds(*models[label][:2], long_prompt))
                 for b in batches:
                     seconds[label][b].append(decode_seconds(*models[label][:2], prompts[b], new_tokens))
 
@@ -283,6 +308,7 @@ def probe(
         label: {b: b * new_tokens / statistics.median(s[b]) for b in batches} for label, s in seconds.items()
     }
     base = tok_s["original"]
+    pre = {label: prefill_tokens / statistics.median(v) for label, v in prefill.items()}
     rows = []
     for (label, text), n in zip(texts, counts):
         kv = text.get("num_key_value_heads") or text["num_attention_heads"]
@@ -297,12 +323,15 @@ def probe(
                 ideal=round(counts[0] / n, 3),
                 tokens_per_s={b: round(v, 2) for b, v in tok_s[label].items()},
                 speedup={b: round(tok_s[label][b] / base[b], 3) for b in batches},
+                prefill_tokens_per_s=round(pre[label], 1),
+                prefill_speedup=round(pre[label] / pre["original"], 3),
             )
         )
     method = (
         f"random weights, language model only, {str(torch_dtype).removeprefix('torch.')} on {device}; prompt "
-        f"{prompt_tokens} tokens, {new_tokens} greedy decode steps timed (KV cache, prefill excluded); "
-        f"batch {' and '.join(map(str, batches))}; 1 warm-up, median of {rounds} "
+        f"{prompt_tokens} tokens, {new_tokens} greedy decode steps timed (KV cache, prefill excluded), "
+        f"batch {' and '.join(map(str, batches))}; prefill: one forward over {prefill_tokens} tokens at batch 1 "
+        f"(time to first token); 1 warm-up, median of {rounds} "
         + (
             "interleaved rounds"
             if together
@@ -321,15 +350,15 @@ def probe(
 def render(probe_: SpeedProbe) -> list[tuple[str, str]]:
     """Rows for the plan table."""
     batches = list(probe_.rows[0].tokens_per_s)
-    out = [("decode speed here", probe_.method)]
+    out = [("speed here", probe_.method)]
     for r in probe_.rows:
         speeds = " / ".join(f"{r.tokens_per_s[b]:.1f}" for b in batches)
         ups = " / ".join(f"{r.speedup[b]:.2f}x" for b in batches)
         out.append(
             (
                 f"  {r.label}",
-                f"{r.shape()}: {speeds} tok/s at batch {' / '.join(map(str, batches))}, speed-up {ups} "
-                f"(ideal {r.ideal:.2f}x)",
+                f"{r.shape()}: decode {speeds} tok/s at batch {' / '.join(map(str, batches))} ({ups}), "
+                f"prefill {r.prefill_tokens_per_s:.0f} tok/s ({r.prefill_speedup:.2f}x); ideal {r.ideal:.2f}x",
             )
         )
     return out

@@ -94,7 +94,7 @@ def test_readme_plan_validate_schema_and_study_commands_run(tmp_path, capsys, mo
             assert "HuggingFaceTB/SmolVLM-256M-Instruct" in argv
             assert main([str(small) if a == "HuggingFaceTB/SmolVLM-256M-Instruct" else a for a in argv]) == 0
             out = capsys.readouterr().out
-            assert "decode speed here" in out and "planned: width" in out and "alternative: depth" in out
+            assert "speed here" in out and "planned: width" in out and "alternative: depth" in out
         elif argv[0] == "plan":
             assert main(_mapped(argv, folder)) == 0
             out = capsys.readouterr().out

@@ -57,7 +57,8 @@ def test_probe_times_the_planned_and_the_other_methods_shapes(family, method):
     assert planned.ideal == round(plan.params.backbone_before / plan.params.backbone_after, 3)
     for row in got.rows:
         assert set(row.tokens_per_s) == {1, 2} and all(v > 0 for v in row.tokens_per_s.values())
-    assert original.speedup == {1: 1.0, 2: 1.0}
+    assert original.speedup == {1: 1.0, 2: 1.0} and original.prefill_speedup == 1.0
+    assert all(r.prefill_tokens_per_s > 0 for r in got.rows)
     assert "interleaved rounds" in got.method and "float32 on cpu" in got.method
 
 
@@ -90,7 +91,7 @@ def test_placement_refuses_what_cannot_fit_and_interleaves_only_what_fits_twice(
 def _row(label, up1, ideal=1.4):
     return speed_probe.ProbeRow(
         label=label, layers=1, heads=1, kv_heads=1, mlp=1, params=1, ideal=ideal,
-        tokens_per_s={1: up1, 8: 1.0}, speedup={1: up1, 8: 1.0},
+        tokens_per_s={1: up1, 8: 1.0}, speedup={1: up1, 8: 1.0}, prefill_tokens_per_s=1.0, prefill_speedup=1.0,
     )  # fmt: skip
 
 
@@ -111,14 +112,14 @@ def test_cli_plan_speed_from_config_only(tmp_path, capsys):
     argv = ["plan", str(folder), "--method", "width", "--ratio", "0.3", "--speed"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "decode speed here" in out and "random weights, language model only" in out
+    assert "speed here" in out and "random weights, language model only" in out and "prefill" in out
     assert "planned: width 28.6%" in out and "6 L, q 4 / kv 2, MLP 64" in out
     assert "alternative: depth" in out and "4 L, q 4 / kv 2, MLP 128" in out
     assert main([*argv, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [r["label"].split(":")[0] for r in plan["speed"]["rows"]] == ["original", "planned", "alternative"]
     assert main(argv[:-1]) == 0
-    assert "decode speed here" not in capsys.readouterr().out  # only when asked
+    assert "speed here" not in capsys.readouterr().out  # only when asked
 
 
 def test_cli_plan_speed_on_remote_code_bunny_times_its_native_backbone(tmp_path, capsys):
