@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from compressor.errors import CompressorError
+from compressor.recipe import Prune
 
 if TYPE_CHECKING:
     from compressor.arch import ArchSpec, Backbone
     from compressor.plan import Plan
-    from compressor.recipe import Prune
 
 BATCHES = (1, 8)
 # a student that reaches less than this share of the other method's batch-1 speed-up gets a note in the plan
@@ -75,28 +75,37 @@ class SpeedProbe(BaseModel):
 
 def student_texts(
     config: dict[str, Any], spec: ArchSpec, backbone: Backbone, plan: Plan, prune: Prune
-) -> list[tuple[str, dict[str, Any]]]:
-    """(label, text config) of the original, the planned student and the other method at the same ratio."""
+) -> list[tuple[str, dict[str, Any], int]]:
+    """(label, text config, language-backbone parameters) of the original, the planned student and the other
+    method at the same ratio; the counts are the plans' own (decoder + untied LM head)."""
     from compressor.plan import resolve
 
     text = spec.text_config(config)
     out = [
-        ("original", text),
-        (f"planned: {plan.method} {plan.achieved_ratio:.1%}", shaped_text(text, backbone, plan)),
+        ("original", text, plan.params.backbone_before),
+        (
+            f"planned: {plan.method} {plan.achieved_ratio:.1%}",
+            shaped_text(text, backbone, plan),
+            plan.params.backbone_after,
+        ),
     ]
-    from compressor.recipe import Prune as PruneCls
-
     other = "width" if plan.method == "depth" else "depth"
     try:
         alt = resolve(
             config,
             spec,
             backbone,
-            PruneCls(method=other, ratio=prune.ratio, scorer="last" if other == "depth" else "magnitude"),
+            Prune(method=other, ratio=prune.ratio, scorer="last" if other == "depth" else "magnitude"),
         )
     except CompressorError:
         return out  # no legal shape of the other method at this ratio
-    out.append((f"alternative: {other} {alt.achieved_ratio:.1%}", shaped_text(text, backbone, alt)))
+    out.append(
+        (
+            f"alternative: {other} {alt.achieved_ratio:.1%}",
+            shaped_text(text, backbone, alt),
+            alt.params.backbone_after,
+        )
+    )
     return out
 
 
@@ -121,8 +130,7 @@ def _with_text(config: dict[str, Any], spec: ArchSpec, text: dict[str, Any]) -> 
 
 
 def build_language_model(config: dict[str, Any], spec: ArchSpec, backbone: Backbone, text, device, dtype):
-    """(decoder, LM head, tied) with random weights on `device`: the family's own text decoder class and config;
-    tied: the whole model shares its LM head with the embedding (as `compressor.plan.count_params` counts)."""
+    """(decoder, LM head) with random weights on `device`: the family's own text decoder class and config."""
     import torch
 
     from compressor.plan import get_module, meta_model
@@ -130,7 +138,6 @@ def build_language_model(config: dict[str, Any], spec: ArchSpec, backbone: Backb
     meta = meta_model(_with_text(config, spec, text), spec, backbone)
     decoder_meta = get_module(meta, spec.decoder)
     cls, text_config = type(decoder_meta), decoder_meta.config
-    tied = meta.get_output_embeddings().weight is meta.get_input_embeddings().weight
     del meta, decoder_meta
     with torch.device(device):
         decoder = cls._from_config(text_config, dtype=dtype).eval()
@@ -138,20 +145,7 @@ def build_language_model(config: dict[str, Any], spec: ArchSpec, backbone: Backb
             text_config.hidden_size, text_config.vocab_size, bias=False, dtype=dtype
         ).eval()
         torch.nn.init.normal_(head.weight, std=0.02)
-    return decoder, head, tied
-
-
-def language_params(decoder, head, tied: bool) -> int:
-    """Decoder + LM head parameters; a tied head is the embedding, counted once."""
-    n = sum(p.numel() for p in decoder.parameters())
-    return n if tied else n + head.weight.numel()
-
-
-def language_params_of(text: dict[str, Any], spec: ArchSpec, backbone: Backbone, config) -> int:
-    """The same count from shapes only (meta device), to size the memory before anything is allocated."""
-    import torch
-
-    return language_params(*build_language_model(config, spec, backbone, text, "meta", torch.float32))
+    return decoder, head
 
 
 # ---------------------------------------------------------------------------- timing
@@ -269,37 +263,37 @@ def probe(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = resolve_dtype(dtype)
     texts = student_texts(config, spec, backbone, plan, prune)
-    counts = [language_params_of(text, spec, backbone, config) for _, text in texts]
+    counts = [n for _, _, n in texts]
     size = torch.empty((), dtype=torch_dtype).element_size()
     together = placement([n * size for n in counts], free_bytes(device), device)
     vocab = texts[0][1]["vocab_size"]
     gen = torch.Generator().manual_seed(0)
     prompts = {b: torch.randint(4, vocab, (b, prompt_tokens), generator=gen).to(device) for b in batches}
     long_prompt = torch.randint(4, vocab, (1, prefill_tokens), generator=gen).to(device)
-    seconds: dict[str, dict[int, list[float]]] = {label: {b: [] for b in batches} for label, _ in texts}
-    prefill: dict[str, list[float]] = {label: [] for label, _ in texts}
+    seconds: dict[str, dict[int, list[float]]] = {label: {b: [] for b in batches} for label, _, _ in texts}
+    prefill: dict[str, list[float]] = {label: [] for label, _, _ in texts}
 
     def time_all(models: dict[str, tuple], order_rounds: int) -> None:
-        for decoder, head, _ in models.values():
+        for decoder, head in models.values():
             prefill_seconds(decoder, head, long_prompt)  # warm-up
             for b in batches:
                 decode_seconds(decoder, head, prompts[b], 2)
         for r in range(order_rounds):
             labels = list(models) if r % 2 == 0 else list(models)[::-1]
             for label in labels:
-                prefill[label].append(prefill_seconds(*models[label][:2], long_prompt))
+                prefill[label].append(prefill_seconds(*models[label], long_prompt))
                 for b in batches:
-                    seconds[label][b].append(decode_seconds(*models[label][:2], prompts[b], new_tokens))
+                    seconds[label][b].append(decode_seconds(*models[label], prompts[b], new_tokens))
 
     if together:
         models = {
             label: build_language_model(config, spec, backbone, text, device, torch_dtype)
-            for label, text in texts
+            for label, text, _ in texts
         }
         time_all(models, rounds)
         del models
     else:
-        for label, text in texts:
+        for label, text, _ in texts:
             time_all({label: build_language_model(config, spec, backbone, text, device, torch_dtype)}, rounds)
             gc.collect()
             if device.startswith("cuda"):
@@ -310,7 +304,7 @@ def probe(
     base = tok_s["original"]
     pre = {label: prefill_tokens / statistics.median(v) for label, v in prefill.items()}
     rows = []
-    for (label, text), n in zip(texts, counts):
+    for label, text, n in texts:
         kv = text.get("num_key_value_heads") or text["num_attention_heads"]
         rows.append(
             ProbeRow(

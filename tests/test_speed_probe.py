@@ -69,8 +69,14 @@ def test_built_decoder_is_the_familys_class_with_the_pruned_widths():
     from compressor.plan import meta_model
 
     text = speed_probe.shaped_text(spec.text_config(config), backbone, plan)
-    decoder, head, _ = speed_probe.build_language_model(config, spec, backbone, text, "cpu", torch.float32)
-    assert type(decoder) is type(get_module(meta_model(config, spec, backbone), spec.decoder))
+    decoder, head = speed_probe.build_language_model(config, spec, backbone, text, "cpu", torch.float32)
+    meta = meta_model(config, spec, backbone)
+    assert type(decoder) is type(get_module(meta, spec.decoder))
+    tied = meta.get_output_embeddings().weight is meta.get_input_embeddings().weight
+    built = sum(p.numel() for p in decoder.parameters()) + (0 if tied else head.weight.numel())
+    assert (
+        built == plan.params.backbone_after
+    )  # the timed model is the plan's student, parameter for parameter
     layer = decoder.layers[0]
     assert layer.mlp.down_proj.in_features == plan.intermediate_after
     assert layer.self_attn.k_proj.out_features == plan.kv_heads_after * plan.head_dim
