@@ -20,7 +20,7 @@ log = logging.getLogger("compressor")
 PRUNE_REPORT = "prune_report.json"
 
 
-def _plan_at(recipe: Recipe, token: str | None) -> tuple[Plan, str | None]:
+def _plan_at(recipe: Recipe, token: str | None, speed: bool = False) -> tuple[Plan, str | None]:
     from compressor import hub
     from compressor.arch import spec_for
     from compressor.plan import resolve
@@ -35,7 +35,15 @@ def _plan_at(recipe: Recipe, token: str | None) -> tuple[Plan, str | None]:
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
     plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe)
     extra = recovery_warnings(recipe)
-    return (plan_.model_copy(update={"warnings": [*plan_.warnings, *extra]}) if extra else plan_), commit
+    update: dict[str, Any] = {"warnings": [*plan_.warnings, *extra]} if extra else {}
+    if speed:
+        from compressor import speed_probe
+
+        log.info("plan --speed: timing the original, the planned and the alternative shape (random weights)")
+        update["speed"] = speed_probe.probe(
+            config, spec, backbone, plan_, recipe.prune, dtype=recipe.model.dtype
+        )
+    return (plan_.model_copy(update=update) if update else plan_), commit
 
 
 # What the study on real weights measured (studies/seed-miniature.yaml; README, Results): at 30 % depth
@@ -75,22 +83,7 @@ def plan(recipe: Recipe, token: str | None = None, speed: bool = False) -> Plan:
 
     speed: also measure how fast the planned shape, and the other method's at the same ratio, decode on this
     machine (random weights of the language model, `compressor.speed_probe`; seconds to minutes)."""
-    plan_ = _plan_at(recipe, token)[0]
-    if not speed:
-        return plan_
-    from compressor import hub, speed_probe
-    from compressor.arch import spec_for
-
-    config, _ = hub.pull_config(
-        recipe.model.source,
-        revision=recipe.model.revision,
-        token=token,
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    spec, backbone = spec_for(config, recipe.model.trust_remote_code)
-    log.info("plan --speed: timing the original, the planned and the alternative shape (random weights)")
-    probe = speed_probe.probe(config, spec, backbone, plan_, recipe.prune, dtype=recipe.model.dtype)
-    return plan_.model_copy(update={"speed": probe})
+    return _plan_at(recipe, token, speed)[0]
 
 
 def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, token: str | None = None):
