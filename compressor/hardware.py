@@ -279,11 +279,10 @@ def scoring(
             logits = seq * s.vocab * 12
         # one layer recomputed (non-reentrant checkpointing) with its saved tensors, plus the gradient flowing in
         # and out of it; the weight gradients are folded away one by one (the largest is an MLP projection)
-        layer = seq * (saved + 2 * h * b) + 3 * h * i * b
-        if (
-            free == s.layers_before
-        ):  # nothing recomputed: the gradient flowing through, and the weight gradients
-            layer = seq * 2 * h * b + 3 * h * i * b
+        # nothing recomputed when every layer keeps its activations: the gradient flowing through, and the weight
+        # gradients
+        recomputed = 0 if free == s.layers_before else saved
+        layer = seq * (recomputed + 2 * h * b) + 3 * h * i * b
         parts |= {
             "unchecked layers": free * seq * saved,
             "checkpoints": checkpoints,

@@ -89,7 +89,7 @@ def calibration_pass(ctx: ScoreContext, desc: str, handles: list, state: dict[st
     """Every calibration batch through the model once, under no_grad, with `handles` hooked in (and the LM head
     bypassed: no scorer reads the logits).
 
-        `state["mask"]` holds the current batch's token mask for the hooks to drop padding with.
+    `state["mask"]` holds the current batch's token mask for the hooks to drop padding with.
     """
     from contextlib import nullcontext
 

@@ -5,9 +5,9 @@ scored weight folds its gradient into the per-unit scores and frees it the momen
 so at most a few weights' gradients exist at once (LLM-Pruner and Torch-Pruning keep the whole
 backward's gradients). Decoder layers whose saved activations do not fit in `UNCHECKED_SHARE` of the weights'
 size run under activation checkpointing (their inputs are kept, their insides recomputed in the backward), so a
-long calibration sample costs about one layer's activations, and a short one no recomputation. The loss is computed a chunk of positions at a time (`lm_loss`): the full logits never exist. The model
-stays in eval mode: no dropout touches the scores. Scores are summed over samples:
-Σ_samples Σ_w |w · g_sample(w)|.
+long calibration sample costs about one layer's activations, and a short one no recomputation. The loss is
+computed a chunk of positions at a time (`lm_loss`): the full logits never exist. The model stays in eval mode:
+no dropout touches the scores. Scores are summed over samples: Σ_samples Σ_w |w · g_sample(w)|.
 """
 
 from __future__ import annotations
