@@ -64,13 +64,11 @@ def load():
 
 
 def calibration_ids(tokenizer, n: int, tokens: int):
-    from pydoc_data.topics import topics
-
     import torch
 
-    keys = sorted(topics)
-    text = "\n\n".join(topics[k] for k in keys[: len(keys) // 2])  # the held-out half is the other one
-    ids = tokenizer(text)["input_ids"]
+    from compressor.reference import topics_text
+
+    ids = tokenizer(topics_text(held_out=False))["input_ids"]  # the held-out half is the other one
     return [torch.tensor([ids[i * tokens : (i + 1) * tokens]]) for i in range(n)]
 
 

@@ -288,16 +288,13 @@ def unwrap(llava, original_config):
 
 def heldout_text() -> str:
     """The reference's held-out text (CPython's language reference, second half of its topics), joined."""
-    from pydoc_data.topics import topics
-
-    from compressor.reference import find_reference
+    from compressor.reference import find_reference, topics_text
 
     path = find_reference().heldout_text / "data.jsonl"
     if path.is_file():
         rows = path.read_text().splitlines()
         return "\n\n".join(json.loads(r)["text"] for r in rows if r.strip())
-    keys = sorted(topics)
-    return "\n\n".join(topics[k] for k in keys[len(keys) // 2 :])
+    return topics_text()
 
 
 def torch_perplexity(model, tokenizer, text: str, n_ctx: int = PPL_CTX) -> float:

@@ -165,13 +165,19 @@ def language_model(gguf: Path | None = None) -> Path:
     return own
 
 
-def heldout_texts(n: int, tokens: int, tokenizer) -> list[str]:
-    """`n` held-out passages of about `tokens` tokens: the second half of CPython's language-reference topics."""
+def topics_text(held_out: bool = True) -> str:
+    """CPython's language-reference topics joined: the second half of the sorted keys (the held-out text), or
+    the first half (calibration text that never overlaps it)."""
     from pydoc_data.topics import topics
 
     keys = sorted(topics)
-    text = "\n\n".join(topics[k] for k in keys[len(keys) // 2 :])
-    ids = tokenizer(text)["input_ids"]
+    half = keys[len(keys) // 2 :] if held_out else keys[: len(keys) // 2]
+    return "\n\n".join(topics[k] for k in half)
+
+
+def heldout_texts(n: int, tokens: int, tokenizer) -> list[str]:
+    """`n` held-out passages of about `tokens` tokens: the second half of CPython's language-reference topics."""
+    ids = tokenizer(topics_text())["input_ids"]
     return [tokenizer.decode(ids[i * tokens : (i + 1) * tokens]) for i in range(min(n, len(ids) // tokens))]
 
 
