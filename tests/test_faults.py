@@ -2,7 +2,7 @@
 
 The embedded Hub's fault switch fails requests (5xx, a dropped connection, a slow answer); pushes retry with
 backoff and then fail cleanly. A run folder is held by one run at a time. Processes are killed (SIGKILL) at
-random points. A recognisable token, passed every way the CLI takes one, is searched for in every file, log
+points of their work. A recognisable token, passed every way the CLI takes one, is searched for in every file, log
 line and HTTP answer, with a positive control that proves the search finds a planted copy.
 """
 
@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -65,17 +67,23 @@ def test_push_retries_transient_faults_then_succeeds(tmp_path, faults, fast_retr
     assert {"config.json", "model.safetensors"} <= files
 
 
-@pytest.mark.parametrize(("kind", "path"), [("status", "/commit/"), ("drop", "/commit/")])
-def test_push_that_keeps_failing_leaves_no_repo(tmp_path, faults, fast_retries, kind, path):
+@pytest.mark.parametrize(
+    ("kind", "path", "said"),
+    [
+        ("status", "/commit/", "failed (tried 4 times) and nothing was committed: the Hub answered 503"),
+        (
+            "drop",
+            "/commit/",
+            "cannot reach the Hub at http://127.0.0.1:{port} (the push tried 4 times and committed nothing)",
+        ),
+    ],
+)
+def test_push_that_keeps_failing_leaves_no_repo(tmp_path, faults, fast_retries, kind, path, said, hub_server):
     repo = f"alice/fault-{uuid.uuid4().hex[:8]}"
     fault = faults.add(kind, path=path, times=99)
     with pytest.raises(CompressorError) as err:
         hub.push(_model(tmp_path / "m"), repo, token=ALICE_WRITE)
-    assert (
-        "4 times" in str(err.value)
-        and "committed nothing" in str(err.value)
-        or "tried 4 times" in str(err.value)
-    )
+    assert said.format(port=hub_server.server_address[1]) in str(err.value)
     assert len(fault.hits_at) == 4  # one try and three retries
     faults.clear()
     assert not HfApi(token=ALICE_WRITE).repo_exists(repo)  # the repo this push created is gone
@@ -116,55 +124,232 @@ def test_a_second_run_of_a_held_run_folder_is_refused(tmp_path, tiny_saved, caps
     assert main(["run", str(recipe), "--run-dir", str(run_dir)]) == 0  # free again once released
 
 
-# ---------------------------------------------------------------------------- SIGKILL at random points
+# ---------------------------------------------------------------------------- SIGKILL mid-work
+
+# A warm parent that forks one child per command: each child starts with torch, transformers and the
+# compressor already imported, so a kill is timed against the work itself, not against the imports.
+# A child stays unreaped (a zombie once it ends) until the test asks for its exit code: its pid is never
+# reused while the test may still signal it.
+_FORKER = r"""
+import contextlib, json, os, sys
+import torch, transformers, huggingface_hub  # noqa: F401
+import compressor.api, compressor.cli, compressor.hub, compressor.models, compressor.prune  # noqa: F401
+print("ready", flush=True)
+while line := sys.stdin.readline():
+    cmd = json.loads(line)
+    if cmd["op"] == "here":  # in this parent, e.g. a first run that leaves the children its lazy imports
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            exec(compile(cmd["code"], "<here>", "exec"), {"__name__": "__main__"})
+        print("done", flush=True)
+        continue
+    if cmd["op"] == "reap":
+        _, status = os.waitpid(cmd["pid"], 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        code = 0
+        try:
+            exec(compile(cmd["code"], "<child>", "exec"), {"__name__": "__main__"})
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            code = 1
+        os._exit(code)
+    print(pid, flush=True)
+"""
 
 
-def _kill_at(argv: list[str], delay: float, env: dict) -> int | None:
-    """Run the CLI in a subprocess and SIGKILL it after `delay` s; its exit code if it ended before."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "compressor", *argv],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        return proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return None
-
-
-def test_a_killed_prune_never_leaves_an_output_that_looks_complete(tmp_path, tiny_saved):
-    """SIGKILL at 5 random points of `prune`; then the output is either absent or complete and loadable."""
-    rng = random.Random(int(os.environ.get("KILL_SEED", "12")))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    outcomes = []
-    src = tiny_saved("llava")
-    for i in range(5):
-        out = tmp_path / f"out{i}"
-        delay = rng.uniform(1.0, 7.0)
-        rc = _kill_at(
-            ["prune", str(src), "--method", "depth", "--ratio", "0.3", "--scorer", "last", "--out", str(out)],
-            delay,
-            env,
+class Forker:
+    def __init__(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _FORKER],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        if out.exists():
-            names = {p.name for p in out.iterdir()}
-            assert {"config.json", "model.safetensors", "prune_report.json"} <= names, names
-            outcomes.append("complete" if rc is None else f"finished rc={rc}")
+        assert self._read() == "ready"
+
+    def _send(self, cmd: dict) -> str:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline().strip()
+        assert line, f"the forking parent died (exit {self.proc.poll()})"
+        return line
+
+    def here(self, code: str) -> None:
+        """Run `code` in the parent itself (an exception ends it: the next read fails)."""
+        assert self._send({"op": "here", "code": code}) == "done"
+
+    def run(self, code: str, begun, delay: float | None, timeout: float = 120.0) -> tuple[int, float]:
+        """Start `code` in a child; once `begun()` holds, SIGKILL it `delay` s later (None: let it end).
+
+        Returns the child's exit code (-9: killed) and the seconds from `begun()` holding to its end (for a
+        kill: to the kill)."""
+        pid = int(self._send({"op": "run", "code": code}))
+        start = time.monotonic()
+        while not begun():
+            if _ended(pid):
+                return int(self._send({"op": "reap", "pid": pid})), 0.0
+            if time.monotonic() - start > timeout:
+                os.kill(pid, signal.SIGKILL)
+                self._send({"op": "reap", "pid": pid})
+                pytest.fail(f"the child never began its work in {timeout:.0f} s")
+            time.sleep(0.0005)
+        began = time.monotonic()
+        if delay is None:
+            while not _ended(pid):
+                time.sleep(0.0005)
         else:
-            outcomes.append("absent")
-        leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".out{i}.")]
-        outcomes[-1] += f" (+{len(leftovers)} temp)" if leftovers else ""
-    print("prune kill outcomes:", outcomes)
-    assert len(outcomes) == 5
+            time.sleep(delay)
+            os.kill(pid, signal.SIGKILL)  # a child that already ended is a zombie: the signal is a no-op
+        took = time.monotonic() - began
+        return int(self._send({"op": "reap", "pid": pid})), took
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
-def test_a_killed_push_leaves_the_old_repo_or_the_new_one(tmp_path, hub_server):
-    """SIGKILL at 5 random points of `push` over a repo: its files are always exactly the old or the new set."""
-    rng = random.Random(int(os.environ.get("KILL_SEED", "7")))
+def _ended(pid: int) -> bool:
+    """Whether the (unreaped) child `pid` has ended: a zombie in /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def forker():
+    f = Forker()
+    yield f
+    f.close()
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes); {} when it is absent."""
+    if not folder.is_dir():
+        return {}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _listing(folder: Path) -> set:
+    return {(p.as_posix(), s.st_size, s.st_mtime_ns) for p in folder.rglob("*") for s in [p.stat()]}
+
+
+def _kill_plan(window: float) -> list[float]:
+    """Kill delays over the control run's window, then later and earlier ones kept for an outcome still missing."""
+    return [window * f for f in (0.05, 0.3, 0.6, 0.9, 1.3)]
+
+
+def _kills(attempt, window: float, killed_only: bool, extra: int = 6) -> list[tuple[float, int, str]]:
+    """`attempt(delay) -> (exit code, outcome)` at delays spread over the control run's `window`; while 'old' or
+    'new' is missing (among the killed children only, with `killed_only`), up to `extra` more tries: earlier
+    than any so far for 'old', else halfway between the latest kill that left 'old' and the earliest try that
+    gave 'new' (or past the window), so a busy machine costs a few tries, not a flaky failure."""
+    results = [(window * f, *attempt(window * f)) for f in (0.05, 0.3, 0.6, 0.9, 1.3)]
+    for _ in range(extra):
+        seen = {o for _, rc, o in results if rc == -signal.SIGKILL or not killed_only}
+        if {"old", "new"} <= seen:
+            break
+        if "old" not in seen:
+            delay = min(d for d, _, _ in results) / 4
+        else:
+            lo = max(d for d, _, o in results if o == "old")
+            hi = min((d for d, _, o in results if o == "new" and d > lo), default=lo + window)
+            delay = (lo + hi) / 2
+        results.append((delay, *attempt(delay)))
+    return results
+
+
+PRUNE_FILES = {
+    "config.json",
+    "model.safetensors",
+    "prune_report.json",
+    "tokenizer.json",
+    "processor_config.json",
+}
+
+
+def test_a_killed_prune_leaves_the_old_output_or_the_new_one(tmp_path, tiny_saved, forker):
+    """SIGKILL `prune --overwrite` over an earlier output at points spread over its writing (the clock starts
+    when the first file of the run changes): the folder is then exactly the old output or exactly the new one."""
+    src = tiny_saved("llava")
+
+    def code(out: Path, ratio: float) -> str:
+        argv = ["prune", str(src), "--method", "depth", "--ratio", str(ratio), "--scorer", "last"]
+        return f"import sys; from compressor.cli import main; sys.exit(main({[*argv, '--out', str(out), '--overwrite']!r}))"
+
+    def contents(out: Path) -> dict[str, bytes]:
+        """The output's files, its report without the one field that differs run to run (seconds taken)."""
+        files = _contents(out)
+        try:
+            report = json.loads(files["prune_report.json"])
+            files["prune_report.json"] = json.dumps({**report, "seconds": None}).encode()
+        except (KeyError, ValueError):
+            pass  # absent or cut short: compared as it is
+        return files
+
+    def changed(folder: Path):
+        before = _listing(folder)
+        return lambda: _listing(folder) != before
+
+    # control runs: an old output (ratio 0.5, in the parent: the children inherit its lazy imports) and, over
+    # a copy of it, an un-killed new one (ratio 0.3)
+    forker.here(code(tmp_path / "old" / "out", 0.5).replace("sys.exit(", "assert 0 == ("))
+    old = contents(tmp_path / "old" / "out")
+    control = tmp_path / "control"
+    shutil.copytree(tmp_path / "old", control)
+    rc, window = forker.run(code(control / "out", 0.3), changed(control), None)
+    new = contents(control / "out")
+    assert rc == 0 and set(new) >= PRUNE_FILES and set(old) >= PRUNE_FILES, (rc, sorted(new))
+    assert json.loads(new["config.json"])["text_config"]["num_hidden_layers"] == 4  # 6 layers, 2 dropped
+    assert json.loads(old["config.json"])["text_config"]["num_hidden_layers"] == 3
+    assert all(old[f] != new[f] for f in ("config.json", "model.safetensors", "prune_report.json"))
+    from safetensors.torch import load_file
+
+    assert load_file(control / "out" / "model.safetensors").keys()  # the new weights load
+
+    def attempt(delay: float) -> tuple[int, str]:
+        folder = Path(tempfile.mkdtemp(dir=tmp_path, prefix="kill-"))
+        shutil.copytree(tmp_path / "old", folder, dirs_exist_ok=True)
+        rc, _ = forker.run(code(folder / "out", 0.3), changed(folder), delay)
+        got = contents(folder / "out")
+        outcome = "old" if got == old else "new" if got == new else f"partial: {sorted(got)}"
+        assert rc in (-signal.SIGKILL, 0), rc
+        assert not outcome.startswith("partial") and (rc == -signal.SIGKILL or outcome == "new"), (
+            delay,
+            rc,
+            outcome,
+        )
+        return rc, outcome
+
+    results = _kills(attempt, window, killed_only=False)
+    print(
+        f"prune: window {window * 1000:.0f} ms; (delay ms, exit, outcome):",
+        [(round(d * 1000), r, o) for d, r, o in results],
+    )
+    outcomes = {o for _, rc, o in results}
+    assert {"old", "new"} <= outcomes, (
+        results
+    )  # kills landed mid-write, and some after the output was complete
+
+
+def test_a_killed_push_leaves_the_old_repo_or_the_new_one(tmp_path, hub_server, forker):
+    """SIGKILL `push --overwrite` at points spread over its requests (the clock starts at its first request;
+    the commit request is held 0.4 s by the server before it is read): the repo is then exactly the old file
+    set or the new one, and both happen: kills before the commit was sent and kills after it."""
     api = HfApi(token=ALICE_WRITE)
     repo = f"alice/kill-{uuid.uuid4().hex[:8]}"
     old = _model(tmp_path / "old")
@@ -172,30 +357,51 @@ def test_a_killed_push_leaves_the_old_repo_or_the_new_one(tmp_path, hub_server):
     old_files = snapshot_state(api, repo)
     new = _model(tmp_path / "new")
     (new / "extra_report.json").write_text("{}")
-    twin = f"{repo}-new"
-    hub.push(new, twin, token=ALICE_WRITE)
-    new_files = snapshot_state(api, twin)
-    hub_server.faults.add("slow", path="/commit/", delay=0.5, times=99)  # widen the window around the commit
-    env = {**os.environ, "HF_TOKEN": ALICE_WRITE, "OMP_NUM_THREADS": "1"}
-    script = f"import sys; from compressor import hub; hub.push({str(new)!r}, {repo!r}, overwrite=True)"
-    outcomes = []
-    try:
-        for _ in range(5):
-            delay = rng.uniform(0.5, 4.0)
-            proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env)
-            try:
-                proc.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-            state = snapshot_state(api, repo)
-            assert state in (old_files, new_files), state
-            outcomes.append("old" if state == old_files else "new")
-            if state != old_files:  # back to the old state for the next round
-                hub.push(old, repo, token=ALICE_WRITE, overwrite=True)
-    finally:
-        hub_server.faults.clear()
-    print("push kill outcomes:", outcomes)
+    code = (
+        f"from compressor import hub; hub.push({str(new)!r}, {repo!r}, token={ALICE_WRITE!r}, overwrite=True)"
+    )
+    delay = 0.4
+
+    def settled() -> dict[str, str]:
+        """The repo's files once a request the killed child left in the server (sleeping) has been handled."""
+        time.sleep(delay + 0.15)
+        state = snapshot_state(api, repo)
+        while (again := snapshot_state(api, repo)) != state:
+            state = again
+            time.sleep(0.1)
+        return state
+
+    def run(kill_after: float | None) -> tuple[int, float, dict]:
+        hub_server.faults.add("slow", path="/commit/", delay=delay, times=9)
+        started = hub_server.faults.add("slow", path="/api/", delay=0.0, times=99)  # counts every request
+        try:
+            rc, took = forker.run(code, lambda: started.seen > 0, kill_after)
+            state = settled()
+        finally:
+            hub_server.faults.clear()
+        return rc, took, state
+
+    rc, window, new_files = run(None)  # the control: an un-killed push replaces the old files with the new
+    assert rc == 0 and set(new_files) == set(old_files) | {"extra_report.json"}, (rc, new_files)
+    assert new_files["model.safetensors"] != old_files["model.safetensors"]
+    hub.push(old, repo, token=ALICE_WRITE, overwrite=True)
+    assert snapshot_state(api, repo) == old_files
+
+    def attempt(kill_after: float) -> tuple[int, str]:
+        rc, _, state = run(kill_after)
+        outcome = "old" if state == old_files else "new" if state == new_files else f"partial: {state}"
+        assert rc in (-signal.SIGKILL, 0) and not outcome.startswith("partial"), (kill_after, rc, outcome)
+        if outcome == "new":  # back to the old state for the next round
+            hub.push(old, repo, token=ALICE_WRITE, overwrite=True)
+        return rc, outcome
+
+    results = _kills(attempt, window, killed_only=True)
+    print(
+        f"push: window {window:.2f} s; (delay s, exit, outcome):",
+        [(round(d, 2), r, o) for d, r, o in results],
+    )
+    killed = {o for _, rc, o in results if rc == -signal.SIGKILL}
+    assert killed == {"old", "new"}, results  # killed before the commit was sent, and after
 
 
 def snapshot_state(api: HfApi, repo: str) -> dict[str, str]:
