@@ -28,6 +28,12 @@ class Backbone:
     head_pruning_refusal: str | None = None
     # int config keys that count layers and must be remapped when layers are dropped
     layer_count_keys: tuple[str, ...] = ()
+    # llama.cpp's converter: the text class it converts this backbone as (written to text_config.architectures
+    # where the family's GGUFFacts say "backbone"), and the class to convert it as once heads are pruned
+    # (heads x head_dim != hidden) when llama.cpp's own graph for it hard-codes square Q/O (qwen2: it takes
+    # {n_embd, n_embd}; the llama graph takes any head_dim and optional q/k/v biases)
+    gguf_architecture: str | None = None
+    gguf_head_pruned_architecture: str | None = None
 
 
 _QWEN_VL_HEAD_DIM = (
@@ -37,8 +43,14 @@ _QWEN_VL_HEAD_DIM = (
 )
 
 BACKBONES: tuple[Backbone, ...] = (
-    Backbone("llama", ("llama", "mistral", "vicuna")),
-    Backbone("qwen2", ("qwen2",), layer_count_keys=("max_window_layers",)),
+    Backbone("llama", ("llama", "mistral", "vicuna"), gguf_architecture="LlamaForCausalLM"),
+    Backbone(
+        "qwen2",
+        ("qwen2",),
+        layer_count_keys=("max_window_layers",),
+        gguf_architecture="Qwen2ForCausalLM",
+        gguf_head_pruned_architecture="LlamaForCausalLM",
+    ),
     Backbone("qwen3", ("qwen3",), layer_count_keys=("max_window_layers",)),
     Backbone("phi", ("phi", "bunny-phi"), o="dense", mlp_in=("fc1",), mlp_out="fc2"),
     Backbone("gemma3_text", ("gemma3_text",)),
@@ -55,6 +67,43 @@ BACKBONES: tuple[Backbone, ...] = (
         layer_count_keys=("max_window_layers",),
     ),
     Backbone("qwen3_vl_text", ("qwen3_vl_text",)),
+)
+
+
+@dataclass(frozen=True)
+class GGUFFacts:
+    """What llama.cpp's converter (pinned in compressor.export.toolchain) does with a family, and what the
+    export writes on its staging copy for it. research/export-gguf.md has where each fact was seen."""
+
+    # why the family cannot be exported at all (refused before any work); None: it can
+    refusal: str | None = None
+    # written to text_config.architectures on the staging copy (the converter picks its text class by it):
+    # a class name, "backbone" (the Backbone's gguf_architecture), or None (the top-level class decides)
+    text_architecture: str | None = None
+    # why no mmproj file is written; None: the converter writes it (`--mmproj`)
+    no_mmproj: str | None = None
+    # True when the converter gets the projector wrong or fails on it without fixes not written yet: the
+    # export then refuses to write it (the text GGUF is still written) and says so
+    mmproj_unproven: bool = False
+    # llama.cpp assumes every Nth text layer is global (sliding window elsewhere) unless the GGUF says otherwise;
+    # N here, when the converter writes only `sliding_window`: a checkpoint whose layer_types differ (depth-pruned)
+    # converts and loads but answers wrongly (research/export-gguf.md, Gemma 3)
+    assumed_global_every: int | None = None
+
+
+_NOT_CHECKED = (
+    "{family} export is not checked against llama.cpp yet (issue 18): its converter path for {what} is untested "
+    "with the pinned llama.cpp, so a file could load and answer wrongly; export a supported family or the text "
+    "backbone alone"
+)
+
+# Families whose projector llama.cpp does not read (yet), and why.
+_LLAVA_MMPROJ = (
+    "llama.cpp's converter has no projector for LLaVA-1.5 (its CLIP tower, clip_vision_model, is converted only "
+    "for Pixtral); the text GGUF is written, the mmproj is not (issue 18: the legacy clip layout)"
+)
+_ONEVISION_MMPROJ = (
+    "llama.cpp's clip has no projector type for LLaVA-OneVision; the text GGUF is written alone"
 )
 
 
@@ -84,6 +133,7 @@ class ArchSpec:
     # and the backbone never sees pixels: the backbone alone cannot be run on model inputs, and its sequence is
     # longer than input_ids
     backbone_takes_images: bool = True
+    gguf: GGUFFacts = field(default_factory=GGUFFacts)
 
     def text_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         if self.text_config_key is None:
@@ -105,6 +155,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
+        gguf=GGUFFacts(no_mmproj=_LLAVA_MMPROJ),
     ),
     ArchSpec(
         "llava_next",
@@ -113,6 +164,9 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector", "model.image_newline"),
         vision=("model.vision_tower",),
         decoder="model.language_model",
+        gguf=GGUFFacts(
+            refusal=_NOT_CHECKED.format(family="LLaVA-NeXT", what="its any-res projector and text")
+        ),
     ),
     ArchSpec(
         "llava_onevision",
@@ -121,6 +175,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector", "model.image_newline"),
         vision=("model.vision_tower",),
         decoder="model.language_model",
+        gguf=GGUFFacts(text_architecture="backbone", no_mmproj=_ONEVISION_MMPROJ),
     ),
     ArchSpec(
         "qwen2_vl",
@@ -130,6 +185,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         vision=("model.visual",),
         decoder="model.language_model",
         needs_mm_token_type_ids=True,
+        gguf=GGUFFacts(mmproj_unproven=True),
     ),
     ArchSpec(
         "qwen2_5_vl",
@@ -139,6 +195,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         vision=("model.visual",),
         decoder="model.language_model",
         needs_mm_token_type_ids=True,
+        gguf=GGUFFacts(mmproj_unproven=True),
     ),
     ArchSpec(
         "qwen3_vl",
@@ -149,6 +206,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         decoder="model.language_model",
         needs_mm_token_type_ids=True,
         protected_first_layers_key="deepstack_visual_indexes",
+        gguf=GGUFFacts(refusal=_NOT_CHECKED.format(family="Qwen3-VL", what="deepstack layers")),
     ),
     ArchSpec(
         "idefics3",
@@ -157,6 +215,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.connector",),
         vision=("model.vision_model",),
         decoder="model.text_model",
+        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM", mmproj_unproven=True),
     ),
     ArchSpec(
         "smolvlm",
@@ -165,6 +224,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.connector",),
         vision=("model.vision_model",),
         decoder="model.text_model",
+        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM", mmproj_unproven=True),
     ),
     ArchSpec(
         "gemma3",
@@ -173,6 +233,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
+        gguf=GGUFFacts(mmproj_unproven=True, assumed_global_every=6),
     ),
     ArchSpec(
         "internvl",
@@ -181,6 +242,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
+        gguf=GGUFFacts(text_architecture="backbone", mmproj_unproven=True),
     ),
     # Bunny-v1.0-3B (Phi-2 + SigLIP + MLP projector) ships its own modeling code on the Hub.
     ArchSpec(
@@ -195,6 +257,9 @@ FAMILIES: tuple[ArchSpec, ...] = (
         text_config_key=None,
         processor="bunny",
         backbone_takes_images=False,
+        gguf=GGUFFacts(
+            refusal="Bunny ships its own modeling code and a checkpoint layout (model.mm_projector around Phi-2) that llama.cpp's converter does not read"
+        ),
     ),
 )
 

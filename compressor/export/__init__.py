@@ -1,0 +1,132 @@
+"""GGUF export: a model folder → `<name>-<QUANT>.gguf` per quant (+ `mmproj-<name>-f16.gguf`), checked in llama.cpp.
+
+`run(src, out_dir, quants)` refuses bad input and unexportable families before any work, stages a copy of the
+folder with only what llama.cpp's converter lacks (`stage`), converts in a subprocess with the pinned converter
+(`toolchain`, `convert`), quantises k-quants with llama-quantize, then loads every text file in llama.cpp and
+compares it with transformers (`verify`). Everything is written into a temporary folder and moved into place at
+the end: a failure, a disagreement included, leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from compressor.errors import CompressorError
+from compressor.export.report import ExportReport
+
+log = logging.getLogger("compressor")
+
+REPORT = "export_report.json"
+DEFAULT_QUANTS = ("f16", "q8_0")
+
+__all__ = ["DEFAULT_QUANTS", "REPORT", "ExportReport", "check_inputs", "run"]
+
+
+def check_inputs(src: str | Path, quants) -> tuple[object, list[str]]:
+    """(the source, the quants) or a CompressorError, with no work done: bad quants, a missing quantizer, a folder
+    that is not a model, a family that cannot be exported, the pinned tools missing."""
+    from compressor.export import stage, toolchain
+
+    quants = stage.check_quants(list(quants))
+    source = stage.read_source(src)
+    toolchain.check_runner()
+    toolchain.ensure_converter(download=False)
+    return source, quants
+
+
+def run(
+    src: str | Path,
+    out_dir: str | Path,
+    quants=DEFAULT_QUANTS,
+    name: str | None = None,
+    overwrite: bool = False,
+    check: bool = True,
+) -> ExportReport:
+    """Export the model folder `src` into `out_dir` (written atomically) and return the report (also saved there
+    as export_report.json). `check=False` skips the llama.cpp comparison (files unverified, report incomplete)."""
+    from compressor.export import convert, stage, toolchain, verify
+    from compressor.models import commit_output, prepare_output
+
+    t0 = time.perf_counter()
+    source, quants = check_inputs(src, quants)
+    out = prepare_output(out_dir, overwrite)
+    name = convert.safe_name(name or Path(src).resolve().name)
+    facts = source.spec.gguf
+    note = facts.no_mmproj or (
+        f"the {source.spec.family} projector is not yet checked against llama.cpp (issue 18); the text GGUF is "
+        "written alone"
+        if facts.mmproj_unproven
+        else None
+    )
+    result: dict[str, ExportReport] = {}
+
+    def write(folder: Path) -> None:
+        staged, fixes = stage.stage(source, folder / ".staging")
+        files, checks = [], []
+        f16 = folder / f"{name}-F16.gguf"
+        for q in [q for q in quants if q in stage.CONVERTER_TYPES]:
+            path = folder / f"{name}-{q.upper()}.gguf"
+            log.info("export: converting to %s", path.name)
+            files.append(convert.inspect(path, q, "text", convert.convert(staged, path, q)))
+        kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
+        if kquants and not f16.is_file():
+            convert.convert(staged, folder / ".f16.gguf", "f16")
+            f16 = folder / ".f16.gguf"
+        for q in kquants:
+            path = folder / f"{name}-{q.upper()}.gguf"
+            log.info("export: quantising to %s", path.name)
+            files.append(convert.inspect(path, q, "text", convert.quantize(f16, path, q)))
+        mmproj = None
+        if note is None:
+            mmproj = folder / f"mmproj-{name}-f16.gguf"
+            log.info("export: converting the projector to %s", mmproj.name)
+            files.append(
+                convert.inspect(mmproj, "f16", "mmproj", convert.convert(staged, mmproj, "f16", mmproj=True))
+            )
+        if check:
+            ref = verify.Reference(staged, source.spec)
+            for f in files:
+                if f.kind == "text":
+                    c = verify.check(folder / f.file, f.quant, ref)
+                    log.info(
+                        "export: %s agrees with transformers on %.0f%% of %d tokens",
+                        f.file,
+                        100 * c.top1_agreement,
+                        c.positions,
+                    )
+                    checks.append(c)
+        bad = [c for c in checks if not c.passed]
+        if bad:
+            raise CompressorError(
+                "llama.cpp disagrees with transformers on "
+                + "; ".join(
+                    f"{c.file}: top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens < {c.min_agreement:.0%} "
+                    f"required (largest log-probability gap {c.max_logprob_diff:.3f})"
+                    for c in bad
+                )
+                + "; nothing was written. The converter or this pruned shape needs a fix (research/export-gguf.md)"
+            )
+        shutil.rmtree(folder / ".staging")
+        (folder / ".f16.gguf").unlink(missing_ok=True)
+        report = ExportReport(
+            source=str(src),
+            name=name,
+            family=source.spec.family,
+            quants=quants,
+            files=files,
+            mmproj=mmproj.name if mmproj else None,
+            mmproj_note=note,
+            fixes=fixes,
+            checks=checks,
+            converter=toolchain.converter_id(),
+            seconds=round(time.perf_counter() - t0, 2),
+            complete=check,
+        )
+        (folder / REPORT).write_text(report.model_dump_json(indent=1))
+        result["report"] = report
+
+    commit_output(out, write)
+    return result["report"]

@@ -1,0 +1,55 @@
+"""llama.cpp's side of the check, run in a subprocess (`python -m compressor.export.probe` < request.json).
+
+A subprocess because llama.cpp aborts the whole process on a file it cannot load (e.g. a tensor of an unexpected
+shape): the export then reports the error instead of dying. It loads the GGUF in xllamacpp (llama-server
+in-process) and prints one JSON line: for each prefix ids[:i] (i from `start`), the top token and its
+log-probability; and the greedy continuation of ids[:start].
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    import xllamacpp as xl
+
+    params = xl.CommonParams()
+    params.model.path = request["model"]
+    if request.get("mmproj"):
+        params.mmproj.path = request["mmproj"]
+    params.n_ctx = max(256, len(request["ids"]) + 64)
+    params.n_parallel = 1
+    params.cpuparams.n_threads = request.get("threads", 2)
+    params.cpuparams_batch.n_threads = request.get("threads", 2)
+    params.warmup = False
+    server = xl.Server(params)
+    ids, start = request["ids"], request["start"]
+    top: list[list] = []
+    for i in range(start, len(ids)):
+        answer = server.handle_completions(
+            {"prompt": ids[:i], "n_predict": 1, "temperature": 0, "n_probs": 1, "cache_prompt": True}
+        )
+        if "choices" not in answer:
+            print(json.dumps({"error": answer}))
+            return 1
+        best = answer["choices"][0]["logprobs"]["content"][0]
+        top.append([best["id"], best["logprob"]])
+    greedy = server.handle_completions(
+        {
+            "prompt": ids[:start],
+            "n_predict": request.get("greedy", 8),
+            "temperature": 0,
+            "n_probs": 1,
+            "cache_prompt": False,
+        }
+    )
+    tokens = [c["id"] for c in greedy["choices"][0]["logprobs"]["content"]] if "choices" in greedy else []
+    print(json.dumps({"top": top, "greedy": tokens}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

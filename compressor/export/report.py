@@ -1,0 +1,83 @@
+"""ExportReport: the GGUF files written, what they hold, and how llama.cpp's answers compare with transformers'.
+
+Plain pydantic, JSON-serialisable with `model_dump(mode="json")`; a run folder keeps it as `reports/export.json`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Fallback(BaseModel):
+    tensor: str
+    wanted: str = Field(description="The type the quant asks for.")
+    got: str = Field(description="The type the tensor is stored in.")
+    why: str
+
+
+class GGUFFile(BaseModel):
+    file: str = Field(description="File name inside the export folder.")
+    kind: str = Field(description="text (the language model) or mmproj (vision tower + projector).")
+    quant: str
+    bytes: int
+    bits_per_weight: float = Field(description="Tensor bytes x 8 / parameters, as llama.cpp prints it.")
+    tensor_types: dict[str, int] = Field(description="Number of tensors per stored type.")
+    fallbacks: list[Fallback] = Field(
+        default_factory=list,
+        description="Weight matrices stored in another type than the quant asks for, and why.",
+    )
+    seconds: float = Field(description="Time to write the file (conversion or quantisation).")
+
+
+class Check(BaseModel):
+    """llama.cpp (xllamacpp) against transformers (fp32) on a fixed text, teacher-forced: at every position both
+    see the same prefix and predict the next token."""
+
+    file: str
+    positions: int = Field(description="Next-token predictions compared.")
+    top1_agreement: float = Field(description="Share of positions where both predict the same token.")
+    min_agreement: float = Field(description="The least agreement this quant must reach to pass.")
+    max_logprob_diff: float = Field(
+        description="Largest |log-probability of llama.cpp's top token in llama.cpp - in transformers| (nats)."
+    )
+    passed: bool
+    answer: str = Field(description="llama.cpp's greedy continuation of the probe's first tokens.")
+    expected: str = Field(description="transformers' greedy continuation of the same prefix.")
+    seconds: float
+
+
+class ExportReport(BaseModel):
+    source: str = Field(description="The model folder exported (as given).")
+    name: str = Field(description="The files' base name.")
+    family: str
+    quants: list[str]
+    files: list[GGUFFile]
+    mmproj: str | None = Field(None, description="The projector file, when one is written.")
+    mmproj_note: str | None = Field(None, description="Why no projector file is written.")
+    fixes: list[str] = Field(
+        default_factory=list, description="What the export changed on its staging copy for the converter."
+    )
+    checks: list[Check]
+    converter: dict[str, str] = Field(description="The pinned llama.cpp pieces (versions, sha256).")
+    seconds: float
+    complete: bool = Field(description="Every file written and every check passed.")
+
+    def table(self) -> str:
+        rows = [
+            "| file | type | MiB | bits/weight | fallbacks | top-1 agreement | llama.cpp says |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        checks = {c.file: c for c in self.checks}
+        for f in self.files:
+            c = checks.get(f.file)
+            agree = f"{c.top1_agreement:.0%} of {c.positions} (≥ {c.min_agreement:.0%})" if c else "-"
+            rows.append(
+                f"| {f.file} | {f.quant} | {f.bytes / 2**20:.1f} | {f.bits_per_weight:.2f} | {len(f.fallbacks)} | "
+                f"{agree} | {c.answer!r} |"
+                if c
+                else f"| {f.file} | {f.quant} | {f.bytes / 2**20:.1f} | {f.bits_per_weight:.2f} | "
+                f"{len(f.fallbacks)} | - | - |"
+            )
+        if self.mmproj_note:
+            rows.append(f"\nno mmproj: {self.mmproj_note}")
+        return "\n".join(rows)

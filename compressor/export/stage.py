@@ -1,0 +1,148 @@
+"""Before any conversion: the checks that refuse bad input, and the staging copy the converter reads.
+
+The staging copy links every file of the model folder and writes a new config.json with only what llama.cpp's
+converter lacks for this family or this pruned shape (the facts are data in `compressor.arch.spec`). The user's
+folder is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressorError
+
+# quant -> who writes it: the converter (`--outtype`) or llama-quantize (from the f16 file)
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+QUANTIZER_TYPES = ("q4_k_m", "q5_k_m", "q6_k")
+QUANTS = CONVERTER_TYPES + QUANTIZER_TYPES
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model folder the export can read, with its family's spec and backbone."""
+
+    folder: Path
+    config: dict[str, Any]
+    spec: Any  # ArchSpec
+    backbone: Any  # Backbone
+
+
+def check_quants(quants: list[str] | tuple[str, ...]) -> list[str]:
+    """The quants, lower-cased and in order; an unknown one, or a k-quant without llama-quantize, is refused."""
+    from compressor.export.toolchain import QUANTIZER_HINT, quantizer
+    from compressor.registry import closest
+
+    out: list[str] = []
+    if not quants:
+        raise CompressorError(
+            f"no quant given; pass --quant (recipe export.gguf.quants), e.g. {QUANTS[1]},q8_0"
+        )
+    for q in quants:
+        q = str(q).strip().lower()
+        if q not in QUANTS:
+            raise CompressorError(
+                f"unknown quant {q!r}{closest(q, QUANTS)} in --quant (recipe export.gguf.quants); known: "
+                f"{', '.join(QUANTS)}"
+            )
+        if q not in out:
+            out.append(q)
+    if any(q in QUANTIZER_TYPES for q in out) and quantizer() is None:
+        k = ", ".join(q for q in out if q in QUANTIZER_TYPES)
+        raise CompressorError(f"quant {k} needs {QUANTIZER_HINT}")
+    return out
+
+
+def read_source(folder: str | Path) -> Source:
+    """The model folder's config, family and backbone; a folder that is not a model, or a family that cannot be
+    exported, is refused here (before any work)."""
+    from compressor.arch.spec import FAMILIES, spec_for, supported_families
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not folder.is_dir() or not config_file.is_file():
+        raise CompressorError(
+            f"SRC {str(folder)!r} is not a model folder (no config.json); give the folder of a pruned or "
+            "recovered model, a run folder, or any saved model of a supported family"
+        )
+    if not any(folder.glob("*.safetensors")):
+        raise CompressorError(
+            f"SRC {str(folder)!r} has a config.json but no *.safetensors weights; llama.cpp's converter (and the "
+            "export) reads safetensors: save the model with save_pretrained (safe_serialization)"
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CompressorError(
+            f"{config_file} is not valid JSON ({err}); it is not a saved model's config"
+        ) from None
+    model_type = config.get("model_type")
+    spec = next((s for s in FAMILIES if model_type in s.model_types), None)
+    if spec is None:
+        raise CompressorError(
+            f"cannot export model_type {model_type!r} to GGUF: not a supported family "
+            f"({', '.join(supported_families())})"
+        )
+    if spec.gguf.refusal:
+        raise CompressorError(f"cannot export {spec.family} to GGUF: {spec.gguf.refusal}")
+    spec, backbone = spec_for(config, trust_remote_code=True)  # remote-code families are refused above
+    _check_layer_pattern(spec, config)
+    return Source(folder, config, spec, backbone)
+
+
+def _check_layer_pattern(spec, config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose local/global layer pattern llama.cpp would get wrong (depth-pruned Gemma 3)."""
+    every = spec.gguf.assumed_global_every
+    if every is None:
+        return
+    types = spec.text_config(config).get("layer_types") or []
+    assumed = ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(len(types))]
+    if types and list(types) != assumed:
+        raise CompressorError(
+            f"cannot export this {spec.family} to GGUF yet: its layer_types (global layers at "
+            f"{[i for i, t in enumerate(types) if t == 'full_attention']}) differ from the every-{every}th-layer "
+            "pattern llama.cpp assumes, and the pinned converter writes no pattern, so the file would load and answer "
+            "wrongly (issue 18: write sliding_window_pattern from layer_types); width-pruned and unpruned ones export"
+        )
+
+
+def head_pruned(text: dict[str, Any]) -> bool:
+    heads, hidden = text.get("num_attention_heads"), text.get("hidden_size")
+    head_dim = text.get("head_dim") or (hidden // heads if heads and hidden else None)
+    return bool(heads and hidden and head_dim and heads * head_dim != hidden)
+
+
+def text_architecture(source: Source) -> str | None:
+    """The class the converter must convert the text model as, when the saved config does not say it."""
+    facts, backbone = source.spec.gguf, source.backbone
+    text = source.spec.text_config(source.config)
+    if head_pruned(text) and backbone.gguf_head_pruned_architecture:
+        return backbone.gguf_head_pruned_architecture
+    if facts.text_architecture == "backbone":
+        return backbone.gguf_architecture
+    return facts.text_architecture
+
+
+def stage(source: Source, into: Path) -> tuple[Path, list[str]]:
+    """A staging copy of the model folder (links + a rewritten config.json) and what was changed in it."""
+    into.mkdir(parents=True)
+    for item in source.folder.iterdir():
+        if item.name != "config.json" and not item.name.startswith("."):
+            os.symlink(item.resolve(), into / item.name)
+    config = json.loads(json.dumps(source.config))
+    fixes: list[str] = []
+    arch = text_architecture(source)
+    key = source.spec.text_config_key
+    if arch and key and (config.get(key) or {}).get("architectures") != [arch]:
+        config.setdefault(key, {})["architectures"] = [arch]
+        why = (
+            "heads are pruned"
+            if head_pruned(source.spec.text_config(source.config))
+            else "the converter's name"
+        )
+        fixes.append(f"{key}.architectures = [{arch!r}] ({why})")
+    (into / "config.json").write_text(json.dumps(config, indent=1))
+    return into, fixes

