@@ -63,6 +63,16 @@ def recovery_warnings(recipe: Recipe) -> list[str]:
     ]
 
 
+def _refuse_gguf(family: str) -> None:
+    from compressor.arch.spec import family_spec
+
+    refusal = family_spec(family).gguf.refusal
+    if refusal:
+        raise CompressorError(
+            f"cannot export {family} to GGUF: {refusal}; remove the recipe's export.gguf section to run without it"
+        )
+
+
 def _refuse_text_only(source: str, config: dict[str, Any]) -> None:
     """A text-only LLM (no vision config, no remote code) gets a message that says what to do instead."""
     from compressor.arch.spec import supported_families
@@ -215,7 +225,7 @@ def check_disk(out: Path, needed: int) -> None:
 
 # ---------------------------------------------------------------------------- the whole pipeline
 
-STAGES = ("plan", "prune", "recover", "eval", "card", "push")
+STAGES = ("plan", "prune", "recover", "eval", "export", "card", "push")
 
 
 class RunFolder:
@@ -230,6 +240,7 @@ class RunFolder:
     source = property(lambda self: self.root / "source.json")
     pruned = property(lambda self: self.root / "pruned")
     recovered = property(lambda self: self.root / "recovered")
+    gguf = property(lambda self: self.root / "gguf")
 
     def report(self, stage: str) -> Path:
         return self.reports / f"{stage}.json"
@@ -347,9 +358,40 @@ def run(
     if recipe.publish is not None:  # before any heavy work: a bad token fails now, not after training
         user = hub.check_token(token, write=True)
         log.info("pushing as %s to %s", user, recipe.publish.repo_id)
+    if _gguf(recipe) is not None:  # a missing quantizer or converter fails now, not after training
+        from compressor.export import stage, toolchain
+
+        stage.check_quants(_gguf(recipe).quants)
+        toolchain.check_runner()
+        toolchain.ensure_converter(download=False)
     run_ = RunFolder(run_dir)
     with run_.lock():
         return _run(recipe, run_, token, on_stage, eval_cache, on_progress)
+
+
+def _gguf(recipe: Recipe):
+    return recipe.export.gguf if recipe.export is not None else None
+
+
+def _export_done(run_: RunFolder) -> bool:
+    """reports/export.json exists, says complete, and its files are still in RUN/gguf."""
+    if not run_.done("export"):
+        return False
+    report = json.loads(run_.report("export").read_text())
+    return bool(report.get("complete")) and all((run_.gguf / f["file"]).is_file() for f in report["files"])
+
+
+def export(src: str | Path, out: str | Path, quants, name: str | None = None, overwrite: bool = False):
+    """GGUF files of a model folder, or of a run folder's final model, checked in llama.cpp (ExportReport)."""
+    from compressor import export as exporting
+
+    src = Path(src)
+    if (src / "recipe.yaml").is_file() and not (src / "config.json").is_file():
+        run_ = RunFolder(src)
+        return exporting.run(
+            run_.final_model(), out, quants, name=name or src.resolve().name, overwrite=overwrite
+        )
+    return exporting.run(src, out, quants, name=name, overwrite=overwrite)
 
 
 def _plots(run_: RunFolder, stage: str | None = None) -> None:
@@ -402,6 +444,8 @@ def _run(
 
     if stage("plan", run_.plan.is_file() and run_.source.is_file()):
         plan_, commit = _plan_at(recipe, token)
+        if _gguf(recipe) is not None:  # a family llama.cpp cannot take is refused before any weight is pulled
+            _refuse_gguf(plan_.family)
         run_.write_json(
             run_.source,
             {
@@ -474,6 +518,12 @@ def _run(
         _plots(run_, "eval")
         notify("eval", "done")
 
+    gguf = _gguf(recipe)
+    if gguf is not None and stage("export", _export_done(run_)):
+        report = export(final, run_.gguf, gguf.quants, name=run_.root.resolve().name, overwrite=True)
+        run_.write_json(run_.report("export"), report.model_dump(mode="json"))
+        notify("export", "done")
+
     _plots(run_)  # a resumed run draws the pictures it lacks
     repo_id = recipe.publish.repo_id if recipe.publish else None
     card_record = run_.report("card")
@@ -501,7 +551,7 @@ def _run(
         "run_dir": str(run_.root),
         "model": str(final),
         "url": url,
-        "stages": [s for s in ("prune", "train", "eval", "push") if run_.done(s)],
+        "stages": [s for s in ("prune", "train", "eval", "export", "push") if run_.done(s)],
     }
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError, field_help
-from compressor.recipe import Calibration, ModelSource, Prune, Recipe, load_recipe, parse_recipe
+from compressor.recipe import (
+    Calibration,
+    GGUFExport,
+    ModelSource,
+    Prune,
+    Recipe,
+    load_recipe,
+    parse_recipe,
+)
 
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
@@ -321,6 +329,18 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from compressor import api
+
+    if not args.gguf:
+        raise CompressorError("give the format: --gguf (llama.cpp files; the only export so far)")
+    quants = [q for q in args.quant.split(",") if q.strip()] if args.quant else list(GGUFExport().quants)
+    report = api.export(args.src, args.out, quants, name=args.name, overwrite=args.overwrite)
+    print(report.table())
+    print(f"written to {args.out} ({report.seconds:.1f} s)")
+    return 0
+
+
 def cmd_serve_hub(args) -> int:
     from compressor import hubserver
 
@@ -434,6 +454,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs_options(p)
     add_token_options(p)
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser(
+        "export",
+        help="GGUF files for llama.cpp (text per quant + mmproj), each checked against transformers",
+        description="Write DIR/<name>-<QUANT>.gguf per quant (and DIR/mmproj-<name>-f16.gguf where llama.cpp has "
+        "the family's projector) with llama.cpp's own converter, pinned; load each in llama.cpp and compare its "
+        "next-token predictions with transformers'. Written atomically: a failure leaves nothing. "
+        "Needs `make export-tools` once.",
+    )
+    p.add_argument(
+        "src", help="a model folder (pruned, recovered or any of a supported family) or a run folder"
+    )
+    p.add_argument("--gguf", action="store_true", help="write GGUF files (llama.cpp, Ollama, LM Studio)")
+    p.add_argument("--quant", metavar="Q,Q", help="comma-separated. " + field_help(GGUFExport, "quants"))
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--name", help="the files' base name (default: the source folder's name)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run folder and print it")
     p.add_argument("run_dir")

@@ -153,6 +153,36 @@ class Publish(_Strict):
         return v
 
 
+class GGUFExport(_Strict):
+    quants: tuple[str, ...] = Field(
+        ("f16", "q8_0"),
+        description="GGUF types to write, one text file each (f32, f16, bf16, q8_0 from llama.cpp's converter; "
+        "q4_k_m, q5_k_m, q6_k need llama-quantize). Every file is checked against transformers in llama.cpp.",
+    )
+
+    @field_validator("quants")
+    @classmethod
+    def _known_quants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from compressor.export.stage import QUANTS
+        from compressor.registry import closest
+
+        v = tuple(dict.fromkeys(q.strip().lower() for q in v))
+        if not v:
+            raise ValueError(f"give at least one quant; known: {', '.join(QUANTS)}")
+        for q in v:
+            if q not in QUANTS:
+                raise ValueError(f"unknown quant {q!r}{closest(q, QUANTS)}; known: {', '.join(QUANTS)}")
+        return v
+
+
+class Export(_Strict):
+    gguf: GGUFExport | None = Field(
+        None,
+        description="llama.cpp files (text GGUF per quant + mmproj where llama.cpp has the projector), written "
+        "into RUN/gguf after eval and before push.",
+    )
+
+
 class Recipe(_Strict):
     model: ModelSource
     prune: Prune
@@ -160,6 +190,7 @@ class Recipe(_Strict):
         None, description="Recovery training; omit to publish the pruned model as is."
     )
     evaluate: Evaluate | None = Field(None, description="Evaluation of original against compressed.")
+    export: Export | None = Field(None, description="Exports of the compressed model (GGUF for llama.cpp).")
     publish: Publish | None = Field(None, description="Where to push; omit to stop after the model card.")
 
 

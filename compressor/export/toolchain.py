@@ -146,9 +146,9 @@ def quantizer() -> Path | None:
 
 
 QUANTIZER_HINT = (
-    "llama-quantize (llama.cpp's k-quant tool, not in the xllamacpp wheel) was not found in $LLAMA_CPP_BIN, on "
+    "llama-quantize (llama.cpp's k-quant tool, not in the xllamacpp wheel), which is not in $LLAMA_CPP_BIN, on "
     f"PATH or in {cache_dir() / f'llama.cpp-{LLAMA_CPP_PYTHON}' / 'build' / 'bin'}; build it once with "
-    "`.venv/bin/python benchmarks/serving.py --build-only` (about 30 minutes on 2 cores), or set LLAMA_CPP_BIN "
+    "`.venv/bin/python benchmarks/serving.py --build-only` (about 30 minutes on 2 cores), set LLAMA_CPP_BIN "
     "to a folder holding llama-quantize, or ask only for f16/q8_0"
 )
 
