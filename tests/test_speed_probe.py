@@ -21,6 +21,42 @@ def _setup(family: str, method: str):
     return config, spec, backbone, prune, resolve(config, spec, backbone, prune)
 
 
+# Hand-counted from the tiny configs (hidden 64, 6 layers, 4 heads and 2 KV heads of 16, MLP 128, vocabulary 276):
+# attention q 64·64 + k, v 64·32 each + o 64·64 = 12288 (+ 64+32+32 q/k/v biases in qwen2, + 16+16 q/k norms in
+# gemma3; phi: q, k, v, dense with biases = 12480); gated MLP 3·64·mlp (phi: fc1, fc2 with biases 2·64·mlp + mlp
+# + 64); norms 2·64 (gemma3: 4·64; phi: one LayerNorm, 128). Per layer at MLP 128 / 64: llama 36992 / 24704,
+# qwen2 37120 / 24832, gemma3 37152 / 24864, phi 29184 / 20928. Plus the embedding 276·64 = 17664, the final
+# norm 64 (phi 128) and an untied head's weight 17664 (llava, qwen2_5_vl, llava_phi; gemma3 and internvl tie it).
+# Each row: layers, heads, KV heads, MLP width, language-model parameters.
+EXPECTED_ROWS = {
+    "llava": (
+        (6, 4, 2, 128, 6 * 36992 + 35392),
+        ("planned: width 28.6%", 6, 4, 2, 64, 6 * 24704 + 35392),
+        ("alternative: depth 28.7%", 4, 4, 2, 128, 4 * 36992 + 35392),
+    ),
+    "qwen2_5_vl": (
+        (6, 4, 2, 128, 6 * 37120 + 35392),
+        ("planned: width 28.6%", 6, 4, 2, 64, 6 * 24832 + 35392),
+        ("alternative: depth 28.8%", 4, 4, 2, 128, 4 * 37120 + 35392),
+    ),
+    "gemma3": (
+        (6, 4, 2, 128, 6 * 37152 + 17728),
+        ("planned: depth 30.9%", 4, 4, 2, 128, 4 * 37152 + 17728),
+        ("alternative: width 30.6%", 6, 4, 2, 64, 6 * 24864 + 17728),
+    ),
+    "internvl": (
+        (6, 4, 2, 128, 6 * 37120 + 17728),
+        ("planned: depth 30.9%", 4, 4, 2, 128, 4 * 37120 + 17728),
+        ("alternative: width 30.7%", 6, 4, 2, 64, 6 * 24832 + 17728),
+    ),
+    "llava_phi": (  # the head's bias (276) is not counted: decoder + head weight
+        (6, 4, 2, 128, 6 * 29184 + 35456),
+        ("planned: width 23.5%", 6, 4, 2, 64, 6 * 20928 + 35456),
+        ("alternative: depth 27.7%", 4, 4, 2, 128, 4 * 29184 + 35456),
+    ),
+}
+
+
 @pytest.mark.parametrize(
     ("family", "method"),
     [
@@ -35,26 +71,26 @@ def test_probe_times_the_planned_and_the_other_methods_shapes(family, method):
     config, spec, backbone, prune, plan = _setup(family, method)
     got = speed_probe.probe(config, spec, backbone, plan, prune, rounds=1, batches=(1, 2), new_tokens=2)
     original, planned, alternative = got.rows
-    text = spec.text_config(config)
-    assert (original.layers, original.heads, original.mlp) == (
-        text["num_hidden_layers"],
-        text["num_attention_heads"],
-        text["intermediate_size"],
-    )
-    assert (planned.layers, planned.heads, planned.kv_heads, planned.mlp) == (
-        plan.num_layers_after,
-        plan.heads_after,
-        plan.kv_heads_after,
-        plan.intermediate_after,
-    )
-    other = "width" if method == "depth" else "depth"
-    alt = resolve(config, spec, backbone, Prune(method=other, ratio=0.3))
-    assert alternative.label == f"alternative: {other} {alt.achieved_ratio:.1%}"
-    assert (alternative.layers, alternative.mlp) == (alt.num_layers_after, alt.intermediate_after)
-    # the probe's language model is the plan's language backbone: decoder + untied head, the same count
-    assert original.params == plan.params.backbone_before
-    assert planned.params == plan.params.backbone_after
-    assert planned.ideal == round(plan.params.backbone_before / plan.params.backbone_after, 3)
+    want_original, want_planned, want_alt = EXPECTED_ROWS[family]
+    assert (
+        original.layers,
+        original.heads,
+        original.kv_heads,
+        original.mlp,
+        original.params,
+    ) == want_original
+    assert (
+        planned.label,
+        planned.layers,
+        planned.heads,
+        planned.kv_heads,
+        planned.mlp,
+        planned.params,
+    ) == want_planned
+    assert (alternative.label, alternative.layers, alternative.heads, alternative.kv_heads) == want_alt[:4]
+    assert (alternative.mlp, alternative.params) == want_alt[4:]
+    assert planned.ideal == round(want_original[-1] / want_planned[-1], 3)
+    assert (original.ideal, alternative.ideal) == (1.0, round(want_original[-1] / want_alt[-1], 3))
     for row in got.rows:
         assert set(row.tokens_per_s) == {1, 2} and all(v > 0 for v in row.tokens_per_s.values())
     assert original.speedup == {1: 1.0, 2: 1.0} and original.prefill_speedup == 1.0
