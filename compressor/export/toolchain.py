@@ -153,7 +153,18 @@ QUANTIZER_HINT = (
 )
 
 
+def ensure_runner() -> None:
+    """pip-install the pinned xllamacpp wheel into this interpreter's environment when it is not there."""
+    try:
+        check_runner()
+    except CompressorError:
+        _pip(["install", "-q", "--no-deps", f"xllamacpp=={XLLAMACPP}"])
+        check_runner()
+
+
 def main() -> int:
+    """`python -m compressor.export.toolchain` (`make export-tools`): the runner, the converter, once."""
+    ensure_runner()
     home = ensure_converter()
     print(json.dumps({"converter_home": str(home), **converter_id()}, indent=1))
     return 0
