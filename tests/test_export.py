@@ -88,26 +88,33 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+RECIPE = """\
+model: {{source: {source}}}
+prune: {{method: depth, ratio: 0.017, scorer: last}}  # 3 of 6 layers (the 49k vocabulary is most of the model)
+export: {{gguf: {{quants: [f16, q8_0]}}}}
+"""
+
+
 @pytest.fixture(scope="session")
-def exported(llava_dirs, tmp_path_factory):
-    """The tiny LLaVA's run folder exported to f16 + q8_0 through `compressor export` (the CLI)."""
+def run_dir(llava_dirs, tmp_path_factory) -> Path:
+    """`compressor run` of a recipe with an export section: prune (depth, data-free) -> export -> card."""
     model = llava_dirs[0]
     before = _digest(model)
-    run = tmp_path_factory.mktemp("runs") / "tiny-llava-depth30"
-    run.mkdir()
-    (run / "recipe.yaml").write_text("model: {source: tiny}\n")  # a run folder: recipe.yaml + its final model
-    (run / "pruned").symlink_to(model)
-    out = run.parent / "gguf"
-    rc = cli.main(["export", str(run), "--gguf", "--quant", "f16,q8_0", "--out", str(out)])
-    assert rc == 0
-    assert _digest(model) == before, "the export wrote into the user's model folder"
-    return out, json.loads((out / "export_report.json").read_text())
+    root = tmp_path_factory.mktemp("runs")
+    recipe = root / "tiny-llava-depth.yaml"
+    recipe.write_text(RECIPE.format(source=model))
+    run = root / "tiny-llava-depth"
+    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 0
+    assert _digest(model) == before, "the run wrote into the source model's folder"
+    return run
 
 
-def test_export_writes_checked_files(exported):
-    out, report = exported
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["export_report.json", "tiny-llava-depth30-F16.gguf", "tiny-llava-depth30-Q8_0.gguf"]
+def test_run_exports_the_pruned_model_and_resumes(run_dir, capsys):
+    from gguf import GGUFReader
+
+    report = json.loads((run_dir / "reports" / "export.json").read_text())
+    names = sorted(p.name for p in (run_dir / "gguf").iterdir())
+    assert names == ["export_report.json", "tiny-llava-depth-F16.gguf", "tiny-llava-depth-Q8_0.gguf"]
     assert report["complete"] and report["family"] == "llava"
     files = {f["quant"]: f for f in report["files"]}
     assert files["f16"]["tensor_types"].get("F16") and files["q8_0"]["tensor_types"].get("Q8_0")
@@ -115,24 +122,38 @@ def test_export_writes_checked_files(exported):
     assert (
         files["f16"]["fallbacks"] == [] and files["q8_0"]["fallbacks"] == []
     )  # widths 64/128: multiples of 32
+    reader = GGUFReader(run_dir / "gguf" / "tiny-llava-depth-F16.gguf")  # the pruned shape, not the source's
+    assert int(reader.fields["llama.block_count"].parts[-1][0]) == 3
     checks = {c["file"]: c for c in report["checks"]}
-    f16, q8 = checks["tiny-llava-depth30-F16.gguf"], checks["tiny-llava-depth30-Q8_0.gguf"]
+    f16, q8 = checks["tiny-llava-depth-F16.gguf"], checks["tiny-llava-depth-Q8_0.gguf"]
     assert f16["positions"] >= 30 and f16["top1_agreement"] == 1.0 and f16["max_logprob_diff"] < 0.05
     assert q8["top1_agreement"] >= 0.9 and q8["passed"]
     assert f16["answer"] == f16["expected"]  # llama.cpp's greedy tokens are transformers'
     # LLaVA-1.5's projector: the converter refuses it; said, not silently skipped
     assert report["mmproj"] is None and "no projector for LLaVA-1.5" in report["mmproj_note"]
     assert report["converter"]["xllamacpp"] == "2026.10.11549"
+    written = (run_dir / "reports" / "export.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["run", str(run_dir.parent / "tiny-llava-depth.yaml"), "--run-dir", str(run_dir)]) == 0
+    assert "export: skip" in capsys.readouterr().err
+    assert (run_dir / "reports" / "export.json").stat().st_mtime_ns == written
 
 
-def test_check_fails_on_a_different_model(exported, llava_dirs):
-    """The check can fail: the f16 file of one model against transformers running another."""
+def test_cli_export_of_a_run_folder(run_dir, tmp_path, capsys):
+    out = tmp_path / "gguf"
+    assert cli.main(["export", str(run_dir), "--gguf", "--quant", "q8_0", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "tiny-llava-depth-Q8_0.gguf"]
+    printed = capsys.readouterr().out
+    assert "tiny-llava-depth-Q8_0.gguf | q8_0" in printed and "no mmproj: " in printed
+
+
+def test_check_fails_on_a_different_model(run_dir, llava_dirs):
+    """The check can fail: the pruned model's f16 file against transformers running another model."""
     from compressor.arch.spec import family_spec
     from compressor.export import verify
 
-    out, _ = exported
     other = verify.Reference(llava_dirs[1], family_spec("llava"))
-    check = verify.check(out / "tiny-llava-depth30-F16.gguf", "f16", other)
+    check = verify.check(run_dir / "gguf" / "tiny-llava-depth-F16.gguf", "f16", other)
     assert not check.passed and check.top1_agreement < 0.5
 
 

@@ -10,8 +10,10 @@ the end: a failure, a disagreement included, leaves nothing behind.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from compressor.errors import CompressorError
@@ -67,10 +69,12 @@ def run(
         staged, fixes = stage.stage(source, folder / ".staging")
         files, checks = [], []
         f16 = folder / f"{name}-F16.gguf"
-        for q in [q for q in quants if q in stage.CONVERTER_TYPES]:
-            path = folder / f"{name}-{q.upper()}.gguf"
-            log.info("export: converting to %s", path.name)
-            files.append(convert.inspect(path, q, "text", convert.convert(staged, path, q)))
+        direct = [q for q in quants if q in stage.CONVERTER_TYPES]
+        log.info("export: converting to %s", ", ".join(direct))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(direct), os.cpu_count() or 1))) as pool:
+            paths = [folder / f"{name}-{q.upper()}.gguf" for q in direct]  # one converter process each
+            seconds = list(pool.map(lambda qp: convert.convert(staged, qp[1], qp[0]), zip(direct, paths)))
+        files.extend(convert.inspect(p, q, "text", s) for q, p, s in zip(direct, paths, seconds))
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
             convert.convert(staged, folder / ".f16.gguf", "f16")

@@ -30,13 +30,24 @@ def main() -> int:
     top: list[list] = []
     for i in range(start, len(ids)):
         answer = server.handle_completions(
-            {"prompt": ids[:i], "n_predict": 1, "temperature": 0, "n_probs": 1, "cache_prompt": True}
+            {
+                "prompt": ids[:i],
+                "n_predict": 1,
+                "temperature": 0,
+                "n_probs": 1,
+                "cache_prompt": True,
+                "ignore_eos": True,
+                "return_tokens": True,
+                "verbose": True,  # the token ids are in the response's __verbose part
+            }
         )
-        if "choices" not in answer:
-            print(json.dumps({"error": answer}))
+        tokens = (answer.get("__verbose") or {}).get("tokens")
+        if "choices" not in answer or not tokens:
+            print(json.dumps({"error": answer, "prefix": i}))
             return 1
-        best = answer["choices"][0]["logprobs"]["content"][0]
-        top.append([best["id"], best["logprob"]])
+        # llama-server leaves out the log-probability of a token that ends inside a UTF-8 character
+        best = ((answer["choices"][0].get("logprobs") or {}).get("content") or [{}])[0]
+        top.append([tokens[0], best.get("logprob")])
     greedy = server.handle_completions(
         {
             "prompt": ids[:start],
@@ -44,9 +55,12 @@ def main() -> int:
             "temperature": 0,
             "n_probs": 1,
             "cache_prompt": False,
+            "ignore_eos": True,
+            "return_tokens": True,
+            "verbose": True,
         }
     )
-    tokens = [c["id"] for c in greedy["choices"][0]["logprobs"]["content"]] if "choices" in greedy else []
+    tokens = (greedy.get("__verbose") or {}).get("tokens") or []
     print(json.dumps({"top": top, "greedy": tokens}))
     return 0
 

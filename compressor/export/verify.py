@@ -89,7 +89,8 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
     for i, (token, logprob) in enumerate(answers["top"]):
         position = FIRST + i - 1  # transformers' prediction after ids[:FIRST + i]
         agree += int(ref.logprobs[position].argmax()) == token
-        diffs.append(abs(float(ref.logprobs[position, token]) - logprob))
+        if logprob is not None:
+            diffs.append(abs(float(ref.logprobs[position, token]) - logprob))
     positions = len(answers["top"])
     agreement = agree / positions if positions else 0.0
     minimum = MIN_AGREEMENT[quant]
