@@ -225,7 +225,9 @@ def check_disk(out: Path, needed: int) -> None:
 
 # ---------------------------------------------------------------------------- the whole pipeline
 
-STAGES = ("plan", "prune", "recover", "eval", "export", "card", "push")
+# "export" (between eval and card) is not listed yet: app.py's stage board marks a listed stage "not in this
+# recipe" only for the sections it knows, so it would wait forever on every run without an export section.
+STAGES = ("plan", "prune", "recover", "eval", "card", "push")
 
 
 class RunFolder:
