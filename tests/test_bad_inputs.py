@@ -22,6 +22,7 @@ from compressor.cli import main
 from compressor.demo import write_dataset
 from tests import real_shapes
 from tests.fixtures_hub import ALICE_READ, ALICE_WRITE, BOB_WRITE
+from tests.leaks import check_found_where_the_cli_writes, holding
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -522,12 +523,19 @@ def test_bad_input(world, run_folder, argv, token, needles, capsys, monkeypatch)
     for new_repo in (f"alice/x-{fill['tag']}", f"bob/x-{fill['tag']}", f"alice/y-{fill['tag']}"):
         assert not HfApi(token=BOB_WRITE if new_repo.startswith("bob") else ALICE_WRITE).repo_exists(new_repo)
     if token:
-        assert token not in err
+        assert holding(token, {"stderr": err}) == []
+        # positive control: planted copies (a log record, a stderr line) are found in the same capture
+        check_found_where_the_cli_writes(token, lambda: capsys.readouterr().err)
 
 
 def test_catalogue_size():
-    assert len(CASES) >= 40
+    """The README's Errors section says how many inputs the catalogue runs: exactly these, each checking its
+    message for at least one needle (a case with none would pass on any message)."""
+    readme = (ROOT / "README.md").read_text()
+    said = re.search(r"`tests/test_bad_inputs.py` runs (\d+) such inputs", readme)
+    assert said and int(said[1]) == len(CASES) == 65
     assert len({c[0] for c in CASES}) == len(CASES)
+    assert all(needles and all(needles) for _, _, _, needles in CASES), [c[0] for c in CASES if not c[3]]
 
 
 def test_too_little_disk_is_refused_before_anything_is_downloaded_or_written(world, monkeypatch, capsys):

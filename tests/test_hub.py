@@ -15,6 +15,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from compressor import hub
 from compressor.errors import CompressorError
 from tests.fixtures_hub import ALICE_READ, ALICE_WRITE, BOB_WRITE
+from tests.leaks import holding
 
 pytestmark = pytest.mark.usefixtures("hub_server")
 
@@ -35,7 +36,9 @@ def test_check_token_names_the_user_and_hides_bad_tokens():
         hub.check_token(ALICE_READ, write=True)
     with pytest.raises(CompressorError, match="rejected the token") as err:
         hub.check_token(BAD_TOKEN)
-    assert BAD_TOKEN not in str(err.value) and "HF_TOKEN" in str(err.value)
+    assert holding(BAD_TOKEN, {"message": str(err.value)}) == [] and "HF_TOKEN" in str(err.value)
+    # positive control: the same search on the same message finds what it does name
+    assert holding("HF_TOKEN", {"message": str(err.value)}) == ["message"]
 
 
 def test_push_then_pull_round_trip(tiny_llama, repo_name):
@@ -91,10 +94,13 @@ def test_push_without_write_access_says_so(tiny_llama, repo_name):
     for token in (ALICE_READ, BOB_WRITE):
         with pytest.raises(CompressorError, match="may not write") as err:
             hub.push(tiny_llama, f"alice/{repo_name}", token=token)
-        assert token not in str(err.value)
+        assert holding(token, {"message": str(err.value)}) == []
+        # positive control: the same search finds the repo id given beside the token in the same message
+        assert holding(f"alice/{repo_name}", {"message": str(err.value)}) == ["message"]
     with pytest.raises(CompressorError, match="rejected the token") as err:
         hub.push(tiny_llama, f"alice/{repo_name}", token=BAD_TOKEN)
-    assert BAD_TOKEN not in str(err.value)
+    assert holding(BAD_TOKEN, {"message": str(err.value)}) == []
+    assert holding("--token", {"message": str(err.value)}) == ["message"]  # positive control
     with pytest.raises(CompressorError, match="needs a Hub token: pass --token"):
         hub.push(tiny_llama, f"alice/{repo_name}-anonymous")
     assert alice.list_repo_files(f"alice/{repo_name}") == [".gitattributes"]
@@ -183,7 +189,9 @@ for call in (lambda: hub.pull_config("alice/x", token={BAD_TOKEN!r}), lambda: hu
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 4, out.stderr
     assert all(f"cannot reach the Hub at {closed}" in line and "HF_ENDPOINT" in line for line in lines)
-    assert BAD_TOKEN not in out.stdout + out.stderr
+    assert holding(BAD_TOKEN, {"stdout": out.stdout, "stderr": out.stderr}) == []
+    # positive control: the same search finds the endpoint the messages name in the same output
+    assert holding(closed, {"stdout": out.stdout, "stderr": out.stderr}) == ["stdout"]
 
 
 def test_license_of_reads_only_the_card(tiny_llama, repo_name, tmp_path):

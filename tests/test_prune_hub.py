@@ -9,6 +9,7 @@ import pytest
 from compressor.cli import main
 from compressor.demo import write_dataset
 from tests.fixtures_hub import ALICE_WRITE
+from tests.leaks import check_found_where_the_cli_writes, holding
 
 
 @pytest.fixture
@@ -85,12 +86,16 @@ def test_token_flag_works_and_never_shows(published, monkeypatch, capsys):
         == 0
     )
     captured = capsys.readouterr()
-    assert "KV groups" in captured.out and ALICE_WRITE not in captured.out + captured.err
+    assert "KV groups" in captured.out
+    assert holding(ALICE_WRITE, {"stdout": captured.out, "stderr": captured.err}) == []
     assert (
         main(["plan", model_id, "--token", "hf_not_a_real_token", "--method", "depth", "--ratio", "0.3"]) == 2
     )
     err = capsys.readouterr().err
-    assert "rejected the token" in err and "hf_not_a_real_token" not in err
+    assert "rejected the token" in err and holding("hf_not_a_real_token", {"stderr": err}) == []
+    # positive control: copies planted where the CLI writes (its log and stderr) are found in the same capture
+    for token in (ALICE_WRITE, "hf_not_a_real_token"):
+        check_found_where_the_cli_writes(token, lambda: capsys.readouterr().err)
 
 
 def test_unknown_revision_is_a_clear_error(published, capsys):
