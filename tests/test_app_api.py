@@ -12,6 +12,7 @@ resumes after its last stage and its last whole training checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from tests.fixtures_hub import ALICE_WRITE
+from tests.leaks import holding
 from tests.test_app import _free_port, embedded_default  # noqa: F401 (the module's fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,7 +173,10 @@ def test_run_pushes_with_the_callers_token_which_stays_out_of_argv_and_env(clien
     pid = child_pid(api_runs, recipe)
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     environ = Path(f"/proc/{pid}/environ").read_bytes()
-    assert ALICE_WRITE.encode() not in cmdline and ALICE_WRITE.encode() not in environ
+    assert holding(ALICE_WRITE, {"cmdline": cmdline, "environ": environ}) == []
+    # positive control: the same search on the same /proc files finds what they do hold
+    assert holding(os.environ["HF_ENDPOINT"], {"cmdline": cmdline, "environ": environ}) == ["environ"]
+    assert holding("python", {"cmdline": cmdline}) == ["cmdline"]
     out = wait_for(job, lambda o: "Run finished" in status_of(o) or "Error" in status_of(o), RUN_S, "an end")
     assert "Run finished" in out[0], out[0]
     status, board, log, scores, card, url, plots = out
@@ -193,7 +198,9 @@ def test_a_bad_token_fails_before_any_work_and_leaves_nothing(client, api_runs):
     before = {p for p in api_runs.rglob("*")}
     out = client().predict(recipe, "hf_not_a_token_of_this_hub", api_name="/run")
     assert out[0].startswith("**Error:**"), out[0]
-    assert "Hub token box" in out[0] and "hf_not_a_token" not in out[0], out[0]
+    assert "Hub token box" in out[0] and holding("hf_not_a_token", {"status": out[0]}) == [], out[0]
+    # positive control: the same search on the same status finds what it does say
+    assert holding("Hub token box", {"status": out[0]}) == ["status"]
     assert {p for p in api_runs.rglob("*")} == before
 
 
@@ -270,7 +277,9 @@ def test_run_on_jobs_follows_the_job_to_the_pushed_link(client, hub_server):
     assert out[0].startswith("**Job finished"), out[0]
     assert 'data-job-stage="COMPLETED"' in out[1]
     assert "alice/jobs-width30" in out[5], out[5]
-    assert ALICE_WRITE not in "".join(str(x) for x in out)
+    assert holding(ALICE_WRITE, {"page": "".join(str(x) for x in out)}) == []
+    # positive control: the same search on the same page finds the repo it names
+    assert holding("alice/jobs-width30", {"page": "".join(str(x) for x in out)}) == ["page"]
     assert HfApi(token=ALICE_WRITE).repo_exists("alice/jobs-width30")
 
 
