@@ -133,7 +133,22 @@ def test_prune_writes_a_standard_checkpoint(tiny_saved, demo_data, tmp_path, cap
     assert len(report["mlp_scores"][0]) == 128
     model = AutoModelForImageTextToText.from_pretrained(out)
     assert model.config.text_config.intermediate_size == report["plan"]["intermediate_after"]
-    assert AutoProcessor.from_pretrained(out) is not None
+    # the saved processor is the family's full one (not a bare tokenizer) and prepares an image + text exactly
+    # as the source's does: the 276-token byte-level vocabulary, one 16x16 image as 4 placeholder tokens
+    import torch
+
+    from compressor.tiny import tiny_images
+
+    processor, source = AutoProcessor.from_pretrained(out), AutoProcessor.from_pretrained(tiny_saved("llava"))
+    assert type(processor).__name__ == "LlavaProcessor" and len(processor.tokenizer) == 276
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is shown?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert text == source.apply_chat_template(messages, add_generation_prompt=True)
+    got, want = (p(images=tiny_images(1), text=[text], return_tensors="pt") for p in (processor, source))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert tuple(got["pixel_values"].shape) == (1, 3, 16, 16)
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    assert int((got["input_ids"] == image_id).sum()) == 4
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
 
 
