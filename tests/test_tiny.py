@@ -143,7 +143,7 @@ def test_video_processor_families_load_their_real_processor_without_torchvision(
 
     path = tiny_saved(family)
     if importlib.util.find_spec("torchvision") is None:
-        with pytest.raises((ImportError, AttributeError, TypeError, ValueError, OSError)):
+        with pytest.raises(OSError, match="Can't load video processor for .*video_preprocessor_config.json"):
             AutoProcessor.from_pretrained(path)
     with caplog.at_level(logging.INFO, logger="compressor.arch.processors"):
         processor = load_processor(path)
