@@ -170,18 +170,36 @@ def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
     assert not warnings(0.3, None)  # no recovery asked for
 
 
+# LLaVA-1.5-7B at 30 %, hand-computed: a layer is 4·4096² attention (32 heads of 128) + 3·4096·11008 MLP =
+# 202 383 360, the backbone 6 738 939 904. Halving the heads (32 -> 16, KV too) removes 4·4096·2048 = 33 554 432
+# per layer; each MLP channel 3·4096 = 12 288. gpu / vllm (multiples of 128): 16 heads + MLP 8576 (67·128):
+# 32·(33 554 432 + 2432·12 288) / 6 738 939 904 = 30.12 %. gguf (256): no legal head count fits, MLP alone 5888
+# (23·256): 32·5120·12 288 / ... = 29.88 %. vllm-tp2: 128 per shard = 256, as gguf. vllm-tp4: 512 per layer,
+# 16 heads + MLP 8704 (17·512): 32·(33 554 432 + 2304·12 288) / ... = 29.38 %.
 @pytest.mark.parametrize(
-    "target, multiple, tp",
-    [("gpu", 128, 1), ("gguf", 256, 1), ("vllm", 128, 1), ("vllm-tp2", 256, 2), ("vllm-tp4", 512, 4)],
+    "target, round_to, mlp, heads, ratio",
+    [
+        ("gpu", 128, 8576, 16, 0.301241),
+        ("gguf", 256, 5888, 32, 0.298751),
+        ("vllm", 128, 8576, 16, 0.301241),
+        ("vllm-tp2", 256, 5888, 32, 0.298751),
+        ("vllm-tp4", 512, 8704, 16, 0.293772),
+    ],
 )
-def test_serving_targets_set_the_widths(target, multiple, tp):
+def test_serving_targets_set_the_widths(target, round_to, mlp, heads, ratio):
     plan = _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3, target=target)
-    assert plan.round_to % multiple == 0 and plan.intermediate_after % multiple == 0
-    assert plan.kv_heads_after % tp == 0 and plan.heads_after % tp == 0
-    assert plan.achieved_ratio == pytest.approx(0.3, abs=0.03)
-    assert f"serving target      {target}" in plan.table() or f"{target}: " in plan.table()
+    assert (plan.round_to, plan.intermediate_after, plan.heads_after, plan.kv_heads_after) == (
+        round_to,
+        mlp,
+        heads,
+        heads,
+    )
+    assert plan.achieved_ratio == pytest.approx(ratio, abs=1e-6)
+    rows = [line for line in plan.table().splitlines() if line.startswith("serving target ")]
+    assert len(rows) == 1 and rows[0].split(None, 2)[2].startswith(f"{target}: "), rows
     default = _plan(real_shapes.llava_1_5_7b(), method="width", ratio=0.3)
-    assert default.target == "default" and "serving target" not in default.table()
+    assert (default.target, default.round_to, default.intermediate_after) == ("default", 64, 8576)
+    assert "serving target" not in default.table()
 
 
 def test_a_tp_target_keeps_head_counts_divisible():
