@@ -289,16 +289,60 @@ def test_lfs_upload_accepts_chunked_bodies_and_one_time_urls(repo_name):
     assert "actions" not in get_session().post(batch_url, json=batch, headers=auth).json()["objects"][0]
 
 
-def test_repo_ids_never_escape_the_data_folder(hub_server):
-    for path in (
-        "/api/models/alice/..%2F..%2Fetc",
-        "/api/models/..%2F../x",
-        "/alice/%2E%2E/resolve/main/repo.json",
-    ):
-        reply = get_session().get(
-            f"{hub_server.url}{path}", headers={"Authorization": f"Bearer {ALICE_WRITE}"}
-        )
-        assert reply.status_code == 404 and reply.headers["X-Error-Code"] == "RepoNotFound"
+def test_repo_ids_never_escape_the_data_folder(hub_server, repo_name):
+    """A real repo's folder copied OUTSIDE the store: under an id inside the store the copy is a readable repo
+    (the control), but no repo id that climbs out of the store reads it, writes into it or creates beside it."""
+    import base64
+    import json
+    import shutil
+
+    store, url = hub_server.store, hub_server.url
+    auth = {"Authorization": f"Bearer {ALICE_WRITE}"}
+    alice.create_repo(f"alice/{repo_name}")
+    _upload(alice, f"alice/{repo_name}", {"config.json": b'{"planted": 1}'})
+    outside = store.root.parent / f"outside-{repo_name}"  # alice/../../../../outside-… from repos/models/
+    shutil.copytree(store.repo_dir("model", f"alice/{repo_name}"), outside)
+    inside = store.repo_dir("model", f"alice/{repo_name}-copy")
+    shutil.copytree(outside, inside)
+    before = _files(outside)
+    climb = "..%2F" * 4 + outside.name
+    session = get_session()
+    try:
+        # control: the same files, where the store keeps repos, are a repo these requests read
+        assert session.get(f"{url}/api/models/alice/{repo_name}-copy", headers=auth).status_code == 200
+        got = session.get(f"{url}/alice/{repo_name}-copy/resolve/main/config.json", headers=auth)
+        assert got.status_code == 200 and got.content == b'{"planted": 1}'
+        for path in (
+            f"/api/models/alice/{climb}",
+            f"/api/models/alice/{climb}/tree/main",
+            f"/alice/{climb}/resolve/main/config.json",
+            f"/api/models/..%2F..%2F..%2F{outside.name}/x",
+            "/api/models/alice/..%2F..%2Fetc",
+            "/alice/%2E%2E/resolve/main/repo.json",
+        ):
+            reply = session.get(f"{url}{path}", headers=auth)
+            assert reply.status_code == 404 and reply.headers["X-Error-Code"] == "RepoNotFound", path
+        lines = [
+            {"key": "header", "value": {"summary": "overwrite"}},
+            {
+                "key": "file",
+                "value": {
+                    "path": "config.json",
+                    "content": base64.b64encode(b"{}").decode(),
+                    "encoding": "base64",
+                },
+            },
+        ]
+        body = "\n".join(json.dumps(line) for line in lines).encode()
+        headers = {**auth, "Content-Type": "application/x-ndjson"}
+        reply = session.post(f"{url}/api/models/alice/{climb}/commit/main", content=body, headers=headers)
+        assert reply.status_code == 404, reply.text
+        new = {"name": f"../../../../{outside.name}-new", "organization": "alice", "type": "model"}
+        assert session.post(f"{url}/api/repos/create", json=new, headers=auth).status_code >= 400
+        assert _files(outside) == before and not (store.root.parent / f"{outside.name}-new").exists()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+        shutil.rmtree(inside, ignore_errors=True)
 
 
 def test_datasets_load_from_the_hub(repo_name, tmp_path):
