@@ -32,7 +32,7 @@ os.environ["HF_HOME"] = os.path.join(_SESSION_DIR, "hf-home")
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_hub"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_hub", "tests.gpu_marker"]
 
 _REPO = Path(__file__).resolve().parent.parent
 

@@ -6,6 +6,7 @@ tiny model to disk, which exercises the same accelerate hooks as a CPU-offloaded
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,30 @@ def test_recovery_with_an_offloaded_teacher_never_moves_it(tiny_saved, tmp_path:
         "offloaded": [],
     }
     assert report.shared_vision["hits"] == 2 and report.losses[-1]["loss_hidden_mse"] > 0
+
+
+@pytest.mark.gpu
+def test_a_model_loads_on_this_processs_real_gpu(tiny_saved, monkeypatch) -> None:
+    """No fakes, on a CUDA device: one process loads on the current GPU, a launched rank on its LOCAL_RANK's
+    GPU; `placement` reports that device, and the model runs there."""
+    from compressor.models import load_model, pick_device_map, placement
+    from compressor.tiny import make_inputs
+
+    folder = tiny_saved("llava")
+    spec, _ = spec_for(json.loads((folder / "config.json").read_text()))
+    for var in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(var, raising=False)
+    current = torch.cuda.current_device()
+    last = torch.cuda.device_count() - 1
+    assert pick_device_map(folder, torch.float32, None) == {"": current}
+    model = load_model(folder, spec, "float32")
+    expect = {"devices": [f"cuda:{current}"], "dtypes": ["float32"], "dispatched": False, "offloaded": []}
+    assert placement(model) == expect
+    inputs = {k: v.to(f"cuda:{current}") for k, v in make_inputs("llava", model.config).items()}
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+    del model
+    monkeypatch.setenv("LOCAL_RANK", str(last))
+    monkeypatch.setenv("WORLD_SIZE", str(last + 1))
+    assert pick_device_map(folder, torch.float32, None) == {"": last}  # the rank's own GPU, not GPU 0
+    assert placement(load_model(folder, spec, "float32"))["devices"] == [f"cuda:{last}"]
