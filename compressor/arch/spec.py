@@ -99,8 +99,10 @@ _NOT_CHECKED = (
 
 # Families whose projector llama.cpp does not read (yet), and why.
 _LLAVA_MMPROJ = (
-    "llama.cpp's converter has no projector for LLaVA-1.5 (its CLIP tower, clip_vision_model, is converted only "
-    "for Pixtral); the text GGUF is written, the mmproj is not (issue 18: the legacy clip layout)"
+    "llama.cpp's converter has no projector for LLaVA-1.5 (its CLIP tower is converted only for Pixtral), and the "
+    "legacy clip layout llama.cpp still reads gives other image features than transformers at the pinned commit "
+    "(measured: its graph appends CLS after the patches, adds positions 0..n in that order and keeps rows 1..n, "
+    "so patch 0 is dropped and CLS kept); the text GGUF is written, the mmproj is not"
 )
 _ONEVISION_MMPROJ = (
     "llama.cpp's clip has no projector type for LLaVA-OneVision; the text GGUF is written alone"
