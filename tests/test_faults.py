@@ -245,7 +245,16 @@ def _contents(folder: Path) -> dict[str, bytes]:
 
 
 def _listing(folder: Path) -> set:
-    return {(p.as_posix(), s.st_size, s.st_mtime_ns) for p in folder.rglob("*") for s in [p.stat()]}
+    """Every path under `folder` with its size and mtime (a path gone between listing and stat counts too)."""
+    found = set()
+    for p in folder.rglob("*"):
+        try:
+            s = p.stat()
+        except FileNotFoundError:
+            found.add((p.as_posix(), -1, -1))
+        else:
+            found.add((p.as_posix(), s.st_size, s.st_mtime_ns))
+    return found
 
 
 def _kill_plan(window: float) -> list[float]:
