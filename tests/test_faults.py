@@ -164,6 +164,8 @@ while line := sys.stdin.readline():
 
 
 class Forker:
+    """The test's end of `_FORKER`: start a child, kill it at a point of its work, read its exit code."""
+
     def __init__(self):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
@@ -255,11 +257,6 @@ def _listing(folder: Path) -> set:
         else:
             found.add((p.as_posix(), s.st_size, s.st_mtime_ns))
     return found
-
-
-def _kill_plan(window: float) -> list[float]:
-    """Kill delays over the control run's window, then later and earlier ones kept for an outcome still missing."""
-    return [window * f for f in (0.05, 0.3, 0.6, 0.9, 1.3)]
 
 
 def _kills(attempt, window: float, killed_only: bool, extra: int = 6) -> list[tuple[float, int, str]]:
