@@ -43,6 +43,12 @@ MODELS = {
     "llava-seed1": ("llava", 1, {}),
     # heads pruned: 2 x 16 != hidden 64 (llama.cpp's qwen2 graph expects square Q/O)
     "onevision-2heads": ("llava_onevision", 0, {"num_attention_heads": 2, "num_key_value_heads": 1}),
+    # as after depth pruning: global layers 2 and 5 where llama.cpp assumes every 6th (5 only)
+    "gemma3-depth": (
+        "gemma3",
+        0,
+        {"layer_types": ["sliding_attention", "sliding_attention", "full_attention"] * 2},
+    ),
 }
 
 
@@ -212,18 +218,29 @@ def test_refused_family_names_it_and_why(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-def test_depth_pruned_gemma3_is_refused(tmp_path):
-    from compressor.export.stage import read_source
+def test_depth_pruned_gemma3_needs_its_layer_pattern(tmp_path, monkeypatch):
+    """The converter writes only `sliding_window`; llama.cpp then takes every 6th layer as global. The export
+    writes the pattern from layer_types; without it the same file loads and answers wrongly, and the check
+    refuses it."""
+    from gguf import GGUFReader
 
-    config = tiny.tiny_config("gemma3", num_hidden_layers=6)
-    # every 6th layer global, as llama.cpp assumes: accepted
-    config.text_config.layer_types = ["sliding_attention"] * 5 + ["full_attention"]
-    read_source(_fake_model(tmp_path / "whole", config))
-    config.text_config.layer_types = (
-        ["sliding_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 2
-    )
-    with pytest.raises(CompressorError, match=r"global layers at \[3\]"):
-        read_source(_fake_model(tmp_path / "depth", config))
+    from compressor import export
+    from compressor.export import stage
+
+    model = _tiny("gemma3-depth")
+    report = export.run(model, tmp_path / "fixed", ["f16"])
+    assert report.fixes == ["attention.sliding_window_pattern from layer_types (global layers [2, 5])"]
+    assert report.checks[0].passed and report.checks[0].max_logprob_diff < 0.05
+    field = GGUFReader(tmp_path / "fixed" / "gemma3-depth-F16.gguf").fields[
+        "gemma3.attention.sliding_window_pattern"
+    ]
+    assert [bool(field.parts[i][0]) for i in field.data] == [True, True, False] * 2
+    monkeypatch.setattr(stage, "extra_kv", lambda source: ({}, []))  # the converter alone
+    with pytest.raises(
+        CompressorError, match=r"llama\.cpp disagrees .* largest log-probability gap 0\.[1-9]"
+    ):
+        export.run(model, tmp_path / "unfixed", ["f16"])
+    assert not (tmp_path / "unfixed").exists()
 
 
 @pytest.mark.parametrize(

@@ -85,10 +85,11 @@ class GGUFFacts:
     # True when the converter gets the projector wrong or fails on it without fixes not written yet: the
     # export then refuses to write it (the text GGUF is still written) and says so
     mmproj_unproven: bool = False
-    # llama.cpp assumes every Nth text layer is global (sliding window elsewhere) unless the GGUF says otherwise;
-    # N here, when the converter writes only `sliding_window`: a checkpoint whose layer_types differ (depth-pruned)
-    # converts and loads but answers wrongly (research/export-gguf.md, Gemma 3)
-    assumed_global_every: int | None = None
+    # True: write the text layers' local/global pattern from layer_types as
+    # `<arch>.attention.sliding_window_pattern` (one bool per layer). The converter writes only `sliding_window`,
+    # and llama.cpp then assumes every 6th layer global: a depth-pruned checkpoint would load and answer wrongly
+    # (research/export-gguf.md, Gemma 3)
+    sliding_window_pattern: bool = False
 
 
 _NOT_CHECKED = (
@@ -235,7 +236,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
-        gguf=GGUFFacts(mmproj_unproven=True, assumed_global_every=6),
+        gguf=GGUFFacts(mmproj_unproven=True, sliding_window_pattern=True),
     ),
     ArchSpec(
         "internvl",

@@ -67,17 +67,21 @@ def run(
 
     def write(folder: Path) -> None:
         staged, fixes = stage.stage(source, folder / ".staging")
+        kv, kv_fixes = stage.extra_kv(source)
+        fixes += kv_fixes
         files, checks = [], []
         f16 = folder / f"{name}-F16.gguf"
         direct = [q for q in quants if q in stage.CONVERTER_TYPES]
         log.info("export: converting to %s", ", ".join(direct))
         with ThreadPoolExecutor(max_workers=max(1, min(len(direct), os.cpu_count() or 1))) as pool:
             paths = [folder / f"{name}-{q.upper()}.gguf" for q in direct]  # one converter process each
-            seconds = list(pool.map(lambda qp: convert.convert(staged, qp[1], qp[0]), zip(direct, paths)))
+            seconds = list(
+                pool.map(lambda qp: convert.convert(staged, qp[1], qp[0], extra_kv=kv), zip(direct, paths))
+            )
         files.extend(convert.inspect(p, q, "text", s) for q, p, s in zip(direct, paths, seconds))
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
-            convert.convert(staged, folder / ".f16.gguf", "f16")
+            convert.convert(staged, folder / ".f16.gguf", "f16", extra_kv=kv)
             f16 = folder / ".f16.gguf"
         for q in kquants:
             path = folder / f"{name}-{q.upper()}.gguf"
@@ -107,8 +111,9 @@ def run(
             raise CompressorError(
                 "llama.cpp disagrees with transformers on "
                 + "; ".join(
-                    f"{c.file}: top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens < {c.min_agreement:.0%} "
-                    f"required (largest log-probability gap {c.max_logprob_diff:.3f})"
+                    f"{c.file}: top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens (at least "
+                    f"{c.min_agreement:.0%} required), largest log-probability gap {c.max_logprob_diff:.3f} nats (at "
+                    f"most {c.max_gap} allowed)"
                     for c in bad
                 )
                 + "; nothing was written. The converter or this pruned shape needs a fix (research/export-gguf.md)"

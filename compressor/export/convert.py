@@ -36,13 +36,24 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
     return text
 
 
-def convert(folder: Path, out: Path, outtype: str, mmproj: bool = False) -> float:
-    """convert_hf_to_gguf.py FOLDER --outtype T --outfile OUT [--mmproj]; returns the seconds it took."""
+def convert(
+    folder: Path, out: Path, outtype: str, mmproj: bool = False, extra_kv: dict | None = None
+) -> float:
+    """convert_hf_to_gguf.py FOLDER --outtype T --outfile OUT [--mmproj], through converter_main.py, which adds
+    `extra_kv` (keys relative to the architecture) to the text file; returns the seconds it took."""
+    import json
+
     from compressor.export.toolchain import converter_env, converter_script
 
     t = time.perf_counter()
-    cmd = [sys.executable, str(converter_script()), str(folder), "--outtype", outtype, "--outfile", str(out)]
-    _run([*cmd, *(["--mmproj"] if mmproj else [])], f"llama.cpp's converter ({outtype})", converter_env())
+    main = Path(__file__).with_name("converter_main.py")
+    cmd = [sys.executable, str(main), str(converter_script()), str(folder), "--outtype", outtype]
+    env = {**converter_env(), "COMPRESSOR_GGUF_EXTRA_KV": json.dumps(extra_kv or {})}
+    _run(
+        [*cmd, "--outfile", str(out), *(["--mmproj"] if mmproj else [])],
+        f"llama.cpp's converter ({outtype})",
+        env,
+    )
     if not out.is_file():
         raise CompressorError(f"llama.cpp's converter wrote no {out.name}; nothing was written")
     return time.perf_counter() - t

@@ -35,10 +35,19 @@ class Check(BaseModel):
 
     file: str
     positions: int = Field(description="Next-token predictions compared.")
-    top1_agreement: float = Field(description="Share of positions where both predict the same token.")
+    top1_agreement: float = Field(
+        description="Share of positions where both predict the same token, or where transformers ranks llama.cpp's "
+        "token within 0.02 nats of its own top token (a near-tie; counted in near_ties)."
+    )
+    near_ties: int = Field(
+        0, description="Positions counted as agreeing though the top tokens differ (near-ties)."
+    )
     min_agreement: float = Field(description="The least agreement this quant must reach to pass.")
     max_logprob_diff: float = Field(
         description="Largest |log-probability of llama.cpp's top token in llama.cpp - in transformers| (nats)."
+    )
+    max_gap: float | None = Field(
+        None, description="The largest max_logprob_diff this quant may show to pass."
     )
     passed: bool
     answer: str = Field(description="llama.cpp's greedy continuation of the probe's first tokens.")

@@ -89,24 +89,20 @@ def read_source(folder: str | Path) -> Source:
     if spec.gguf.refusal:
         raise CompressorError(f"cannot export {spec.family} to GGUF: {spec.gguf.refusal}")
     spec, backbone = spec_for(config, trust_remote_code=True)  # remote-code families are refused above
-    _check_layer_pattern(spec, config)
     return Source(folder, config, spec, backbone)
 
 
-def _check_layer_pattern(spec, config: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose local/global layer pattern llama.cpp would get wrong (depth-pruned Gemma 3)."""
-    every = spec.gguf.assumed_global_every
-    if every is None:
-        return
-    types = spec.text_config(config).get("layer_types") or []
-    assumed = ["full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(len(types))]
-    if types and list(types) != assumed:
-        raise CompressorError(
-            f"cannot export this {spec.family} to GGUF yet: its layer_types (global layers at "
-            f"{[i for i, t in enumerate(types) if t == 'full_attention']}) differ from the every-{every}th-layer "
-            "pattern llama.cpp assumes, and the pinned converter writes no pattern, so the file would load and answer "
-            "wrongly (issue 18: write sliding_window_pattern from layer_types); width-pruned and unpruned ones export"
-        )
+def extra_kv(source: Source) -> tuple[dict[str, Any], list[str]]:
+    """Metadata the converter does not write but llama.cpp needs (keys relative to the architecture), and what
+    each is for."""
+    kv: dict[str, Any] = {}
+    fixes: list[str] = []
+    types = source.spec.text_config(source.config).get("layer_types") or []
+    if source.spec.gguf.sliding_window_pattern and types:
+        kv["attention.sliding_window_pattern"] = [t == "sliding_attention" for t in types]
+        glob = [i for i, t in enumerate(types) if t != "sliding_attention"]
+        fixes.append(f"attention.sliding_window_pattern from layer_types (global layers {glob})")
+    return kv, fixes
 
 
 def head_pruned(text: dict[str, Any]) -> bool:
