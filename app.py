@@ -45,7 +45,7 @@ import gradio as gr
 import yaml
 from pydantic import BaseModel
 
-from compressor import api
+from compressor import api, warm
 from compressor.errors import FLAGS, CompressorError
 from compressor.evaluate.config import EvalTask, Evaluate
 from compressor.plan import Plan
@@ -639,10 +639,10 @@ class Child:
     def __init__(self, recipe: Recipe, run_dir: Path, token: str | None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="compressor-run-"))
         env = {**os.environ, "TMPDIR": str(self.tmp), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
+        self.proc = warm.Popen(  # forked from a process that has imported torch & co. already
             [sys.executable, "-c", CHILD_SOURCE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdin=warm.PIPE,
+            stdout=warm.PIPE,
             env=env,
             start_new_session=True,  # its own process group: stop() reaches the data loader's workers too
             text=True,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -320,9 +319,13 @@ def _cpu_parts(plan, kind, spec, backbone, recipe, name) -> dict:
 
 
 def measure(case: str, timeout: float = 900) -> dict:
-    """Run one case in a fresh process and return its row."""
+    """Run one case in a process of its own (forked from a warm one: torch's import is not what is measured, and
+    the peak is of the profiler's live tensor bytes, which modules loaded before the fork do not touch) and
+    return its row."""
+    from compressor import warm
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run(
+    out = warm.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", case],
         capture_output=True,
         text=True,

@@ -587,9 +587,13 @@ class Jobs:
     def _start(self, job: Job, argv: list[str], env: dict[str, str]) -> None:
         import subprocess
 
+        from compressor import warm
+
         self._log(job, f"===== Job started at {_now()} =====")
+        # `python -m compressor …` (what compressor.jobs sends) forks from a process with torch imported already
+        popen = warm.Popen if warm.supported(argv) else subprocess.Popen
         try:
-            job.proc = subprocess.Popen(
+            job.proc = popen(
                 argv,
                 cwd=job.folder / "work",
                 env=env,
