@@ -144,8 +144,27 @@ def train_default(
     model.eval().save_pretrained(model_dir)
 
 
+def _builder_digest() -> str:
+    """A hash of everything that decides the default's weights: the code that writes its data and trains it, the
+    tiny model's definition (compressor/tiny.py) and the torch / transformers versions. A change to any of them
+    builds it anew instead of reusing a cache made by other code."""
+    import hashlib
+    import inspect
+    from importlib.metadata import version
+
+    from compressor import tiny
+
+    parts = [inspect.getsource(f) for f in (_picture, _question, _write, write_dataset, write_eval_sets)]
+    parts += [inspect.getsource(f) for f in (answer_only_batch, train_default, build_default)]
+    parts += [inspect.getsource(tiny), repr((TRAIN_ROWS, EVAL_ROWS, COLORS, SHAPES, SHORT_ANSWER))]
+    parts += [version("torch"), version("transformers")]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor") / DEFAULT_VERSION
+    """Where the default is cached: `$COMPRESSOR_CACHE` (default ~/.cache/compressor)/VERSION-DIGEST."""
+    root = Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor")
+    return root / f"{DEFAULT_VERSION}-{_builder_digest()}"
 
 
 @dataclass(frozen=True)
@@ -158,8 +177,9 @@ class Default:
     yes_no: Path
 
 
-def build_default(cache: Path | None = None) -> Default:
-    """The embedded default, built once and cached (rebuilt only when `DEFAULT_VERSION` changes)."""
+def build_default(cache: Path | None = None, steps: int = 800) -> Default:
+    """The embedded default, built once and cached (rebuilt when `DEFAULT_VERSION` or the code that builds it
+    changes, see `cache_dir`). `steps` of training: fewer only where a test checks the building itself."""
     from compressor.tiny import save_family
 
     cache = cache or cache_dir()
@@ -175,7 +195,7 @@ def build_default(cache: Path | None = None) -> Default:
         print(
             "building the embedded default: training a tiny LLaVA to name shapes (once, 1-2 min on 2 cores)"
         )
-        train_default(tmp / "tiny-llava", tmp / "shapes")
+        train_default(tmp / "tiny-llava", tmp / "shapes", steps=steps)
         shutil.rmtree(cache, ignore_errors=True)
         tmp.rename(cache)
     finally:
