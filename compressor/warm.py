@@ -240,6 +240,7 @@ class _Server:
             [sys.executable, "-c", _SERVER_SOURCE, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # it prints nothing; a pipe read to its end by the caller must not wait on it
             env=env,
             start_new_session=True,  # a Ctrl-C in the app's terminal is the app's to handle, not the server's
         )
