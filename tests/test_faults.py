@@ -131,9 +131,16 @@ def test_a_second_run_of_a_held_run_folder_is_refused(tmp_path, tiny_saved, caps
 # A child stays unreaped (a zombie once it ends) until the test asks for its exit code: its pid is never
 # reused while the test may still signal it.
 _FORKER = r"""
-import contextlib, json, os, sys
-import torch, transformers, huggingface_hub  # noqa: F401
+import contextlib, json, os, sys, threading
+import torch, transformers, huggingface_hub, tqdm, tqdm.std  # noqa: F401
 import compressor.api, compressor.cli, compressor.hub, compressor.models, compressor.prune  # noqa: F401
+# No lock may outlive a killed child or be held at a fork: tqdm's default write lock includes a multiprocessing
+# RLock shared by every process forked after it exists, so a child SIGKILLed inside a progress bar would leave
+# it held and every later child would hang at its first bar (seen here); bars get tqdm's thread lock only. And
+# fork only from a single thread (no tqdm monitor thread), so no thread's lock is copied held into a child.
+tqdm.std.TqdmDefaultWriteLock.mp_lock = None
+tqdm.tqdm.monitor_interval = 0
+torch.set_num_threads(1)
 print("ready", flush=True)
 while line := sys.stdin.readline():
     cmd = json.loads(line)
@@ -145,6 +152,9 @@ while line := sys.stdin.readline():
     if cmd["op"] == "reap":
         _, status = os.waitpid(cmd["pid"], 0)
         print(os.waitstatus_to_exitcode(status), flush=True)
+        continue
+    if threading.active_count() != 1:
+        print("threads alive, refusing to fork:", threading.enumerate(), flush=True)
         continue
     pid = os.fork()
     if pid == 0:
@@ -197,7 +207,9 @@ class Forker:
 
         Returns the child's exit code (-9: killed) and the seconds from `begun()` holding to its end (for a
         kill: to the kill)."""
-        pid = int(self._send({"op": "run", "code": code}))
+        answer = self._send({"op": "run", "code": code})
+        assert answer.isdigit(), answer
+        pid = int(answer)
         start = time.monotonic()
         while not begun():
             if _ended(pid):
