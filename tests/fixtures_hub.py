@@ -39,6 +39,32 @@ def repo_name() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
+DEMO_TOKEN = "hf_test_demo_write_Kp55sQe2"
+
+
+@pytest.fixture(scope="session")
+def embedded_default(hub_server, tmp_path_factory):
+    """The embedded default as `make demo` serves it (demo/tiny-llava and its datasets), on the test Hub:
+    an untrained tiny LLaVA of the same shape, so nothing is trained to build it. Published once per session and
+    shared by the app's tests (test_app, test_app_api): they never change these repos."""
+    from huggingface_hub import HfApi
+
+    from compressor.demo import write_dataset, write_eval_sets
+    from compressor.tiny import save_family
+
+    hub_server.tokens[DEMO_TOKEN] = {"user": "demo", "role": "write"}
+    root = tmp_path_factory.mktemp("embedded-default")
+    hub = HfApi(token=DEMO_TOKEN)
+    hub.create_repo("demo/tiny-llava", exist_ok=True)
+    hub.upload_folder(repo_id="demo/tiny-llava", folder_path=save_family("llava", root / "tiny-llava"))
+    sets = {"shapes": write_dataset(root / "shapes", n=24), **write_eval_sets(root, n=16)}
+    for name, folder in sets.items():
+        repo = f"demo/{name}" if name == "shapes" else f"demo/shapes-{name}"
+        hub.create_repo(repo, repo_type="dataset", exist_ok=True)
+        hub.upload_folder(repo_id=repo, repo_type="dataset", folder_path=folder)
+    return hub_server
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A saved, randomly initialised LlamaForCausalLM: 2 layers, hidden 32, vocab 100 (safetensors)."""

@@ -204,31 +204,6 @@ def runs_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
-DEMO_TOKEN = "hf_test_demo_write_Kp55sQe2"
-
-
-@pytest.fixture(scope="module")
-def embedded_default(hub_server, tmp_path_factory):
-    """The embedded default as `make demo` serves it (demo/tiny-llava and its datasets), on the test Hub:
-    an untrained tiny LLaVA of the same shape, so nothing is trained to build it."""
-    from huggingface_hub import HfApi
-
-    from compressor.demo import write_dataset, write_eval_sets
-    from compressor.tiny import save_family
-
-    hub_server.tokens[DEMO_TOKEN] = {"user": "demo", "role": "write"}
-    root = tmp_path_factory.mktemp("embedded-default")
-    hub = HfApi(token=DEMO_TOKEN)
-    hub.create_repo("demo/tiny-llava", exist_ok=True)
-    hub.upload_folder(repo_id="demo/tiny-llava", folder_path=save_family("llava", root / "tiny-llava"))
-    sets = {"shapes": write_dataset(root / "shapes", n=24), **write_eval_sets(root, n=16)}
-    for name, folder in sets.items():
-        repo = f"demo/{name}" if name == "shapes" else f"demo/shapes-{name}"
-        hub.create_repo(repo, repo_type="dataset", exist_ok=True)
-        hub.upload_folder(repo_id=repo, repo_type="dataset", folder_path=folder)
-    return hub_server
-
-
 @pytest.fixture(scope="module")
 def app_url(runs_dir, embedded_default):
     """The app on the test Hub that serves the embedded default; this machine's saved Hub user is alice,

@@ -22,7 +22,9 @@ import yaml
 
 from tests.fixtures_hub import ALICE_WRITE
 from tests.leaks import holding
-from tests.test_app import _free_port, embedded_default  # noqa: F401 (the module's fixture)
+from tests.test_app import _free_port
+
+pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
 
 REPO = Path(__file__).resolve().parent.parent
 # quiet times on this machine (2 shared cores): a 12-step run ~45 s, the child's start ~10 s; 3x and more
@@ -36,7 +38,7 @@ def api_runs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app(api_runs, embedded_default):  # noqa: F811
+def app(api_runs, embedded_default):
     """The app on the test Hub, with no token of its own: a run pushes with the caller's token only."""
     from app import build_app, launch_options
 
