@@ -69,8 +69,11 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other non-zero exit.
+# Two xdist workers, each given whole test files (module fixtures are made once) and torch threads from the cores
+# free when it starts (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint browser export-tools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 app: $(STAMP)
 	$(PY) app.py

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,66 @@ os.environ["HF_HOME"] = os.path.join(_SESSION_DIR, "hf-home")
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def _free_cores(sample_s: float = 0.5) -> float:
+    """The cores not busy right now: this process's usable cores times the idle share of the CPU over a short
+    sample of /proc/stat (another heavy process on a 2-core machine leaves about one)."""
+    cores = len(os.sched_getaffinity(0))
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    try:
+        idle0, all0 = times()
+        time.sleep(sample_s)
+        idle1, all1 = times()
+    except (OSError, ValueError, IndexError):
+        return float(cores)
+    return cores * (idle1 - idle0) / max(1, all1 - all0)
+
+
+def _threads() -> int:
+    """Torch threads for this test process: the free cores shared among the xdist workers, at least one.
+    Spinning OpenMP threads on a core that another process holds slow a run down severalfold, so a busy machine
+    gets fewer threads, not more. COMPRESSOR_TEST_THREADS overrides."""
+    if os.environ.get("COMPRESSOR_TEST_THREADS"):
+        return int(os.environ["COMPRESSOR_TEST_THREADS"])
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, int(_free_cores() + 0.25) // workers)
+
+
+# every subprocess a test starts (CLI runs, Jobs, the app's run children) inherits the same count
+os.environ["OMP_NUM_THREADS"] = str(_threads())
+
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_hub", "tests.gpu_marker"]
 
+
+def pytest_report_header(config):
+    return f"torch threads per test process: {os.environ['OMP_NUM_THREADS']} (the cores free at the start)"
+
+
 _REPO = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist (`make test` runs two workers) each worker works in a folder of its own, so that the stray-file
+# check below sees only its own tests' leftovers in the working directory, never the other worker's.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.chdir(tempfile.mkdtemp(prefix=f"cwd-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with end-to-end tests (marked `slow`), then those with browser tests, first: xdist hands out whole
+    files in this order, so the long ones start at once and the short ones fill the gaps, instead of one long file
+    running alone at the end. A module's tests stay together and in pytest's order (its fixtures are made once)."""
+    rank: dict[str, tuple[bool, bool]] = {}
+    for item in items:
+        slow, browser = rank.get(item.nodeid.split("::")[0], (False, False))
+        rank[item.nodeid.split("::")[0]] = (
+            slow or item.get_closest_marker("slow") is not None,
+            browser or item.get_closest_marker("browser") is not None,
+        )
+    items.sort(key=lambda item: tuple(not x for x in rank[item.nodeid.split("::")[0]]))
 
 
 def pytest_sessionfinish(session, exitstatus):

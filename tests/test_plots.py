@@ -19,6 +19,8 @@ from compressor.demo import write_dataset, write_eval_sets
 from compressor.recipe import parse_recipe
 from tests.fixtures_hub import ALICE_WRITE
 
+pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -23,6 +23,8 @@ import yaml
 
 from tests.test_recover import FAST_SFT, make_student, write_rows
 
+pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 22  # 5 rounds advance at most 4 checkpoints each
 KILLS = 5

@@ -12,6 +12,8 @@ from compressor.demo import write_dataset, write_eval_sets
 from tests.fixtures_hub import ALICE_READ, ALICE_WRITE
 from tests.leaks import check_found_where_the_cli_writes, holding
 
+pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
+
 
 @pytest.fixture
 def recipe_file(hub_server, tiny_saved, tmp_path, repo_name, monkeypatch):

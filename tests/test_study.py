@@ -12,6 +12,8 @@ from compressor.cli import main
 from compressor.demo import write_dataset, write_eval_sets
 from compressor.errors import CompressorError
 
+pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
+
 
 @pytest.fixture
 def study_file(tiny_saved, tmp_path):
