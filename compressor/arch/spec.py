@@ -90,6 +90,16 @@ class GGUFFacts:
     # and llama.cpp then assumes every 6th layer global: a depth-pruned checkpoint would load and answer wrongly
     # (research/export-gguf.md, Gemma 3)
     sliding_window_pattern: bool = False
+    # the mmproj's image check (compressor.export.verify.ImageReference): what transformers' processor takes in the
+    # text for one image (llama.cpp's mtmd adds the family's own markers around its `<__media__>`), and how the
+    # check's picture is sized so that neither side resamples it differently: "longest_edge" (the image processor's
+    # size.longest_edge: Idefics3 tiles it, and both sides make the overview with Lanczos) or "patch_merge" (a
+    # multiple of patch_size x spatial_merge_size near 128 px: Qwen resizes nothing)
+    image_prompt: str = "<image>"
+    picture: str = "longest_edge"
+    # vision_config values the pinned llama.cpp assumes instead of reading them from the mmproj: (key, value,
+    # why). A checkpoint with another value gets no mmproj (the text GGUF is still written), with the reason
+    mmproj_requires: tuple[tuple[str, Any, str], ...] = ()
 
 
 _NOT_CHECKED = (
@@ -104,6 +114,18 @@ _LLAVA_MMPROJ = (
     "legacy clip layout llama.cpp still reads gives other image features than transformers at the pinned commit "
     "(measured: its graph appends CLS after the patches, adds positions 0..n in that order and keeps rows 1..n, "
     "so patch 0 is dropped and CLS kept); the text GGUF is written, the mmproj is not"
+)
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+# Measured with the pinned llama.cpp (tools/mtmd/clip.cpp): for Qwen2.5-VL its clip never reads the window size from
+# the mmproj and takes 112 px; a tiny model with window_size 16 then answered the image question differently from
+# transformers (2 of 12 tokens agreed) and the same model with window_size 64 (one window either way) agreed on 12 of 12
+_QWEN25_WINDOW = (
+    (
+        "window_size",
+        112,
+        "llama.cpp's clip (pinned commit) uses a 112-pixel attention window for Qwen2.5-VL whatever the checkpoint "
+        "says, so its image features would differ from transformers'",
+    ),
 )
 _ONEVISION_MMPROJ = (
     "llama.cpp's clip has no projector type for LLaVA-OneVision; the text GGUF is written alone"
@@ -188,7 +210,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         vision=("model.visual",),
         decoder="model.language_model",
         needs_mm_token_type_ids=True,
-        gguf=GGUFFacts(mmproj_unproven=True),
+        gguf=GGUFFacts(image_prompt=_QWEN_IMAGE, picture="patch_merge"),
     ),
     ArchSpec(
         "qwen2_5_vl",
@@ -198,7 +220,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         vision=("model.visual",),
         decoder="model.language_model",
         needs_mm_token_type_ids=True,
-        gguf=GGUFFacts(mmproj_unproven=True),
+        gguf=GGUFFacts(image_prompt=_QWEN_IMAGE, picture="patch_merge", mmproj_requires=_QWEN25_WINDOW),
     ),
     ArchSpec(
         "qwen3_vl",
@@ -218,7 +240,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.connector",),
         vision=("model.vision_model",),
         decoder="model.text_model",
-        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM", mmproj_unproven=True),
+        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM"),
     ),
     ArchSpec(
         "smolvlm",
@@ -227,7 +249,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.connector",),
         vision=("model.vision_model",),
         decoder="model.text_model",
-        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM", mmproj_unproven=True),
+        gguf=GGUFFacts(text_architecture="VLlama3ForCausalLM"),
     ),
     ArchSpec(
         "gemma3",

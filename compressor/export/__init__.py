@@ -56,13 +56,7 @@ def run(
     source, quants = check_inputs(src, quants)
     out = prepare_output(out_dir, overwrite)
     name = convert.safe_name(name or Path(src).resolve().name)
-    facts = source.spec.gguf
-    note = facts.no_mmproj or (
-        f"the {source.spec.family} projector is not yet checked against llama.cpp (issue 18); the text GGUF is "
-        "written alone"
-        if facts.mmproj_unproven
-        else None
-    )
+    note = stage.mmproj_note(source)
     result: dict[str, ExportReport] = {}
 
     def write(folder: Path) -> None:
@@ -72,13 +66,24 @@ def run(
         files, checks = [], []
         f16 = folder / f"{name}-F16.gguf"
         direct = [q for q in quants if q in stage.CONVERTER_TYPES]
-        log.info("export: converting to %s", ", ".join(direct))
-        with ThreadPoolExecutor(max_workers=max(1, min(len(direct), os.cpu_count() or 1))) as pool:
-            paths = [folder / f"{name}-{q.upper()}.gguf" for q in direct]  # one converter process each
+        mmproj = folder / f"mmproj-{name}-f16.gguf" if note is None else None
+        log.info(
+            "export: converting to %s", ", ".join(direct + (["the projector (mmproj)"] if mmproj else []))
+        )
+        # one converter process each, the projector's beside the text files'
+        jobs = [(folder / f"{name}-{q.upper()}.gguf", q, False) for q in direct]
+        jobs += [(mmproj, "f16", True)] if mmproj else []
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
             seconds = list(
-                pool.map(lambda qp: convert.convert(staged, qp[1], qp[0], extra_kv=kv), zip(direct, paths))
+                pool.map(
+                    lambda job: convert.convert(staged, job[0], job[1], mmproj=job[2], extra_kv=kv), jobs
+                )
             )
-        files.extend(convert.inspect(p, q, "text", s) for q, p, s in zip(direct, paths, seconds))
+        files.extend(
+            convert.inspect(p, q, "mmproj" if is_mmproj else "text", s)
+            for (p, q, is_mmproj), s in zip(jobs, seconds)
+            if not is_mmproj
+        )
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
             convert.convert(staged, folder / ".f16.gguf", "f16", extra_kv=kv)
@@ -87,33 +92,46 @@ def run(
             path = folder / f"{name}-{q.upper()}.gguf"
             log.info("export: quantising to %s", path.name)
             files.append(convert.inspect(path, q, "text", convert.quantize(f16, path, q)))
-        mmproj = None
-        if note is None:
-            mmproj = folder / f"mmproj-{name}-f16.gguf"
-            log.info("export: converting the projector to %s", mmproj.name)
-            files.append(
-                convert.inspect(mmproj, "f16", "mmproj", convert.convert(staged, mmproj, "f16", mmproj=True))
-            )
+        if mmproj:
+            files.append(convert.inspect(mmproj, "f16", "mmproj", seconds[-1]))
         if check:
+            texts = [f for f in files if f.kind == "text"]
             ref = verify.Reference(staged, source.spec)
-            for f in files:
-                if f.kind == "text":
-                    c = verify.check(folder / f.file, f.quant, ref)
+            for f in texts:
+                c = verify.check(folder / f.file, f.quant, ref)
+                log.info(
+                    "export: %s agrees with transformers on %.0f%% of %d tokens",
+                    f.file,
+                    100 * c.top1_agreement,
+                    c.positions,
+                )
+                checks.append(c)
+            del ref
+            if mmproj is not None:
+                image = verify.ImageReference(staged, source.spec)
+                for f in texts:
+                    c = verify.check_image(folder / f.file, mmproj, f.quant, image)
                     log.info(
-                        "export: %s agrees with transformers on %.0f%% of %d tokens",
+                        "export: %s + %s answers the image question as transformers does on %.0f%% of %d tokens",
                         f.file,
+                        mmproj.name,
                         100 * c.top1_agreement,
                         c.positions,
                     )
                     checks.append(c)
+                del image
         bad = [c for c in checks if not c.passed]
         if bad:
             raise CompressorError(
                 "llama.cpp disagrees with transformers on "
                 + "; ".join(
-                    f"{c.file}: top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens (at least "
-                    f"{c.min_agreement:.0%} required), largest log-probability gap {c.max_logprob_diff:.3f} nats (at "
-                    f"most {c.max_gap} allowed)"
+                    f"{c.file}{' + ' + c.mmproj + ' (image question)' if c.kind == 'image' else ''}: "
+                    + (
+                        c.note
+                        or f"top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens (at least "
+                        f"{c.min_agreement:.0%} required), largest log-probability gap {c.max_logprob_diff:.3f} nats "
+                        f"(at most {c.max_gap} allowed)"
+                    )
                     for c in bad
                 )
                 + "; nothing was written. The converter or this pruned shape needs a fix (research/export-gguf.md)"

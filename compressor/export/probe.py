@@ -4,6 +4,12 @@ A subprocess because llama.cpp aborts the whole process on a file it cannot load
 shape): the export then reports the error instead of dying. It loads the GGUF in xllamacpp (llama-server
 in-process) and prints one JSON line: for each prefix ids[:i] (i from `start`), the top token and its
 log-probability; and the greedy continuation of ids[:start].
+
+With "image" (a base64 PNG) and "prompt" (text with one `<__media__>`) in the request it asks the image question
+instead, through llama-server's own /completion endpoint (its Python `handle_completions` takes no image): the
+greedy answer's token ids, the log-probability of each (null where llama-server leaves it out: a token that ends
+inside a UTF-8 character), and how many prompt tokens llama.cpp evaluated (text plus image embeddings).
+$LLAMA_MEDIA_MARKER must be `<__media__>` (llama-server picks a random marker otherwise).
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ def main() -> int:
     params.model.path = request["model"]
     if request.get("mmproj"):
         params.mmproj.path = request["mmproj"]
-    params.n_ctx = max(256, len(request["ids"]) + 64)
+    params.n_ctx = max(256, len(request["ids"]) + 64, request.get("n_ctx") or 0)
     params.n_parallel = 1
     params.cpuparams.n_threads = request.get("threads", 2)
     params.cpuparams_batch.n_threads = request.get("threads", 2)
     params.warmup = False
     server = xl.Server(params)
+    if request.get("image"):
+        print(json.dumps(_image_answer(server, request)))
+        return 0
     ids, start = request["ids"], request["start"]
     top: list[list] = []
     for i in range(start, len(ids)):
@@ -63,6 +72,35 @@ def main() -> int:
     tokens = (greedy.get("__verbose") or {}).get("tokens") or []
     print(json.dumps({"top": top, "greedy": tokens}))
     return 0
+
+
+def _image_answer(server, request: dict) -> dict:
+    import urllib.request
+
+    body = {
+        "prompt": {"prompt_string": request["prompt"], "multimodal_data": [request["image"]]},
+        "n_predict": request.get("greedy", 8),
+        "temperature": 0,
+        "n_probs": 1,
+        "cache_prompt": False,
+        "return_tokens": True,
+    }
+    url = server.listening_address.rstrip("/") + "/completion"
+    post = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=600) as answer:
+        result = json.loads(answer.read())
+    tokens = result["tokens"]
+    logprobs: list[float | None] = [None] * len(tokens)
+    at = 0
+    for entry in (
+        result.get("completion_probabilities") or []
+    ):  # one per token, but none for a split character
+        while at < len(tokens) and tokens[at] != entry.get("id"):
+            at += 1
+        if at < len(tokens):
+            logprobs[at] = entry.get("logprob")
+            at += 1
+    return {"tokens": tokens, "logprobs": logprobs, "prompt_tokens": result.get("tokens_evaluated")}
 
 
 if __name__ == "__main__":

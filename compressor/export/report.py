@@ -31,9 +31,14 @@ class GGUFFile(BaseModel):
 
 class Check(BaseModel):
     """llama.cpp (xllamacpp) against transformers (fp32) on a fixed text, teacher-forced: at every position both
-    see the same prefix and predict the next token."""
+    see the same prefix and predict the next token. kind "image": the same measure on the answer to a fixed image
+    question asked with the mmproj, teacher-forced on llama.cpp's greedy answer."""
 
     file: str
+    kind: str = Field(
+        "text", description="text (the probe text) or image (an image question with the mmproj)."
+    )
+    mmproj: str | None = Field(None, description="The projector file used (image checks).")
     positions: int = Field(description="Next-token predictions compared.")
     top1_agreement: float = Field(
         description="Share of positions where both predict the same token, or where transformers ranks llama.cpp's "
@@ -50,6 +55,8 @@ class Check(BaseModel):
         None, description="The largest max_logprob_diff this quant may show to pass."
     )
     passed: bool
+    note: str | None = Field(None, description="Why the answers could not be compared, when they could not.")
+    picture: str | None = Field(None, description="The picture asked about (image checks).")
     answer: str = Field(description="llama.cpp's greedy continuation of the probe's first tokens.")
     expected: str = Field(description="transformers' greedy continuation of the same prefix.")
     seconds: float
@@ -73,19 +80,23 @@ class ExportReport(BaseModel):
 
     def table(self) -> str:
         rows = [
-            "| file | type | MiB | bits/weight | fallbacks | top-1 agreement | llama.cpp says |",
-            "|---|---|---|---|---|---|---|",
+            "| file | type | MiB | bits/weight | fallbacks | top-1 agreement (text) | llama.cpp says | image question |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        checks = {c.file: c for c in self.checks}
+        text = {c.file: c for c in self.checks if c.kind == "text"}
+        image = {c.file: c for c in self.checks if c.kind == "image"}
         for f in self.files:
-            c = checks.get(f.file)
+            c, i = text.get(f.file), image.get(f.file)
             agree = f"{c.top1_agreement:.0%} of {c.positions} (≥ {c.min_agreement:.0%})" if c else "-"
+            asked = (
+                f"{i.top1_agreement:.0%} of {i.positions}, gap {i.max_logprob_diff:.3f} nats"
+                + ("" if i.passed else " (failed)")
+                if i
+                else "-"
+            )
             rows.append(
                 f"| {f.file} | {f.quant} | {f.bytes / 2**20:.1f} | {f.bits_per_weight:.2f} | {len(f.fallbacks)} | "
-                f"{agree} | {c.answer!r} |"
-                if c
-                else f"| {f.file} | {f.quant} | {f.bytes / 2**20:.1f} | {f.bits_per_weight:.2f} | "
-                f"{len(f.fallbacks)} | - | - |"
+                f"{agree} | {repr(c.answer) if c else '-'} | {asked} |"
             )
         if self.mmproj_note:
             rows.append(f"\nno mmproj: {self.mmproj_note}")

@@ -105,6 +105,23 @@ def extra_kv(source: Source) -> tuple[dict[str, Any], list[str]]:
     return kv, fixes
 
 
+def mmproj_note(source: Source) -> str | None:
+    """Why no mmproj is written for this model (None: it is written and checked with an image)."""
+    facts = source.spec.gguf
+    if facts.no_mmproj:
+        return facts.no_mmproj
+    if facts.mmproj_unproven:
+        return (
+            f"the {source.spec.family} projector is not yet checked against llama.cpp (issue 18); the text GGUF is "
+            "written alone"
+        )
+    vision = source.config.get("vision_config") or {}
+    for key, value, why in facts.mmproj_requires:
+        if key in vision and vision[key] != value:
+            return f"vision_config.{key} is {vision[key]!r}, not {value!r}: {why}; the text GGUF is written alone"
+    return None
+
+
 def head_pruned(text: dict[str, Any]) -> bool:
     heads, hidden = text.get("num_attention_heads"), text.get("hidden_size")
     head_dim = text.get("head_dim") or (hidden // heads if heads and hidden else None)

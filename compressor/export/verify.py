@@ -4,6 +4,12 @@ The probe is a fixed English text, tokenised by the model's own tokenizer. trans
 folder) gives the next-token log-probabilities at every position in one forward; llama.cpp (xllamacpp, in a
 subprocess: `compressor.export.probe`) gives its top token for every prefix. A file passes when the share of
 positions where both pick the same top token reaches MIN_AGREEMENT for its quant.
+
+Where an mmproj is written, each text file is also asked a fixed image question with it (`ImageReference`,
+`check_image`): llama.cpp answers greedily, then transformers reads the same prompt, picture and llama.cpp's answer
+in one forward, so at every answer position both have seen the same prefix (teacher-forced on llama.cpp's tokens),
+and the same near-tie rule and bounds apply. Both must also count the same prompt tokens (text + image
+embeddings), or the picture was cut into other tiles.
 """
 
 from __future__ import annotations
@@ -73,11 +79,18 @@ class Reference:
 def llama_answers(gguf: Path, ids: list[int], mmproj: Path | None = None) -> dict[str, Any]:
     request = {"model": str(gguf), "mmproj": str(mmproj) if mmproj else None, "ids": ids, "start": FIRST}
     request["greedy"] = GREEDY
+    return _probe(gguf, request)
+
+
+def _probe(gguf: Path, request: dict[str, Any]) -> dict[str, Any]:
+    import os
+
     done = subprocess.run(
         [sys.executable, "-m", "compressor.export.probe"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
+        env={**os.environ, "LLAMA_MEDIA_MARKER": MEDIA},
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -122,5 +135,139 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
         and (MAX_GAP[quant] is None or max(diffs, default=0.0) <= MAX_GAP[quant]),
         answer=ref.decode(answers["greedy"]),
         expected=ref.decode(ref.greedy),
+        seconds=round(time.perf_counter() - t, 2),
+    )
+
+
+# The image question: a picture drawn with PIL and numpy, one fixed prompt.
+MEDIA = "<__media__>"  # where llama.cpp's mtmd puts the image (and the family's markers around it)
+IMAGE_PROMPT = ("<|im_start|>user\n", "What colour is the circle?<|im_end|>\n<|im_start|>assistant\n")
+IMAGE_TOKENS = 12  # answer tokens compared
+PICTURE_SIDE = 128  # about this many pixels a side where the family allows any size ("patch_merge")
+
+
+def picture(side: int):
+    """A 4 x 4 grid of fixed colours with a red circle: spatially varied, so a picture that is cut, ordered or
+    mirrored differently changes the answer (a plain circle on white barely moved a tiny Qwen2-VL's)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    cells = np.random.default_rng(0).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(cells, "RGB").resize((side, side), Image.Resampling.NEAREST)
+    ImageDraw.Draw(img).ellipse((side // 8, side // 8, side * 5 // 8, side * 5 // 8), fill=(220, 30, 30))
+    return img
+
+
+def picture_side(facts, config: dict[str, Any], processor) -> int:
+    """The picture's side, chosen so that neither transformers nor llama.cpp resamples it on its own way."""
+    vision = config.get("vision_config") or {}
+    if facts.picture == "patch_merge":
+        factor = int(vision["patch_size"]) * int(vision.get("spatial_merge_size", 2))
+        return factor * max(1, round(PICTURE_SIDE / factor))
+    return int(processor.image_processor.size["longest_edge"])
+
+
+class ImageReference:
+    """transformers' side of the image question: the processor's inputs for the picture, and the fp32 model, which
+    reads llama.cpp's answers teacher-forced (`check_image`)."""
+
+    def __init__(self, folder: Path, spec, trust_remote_code: bool = False) -> None:
+        from compressor.models import load_model, load_processor
+
+        processor = load_processor(folder, trust_remote_code)
+        if processor is None or getattr(processor, "image_processor", None) is None:
+            raise CompressorError(
+                f"{folder} has no image processor, so the mmproj cannot be checked with an image; save the "
+                "model's processor with it (processor.save_pretrained)"
+            )
+        config = json.loads((Path(folder) / "config.json").read_text())
+        self.side = picture_side(spec.gguf, config, processor)
+        self.image = picture(self.side)
+        pre, post = IMAGE_PROMPT
+        self.inputs = processor(
+            text=pre + spec.gguf.image_prompt + post, images=[self.image], return_tensors="pt"
+        )
+        self.prompt = pre + MEDIA + post
+        self.decode = lambda ids: processor.tokenizer.decode(ids)
+        self.model = load_model(folder, spec, "float32", None, trust_remote_code)
+
+    def png(self) -> str:
+        import base64
+        import io
+
+        buf = io.BytesIO()
+        self.image.save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    def logprobs(self, answer: list[int]):
+        """transformers' next-token log-probabilities after the prompt and each prefix of `answer`."""
+        import torch
+
+        ids = self.inputs["input_ids"]
+        n0 = ids.shape[1]
+        full = torch.cat([ids, torch.tensor([answer], dtype=ids.dtype)], 1)
+        extra = {}
+        for key, value in self.inputs.items():
+            if key in ("input_ids", "attention_mask"):
+                continue
+            if (
+                torch.is_tensor(value) and value.dim() == 2 and value.shape[:2] == (1, n0)
+            ):  # mm_token_type_ids
+                value = torch.cat([value, torch.zeros(1, len(answer), dtype=value.dtype)], 1)
+            extra[key] = value
+        with torch.no_grad():
+            logits = self.model(input_ids=full, attention_mask=torch.ones_like(full), **extra).logits[0]
+        return torch.log_softmax(logits.float(), -1)[n0 - 1 : n0 - 1 + len(answer)]
+
+
+def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Check:
+    t = time.perf_counter()
+    request = {"model": str(gguf), "mmproj": str(mmproj), "prompt": ref.prompt, "image": ref.png()}
+    n0 = int(ref.inputs["input_ids"].shape[1])
+    answers = _probe(
+        gguf, {**request, "ids": [], "greedy": IMAGE_TOKENS, "n_ctx": 2 * n0 + IMAGE_TOKENS + 64}
+    )
+    tokens, logprobs = answers["tokens"], answers["logprobs"]
+    minimum, max_gap = MIN_AGREEMENT[quant], MAX_GAP[quant]
+    note = None
+    agree = ties = 0
+    diffs: list[float] = []
+    expected: list[int] = []
+    if answers["prompt_tokens"] != n0:
+        note = (
+            f"llama.cpp's prompt has {answers['prompt_tokens']} tokens (text + image) and transformers' {n0}: the "
+            "picture is cut or embedded differently, so the answers are not compared"
+        )
+    elif tokens:
+        rows = ref.logprobs(tokens)
+        for row, token, logprob in zip(rows, tokens, logprobs):
+            expected.append(int(row.argmax()))
+            if int(row.argmax()) == token:
+                agree += 1
+            elif float(row.max() - row[token]) <= TIE:
+                ties += 1
+            if logprob is not None:
+                diffs.append(abs(float(row[token]) - logprob))
+    positions = len(expected)
+    agreement = (agree + ties) / positions if positions else 0.0
+    gap = max(diffs, default=0.0)
+    return Check(
+        file=gguf.name,
+        kind="image",
+        mmproj=mmproj.name,
+        positions=positions,
+        top1_agreement=round(agreement, 4),
+        near_ties=ties,
+        min_agreement=minimum,
+        max_logprob_diff=round(gap, 4),
+        max_gap=max_gap,
+        passed=note is None
+        and positions > 0
+        and agreement >= minimum
+        and (max_gap is None or gap <= max_gap),
+        answer=ref.decode(tokens),
+        expected=ref.decode(expected),
+        note=note,
+        picture=f"{ref.side}x{ref.side} PNG: a red circle on a 4 x 4 grid of colours",
         seconds=round(time.perf_counter() - t, 2),
     )
