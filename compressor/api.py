@@ -535,24 +535,36 @@ def _run(
         notify("card", "done")
 
     url = None
-    if recipe.publish is not None and stage("push", run_.done("push")):
+    pushed = json.loads(run_.report("push").read_text()) if run_.done("push") else {}
+    gguf_repo = gguf.repo_for(recipe.publish.repo_id) if gguf is not None and recipe.publish else None
+    if recipe.publish is not None and stage("push", bool(pushed) and (not gguf_repo or "gguf" in pushed)):
         p = recipe.publish
-        url = hub.push(
-            final,
-            p.repo_id,
-            token=token,
-            private=p.private,
-            overwrite=p.overwrite,
-            commit_message=f"compressor: {recipe.prune.method} pruning of {m.source}",
-        )
-        run_.write_json(run_.report("push"), {"repo_id": p.repo_id, "url": url})
+        if pushed.get("repo_id") != p.repo_id:  # the model first (a rerun after a failed GGUF push skips it)
+            pushed = {
+                "repo_id": p.repo_id,
+                "url": hub.push(
+                    final,
+                    p.repo_id,
+                    token=token,
+                    private=p.private,
+                    overwrite=p.overwrite,
+                    commit_message=f"compressor: {recipe.prune.method} pruning of {m.source}",
+                ),
+            }
+            run_.write_json(run_.report("push"), pushed)
+        if gguf_repo:  # right after the model: the GGUF files, their card and the export report, one commit
+            pushed["gguf"] = {
+                "repo_id": gguf_repo,
+                "url": _push_gguf(run_, gguf_repo, p.repo_id, token, p.private, p.overwrite),
+            }
+            run_.write_json(run_.report("push"), pushed)
         notify("push", "done")
-    elif run_.done("push"):
-        url = json.loads(run_.report("push").read_text())["url"]
+    url = pushed.get("url")
     return {
         "run_dir": str(run_.root),
         "model": str(final),
         "url": url,
+        "gguf_url": (pushed.get("gguf") or {}).get("url"),
         "stages": [s for s in ("prune", "train", "eval", "export", "push") if run_.done(s)],
     }
 
@@ -601,5 +613,51 @@ def push(
     url = hub.push(
         run_.final_model(), repo_id, token=token, private=private, overwrite=overwrite, commit_message=message
     )
-    run_.write_json(run_.report("push"), {"repo_id": repo_id, "url": url})
+    pushed: dict[str, Any] = {"repo_id": repo_id, "url": url}
+    run_.write_json(run_.report("push"), pushed)
+    from compressor.card import gguf_repo_id
+
+    gguf_repo = gguf_repo_id(run_.recipe.read_text(), repo_id) if run_.recipe.is_file() else None
+    if gguf_repo and _export_done(run_):  # the run's GGUF files go beside it
+        pushed["gguf"] = {
+            "repo_id": gguf_repo,
+            "url": _push_gguf(run_, gguf_repo, repo_id, token, private, overwrite),
+        }
+        run_.write_json(run_.report("push"), pushed)
     return url
+
+
+def gguf_card(run_dir: str | Path, gguf_repo: str, model_repo: str) -> str:
+    """Render the GGUF repo's card into RUN/gguf/README.md (its export_report.json made public: no local
+    paths); returns it."""
+    from compressor.card import public_report, render_gguf, validate
+
+    run_ = RunFolder(run_dir)
+    content = render_gguf(run_.root, gguf_repo, model_repo)
+    validate(content)
+    report = run_.gguf / "export_report.json"
+    if report.is_file():
+        report.write_text(json.dumps(public_report(json.loads(report.read_text())), indent=1))
+    (run_.gguf / "README.md").write_text(content)
+    return content
+
+
+def _push_gguf(
+    run_: RunFolder, gguf_repo: str, model_repo: str, token: str | None, private: bool, overwrite: bool
+) -> str:
+    from compressor import hub
+
+    if not _export_done(run_):
+        raise CompressorError(
+            f"{run_.gguf} does not hold a complete export (reports/export.json and its files); run the export "
+            "stage again (`compressor run` resumes it) before pushing the GGUF repo"
+        )
+    gguf_card(run_.root, gguf_repo, model_repo)
+    return hub.push_gguf(
+        run_.gguf,
+        gguf_repo,
+        token=token,
+        private=private,
+        overwrite=overwrite,
+        commit_message=f"compressor: GGUF files of {model_repo}",
+    )

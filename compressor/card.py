@@ -90,6 +90,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "prune": _read(run / "reports" / "prune.json"),
         "train": train,
         "eval": _read(run / "reports" / "eval.json"),
+        "export": _read(run / "reports" / "export.json"),
         "pictures": pictures(run),
     }
 
@@ -438,7 +439,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 ## How to use
 
 {_usage(plan, name)}
-
+{_gguf_section(run, repo_id)}
 ## Recipe
 
 The recipe, with local paths shown by their last part (`python -m compressor run recipe.yaml` reproduces this model from the same data):
@@ -456,6 +457,143 @@ The pruning and recovery methods follow:
 ```
 """
     data = front_matter(run, repo_id)
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def gguf_repo_id(recipe_yaml: str, repo_id: str | None) -> str | None:
+    """The GGUF repo of a run whose model goes to `repo_id`: the recipe's export.gguf.repo_id, else
+    `<repo_id>-GGUF`; None without an export.gguf section or anywhere to push."""
+    import yaml
+
+    gguf = ((yaml.safe_load(recipe_yaml) or {}).get("export") or {}).get("gguf")
+    if gguf is None:
+        return None
+    return gguf.get("repo_id") or (f"{repo_id}-GGUF" if repo_id else None)
+
+
+def _check_rows(report: dict[str, Any]) -> str:
+    rows = [
+        "| file | question | top-1 agreement | near-ties | largest log-probability gap (nats) | passed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in report.get("checks", []):
+        what = "image question" if c.get("kind") == "image" else "text"
+        gap = f"{c['max_logprob_diff']:.3f}" + (
+            f" (≤ {c['max_gap']})" if c.get("max_gap") is not None else ""
+        )
+        rows.append(
+            f"| {c['file']}{' + ' + c['mmproj'] if c.get('mmproj') else ''} | {what} | "
+            f"{c['top1_agreement']:.0%} of {c['positions']} (≥ {c['min_agreement']:.0%}) | {c.get('near_ties', 0)} | "
+            f"{gap} | {'yes' if c['passed'] else 'no'} |"
+        )
+    return "\n".join(rows)
+
+
+def _gguf_section(run: dict[str, Any], repo_id: str | None) -> str:
+    """The model card's llama.cpp section: where the GGUF files are and how the export's check went."""
+    report = run.get("export")
+    if not report:
+        return ""
+    gguf_repo = gguf_repo_id(run["recipe_yaml"], repo_id)
+    where = (
+        f"GGUF files for llama.cpp (and the tools built on it) are in [{gguf_repo}](/{gguf_repo})"
+        if gguf_repo
+        else "This model was also exported to GGUF for llama.cpp (not published)"
+    )
+    files = ", ".join(f"`{f['file']}`" for f in report.get("files", []))
+    mmproj = (
+        f" with the projector `{report['mmproj']}`"
+        if report.get("mmproj")
+        else f" (no mmproj: {report['mmproj_note']})"
+        if report.get("mmproj_note")
+        else ""
+    )
+    passed = all(c.get("passed") for c in report.get("checks", [])) and bool(report.get("checks"))
+    return f"""
+## llama.cpp (GGUF)
+
+{where}: {files}{mmproj}. Each was loaded in llama.cpp and compared with this model in transformers
+({"every check passed" if passed else "not every check passed"}):
+
+{_check_rows(report)}
+"""
+
+
+def _gguf_usage(report: dict[str, Any]) -> str:
+    texts = [f for f in report.get("files", []) if f.get("kind") == "text"]
+    pick = next((f for f in texts if f["quant"] == "q8_0"), texts[0] if texts else None)
+    model = pick["file"] if pick else "MODEL.gguf"
+    if report.get("mmproj"):
+        mmproj = report["mmproj"]
+        return f"""```bash
+llama-mtmd-cli -m {model} --mmproj {mmproj} --image picture.png -p "Describe the picture."
+llama-server -m {model} --mmproj {mmproj}
+```"""
+    return f"""```bash
+llama-cli -m {model}
+llama-server -m {model}
+```
+
+Text only: {report.get("mmproj_note") or "no mmproj was written"}."""
+
+
+def render_gguf(run_dir: str | Path, gguf_repo: str, model_repo: str) -> str:
+    """The README.md of the GGUF repo: `base_model` is the compressed model's repo (quantized from it), the files
+    with their sizes and bits per weight, the check in llama.cpp, and the commands that run them."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    run = load_run(run_dir)
+    report = run.get("export")
+    if not report:
+        raise CompressorError(f"{run_dir} has no reports/export.json: run the export stage first")
+    from compressor.export.report import ExportReport
+
+    files = ExportReport.model_validate(report).files
+    rows = ["| file | kind | type | size | bits/weight | fallback tensors |", "|---|---|---|---|---|---|"]
+    for f in files:
+        rows.append(
+            f"| {f.file} | {f.kind} | {f.quant} | {_fmt_bytes(f.bytes)} | {f.bits_per_weight:.2f} | "
+            f"{len(f.fallbacks)} |"
+        )
+    fallbacks = [
+        f"- `{f.file}`: `{b.tensor}` is {b.got}, not {b.wanted} ({b.why})" for f in files for b in f.fallbacks
+    ]
+    converter = report.get("converter") or {}
+    passed = all(c.get("passed") for c in report.get("checks", [])) and bool(report.get("checks"))
+    body = f"""
+# {gguf_repo}
+
+GGUF files of [{model_repo}](/{model_repo}) for llama.cpp (llama-server, llama-mtmd-cli) and the tools built on
+it, written by compressor with llama.cpp's own converter (`convert_hf_to_gguf.py` from xllamacpp
+{converter.get("xllamacpp", "?")}, sha256 `{converter.get("convert_hf_to_gguf_sha256", "?")[:16]}…`).
+
+## Files
+
+{chr(10).join(rows)}
+{chr(10) + "Tensors stored in another type than their quant asks for:" + chr(10) + chr(10).join(fallbacks) + chr(10) if fallbacks else ""}
+## Checked in llama.cpp
+
+Each text file was loaded in llama.cpp ({"every check passed" if passed else "not every check passed"}) and
+compared with the model in transformers (fp32): on a fixed text, teacher-forced (at each position both see the
+same prefix), and, with the mmproj, on the answer to a fixed image question (transformers reads llama.cpp's answer
+teacher-forced). A position agrees when both pick the same next token, or when transformers ranks llama.cpp's
+token within 0.02 nats of its own (a near-tie).
+
+{_check_rows(report)}
+
+## How to run
+
+{_gguf_usage(report)}
+"""
+    data = ModelCardData(
+        base_model=model_repo,
+        base_model_relation="quantized",
+        library_name="gguf",
+        pipeline_tag="image-text-to-text",
+        license=(run["source"] or {}).get("license"),
+        tags=["gguf", "llama.cpp", "compressor", "pruned"],
+        model_name=gguf_repo,
+    )
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
 
 

@@ -222,6 +222,8 @@ def cmd_run(args) -> int:
     print(f"model: {summary['model']}")
     if summary["url"]:
         print(f"pushed: {summary['url']}")
+    if summary.get("gguf_url"):
+        print(f"pushed GGUF: {summary['gguf_url']}")
     return 0
 
 
@@ -326,6 +328,9 @@ def cmd_push(args) -> int:
         args.run_dir, args.repo_id, token=_token(args), private=args.private, overwrite=args.overwrite
     )
     print(f"pushed: {url}")
+    gguf = json.loads(api.RunFolder(args.run_dir).report("push").read_text()).get("gguf")
+    if gguf:
+        print(f"pushed GGUF: {gguf['url']}")
     return 0
 
 

@@ -259,6 +259,45 @@ def push(
             "not pushed (only weights, configs, processor files, the card, its pictures and reports are): %s",
             shown,
         )
+    return _commit(folder, upload, repo_id, token, private, overwrite, commit_message)
+
+
+# What a GGUF repo holds (compressor.export): the GGUF files, their card and the export's report.
+GGUF_PUSH_ALLOW = ("*.gguf", "README.md", "export_report.json")
+
+
+def push_gguf(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool = False,
+    overwrite: bool = False,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+) -> str:
+    """Upload an export folder's GGUF files, card and report (`GGUF_PUSH_ALLOW`, top level) to `repo_id` in ONE
+    commit, with `push`'s rules (a repo with files is replaced only with `overwrite`; a failed commit leaves
+    nothing); returns the repo URL."""
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    upload = [f for f in files if any(fnmatch.fnmatchcase(f, p) for p in GGUF_PUSH_ALLOW)]
+    if not any(f.endswith(".gguf") for f in upload):
+        raise CompressorError(f"nothing to push: {folder} has no .gguf files; run the export first")
+    if "README.md" not in upload:
+        raise CompressorError(f"{folder} has no README.md (the GGUF card); render it before the push")
+    return _commit(folder, upload, repo_id, token, private, overwrite, commit_message)
+
+
+def _commit(
+    folder: Path,
+    upload: list[str],
+    repo_id: str,
+    token: str | None,
+    private: bool,
+    overwrite: bool,
+    commit_message: str,
+) -> str:
+    """`upload` (paths relative to `folder`) to `repo_id` in one commit; a repo this call created is deleted
+    when the commit fails."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)

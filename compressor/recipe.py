@@ -159,6 +159,24 @@ class GGUFExport(_Strict):
         description="GGUF types to write, one text file each (f32, f16, bf16, q8_0 from llama.cpp's converter; "
         "q4_k_m, q5_k_m, q6_k need llama-quantize). Every file is checked against transformers in llama.cpp.",
     )
+    repo_id: str | None = Field(
+        None,
+        description="Hub repo the GGUF files are pushed to, with their own card, right after the model (owner/name; "
+        "default: publish.repo_id + '-GGUF').",
+    )
+
+    @field_validator("repo_id")
+    @classmethod
+    def _gguf_owner_name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+            raise ValueError(f"repo_id {v!r} must be owner/name, e.g. alice/llava-1.5-7b-depth30-GGUF")
+        return v
+
+    def repo_for(self, model_repo: str | None) -> str | None:
+        """Where the GGUF files go when the model goes to `model_repo` (None: nowhere)."""
+        return self.repo_id or (f"{model_repo}-GGUF" if model_repo else None)
 
     @field_validator("quants")
     @classmethod

@@ -354,21 +354,29 @@ def test_recipe_export_section():
     assert recipe.export.gguf.quants == ("f16", "q8_0")
     with pytest.raises(CompressorError, match=r"export\.gguf\.quants: unknown quant 'q4km'"):
         parse_recipe({**base, "export": {"gguf": {"quants": ["q4km"]}}})
+    with pytest.raises(
+        CompressorError, match=r"export\.gguf\.repo_id: repo_id 'nope' must be owner/name, e\.g\."
+    ):
+        parse_recipe({**base, "export": {"gguf": {"repo_id": "nope"}}})
+    published = {**base, "publish": {"repo_id": "alice/m"}}
+    assert (
+        parse_recipe({**published, "export": {"gguf": {}}}).export.gguf.repo_for("alice/m") == "alice/m-GGUF"
+    )
+    named = parse_recipe({**published, "export": {"gguf": {"repo_id": "bob/g"}}})
+    assert named.export.gguf.repo_for("alice/m") == "bob/g"
 
 
 @pytest.mark.parametrize(
     ("name", "projector"),
-    [("smolvlm", "idefics3"), ("qwen2vl", "qwen2vl_merger"), ("qwen25vl", "qwen2.5vl_merger")],
+    [("qwen2vl", "qwen2vl_merger"), ("qwen25vl", "qwen2.5vl_merger")],  # SmolVLM: in the run + push test
 )
 def test_mmproj_answers_the_image_question_as_transformers(tmp_path, name, projector):
     """The text GGUF + mmproj in llama.cpp answer a fixed image question token for token as transformers does on the
     same picture (teacher-forced on llama.cpp's answer); shown the picture mirrored, llama.cpp's answer no longer
     passes (the check sees the image)."""
     from gguf import GGUFReader
-    from PIL import Image
 
     from compressor import export
-    from compressor.arch.spec import family_spec
     from compressor.export import verify
 
     model = _tiny(name)
@@ -392,9 +400,19 @@ def test_mmproj_answers_the_image_question_as_transformers(tmp_path, name, proje
     )
     assert image.answer == image.expected
     family = MODELS[name][0]
+    _mirrored_fails(model, family, out / f"{name}-F16.gguf", out / report.mmproj)
+
+
+def _mirrored_fails(model: Path, family: str, gguf: Path, mmproj: Path) -> None:
+    """Positive control of the image check: llama.cpp shown the picture mirrored fails it."""
+    from PIL import Image
+
+    from compressor.arch.spec import family_spec
+    from compressor.export import verify
+
     mirrored = verify.ImageReference(model, family_spec(family))
     mirrored.image = mirrored.image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    control = verify.check_image(out / f"{name}-F16.gguf", out / report.mmproj, "f16", mirrored)
+    control = verify.check_image(gguf, mmproj, "f16", mirrored)
     assert not control.passed and control.note is None and control.top1_agreement < 0.9
 
 
@@ -413,3 +431,63 @@ def test_qwen25_mmproj_needs_the_window_llama_cpp_assumes(tmp_path):
     assert note.endswith("the text GGUF is written alone")
     config.vision_config.window_size = 112
     assert stage.mmproj_note(stage.read_source(_fake_model(tmp_path / "w112", config))) is None
+
+
+def test_run_prunes_exports_and_pushes_the_gguf_repo(hub_server, repo_name, tmp_path, monkeypatch, capsys):
+    """`compressor run` on a tiny SmolVLM: depth pruning -> export (text + mmproj, both checked, the image question
+    included) -> card -> push of the model, then of its GGUF repo (`<repo>-GGUF`) in one commit with its own card;
+    the model's card links it; the token is in neither card."""
+    from huggingface_hub import HfApi, ModelCard, hf_hub_download
+
+    from tests.fixtures_hub import ALICE_WRITE
+    from tests.leaks import holding
+
+    model = _tiny("smolvlm")
+    recipe = tmp_path / "smol.yaml"
+    recipe.write_text(
+        RECIPE.format(source=model).replace("[f16, q8_0]", "[f16]")
+        + f"publish: {{repo_id: alice/{repo_name}, private: true}}\n"
+    )
+    run = tmp_path / "smol-depth"
+    monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    repo, gguf_repo = f"alice/{repo_name}", f"alice/{repo_name}-GGUF"
+    assert f"pushed GGUF: {hub_server.url}/{gguf_repo}" in out
+    report = json.loads((run / "reports" / "export.json").read_text())
+    text, image = report["checks"]
+    assert text["passed"] and image["kind"] == "image" and image["passed"] and image["top1_agreement"] == 1.0
+    assert json.loads((run / "reports" / "push.json").read_text())["gguf"]["repo_id"] == gguf_repo
+
+    api = HfApi(token=ALICE_WRITE)
+    files = ["smol-depth-F16.gguf", "mmproj-smol-depth-f16.gguf"]
+    assert sorted(api.list_repo_files(gguf_repo)) == sorted(
+        [".gitattributes", "README.md", "export_report.json", *files]
+    )
+    assert [c.title for c in api.list_repo_commits(gguf_repo)] == [
+        f"compressor: GGUF files of {repo}",
+        "initial commit",
+    ]
+    card = ModelCard.load(gguf_repo, token=ALICE_WRITE)
+    assert card.data.base_model == repo and card.data.base_model_relation == "quantized"
+    assert "gguf" in card.data.tags and card.data.library_name == "gguf"
+    sizes = {f["file"]: f for f in report["files"]}
+    for name in files:
+        f = sizes[name]
+        assert (
+            f"| {name} | {f['kind']} | f16 | {f['bytes'] / 1e6:.1f} MB | {f['bits_per_weight']:.2f} | 0 |"
+            in card.text
+        )
+    assert f"llama-mtmd-cli -m {files[0]} --mmproj {files[1]}" in card.text
+    assert f"llama-server -m {files[0]} --mmproj {files[1]}" in card.text
+    assert f"| {files[0]} + {files[1]} | image question | 100% of 12" in card.text
+    pushed_report = Path(hf_hub_download(gguf_repo, "export_report.json", token=ALICE_WRITE)).read_text()
+    assert json.loads(pushed_report)["source"] == "pruned" and str(tmp_path) not in pushed_report
+    main = ModelCard.load(repo, token=ALICE_WRITE).text
+    assert f"[{gguf_repo}](/{gguf_repo})" in main and "| image question | 100% of 12" in main
+    places = {"GGUF card": card.content, "model card": main, "GGUF report": pushed_report, "stdout": out}
+    assert holding(ALICE_WRITE, places) == []
+    assert holding(ALICE_WRITE, {**places, "GGUF card": card.content + ALICE_WRITE}) == [
+        "GGUF card"
+    ]  # control
+    _mirrored_fails(run / "pruned", "smolvlm", run / "gguf" / files[0], run / "gguf" / files[1])
