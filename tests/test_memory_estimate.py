@@ -1,6 +1,6 @@
 """The plan's memory estimate (compressor.hardware) against measured peaks, and the hardware it names.
 
-Measured: the peak of live tensor bytes of each stage, run by the product's own code in a fresh process
+Measured: the peak of live tensor bytes of each stage, run by the product's own code in a process of its own (forked from compressor.warm's server)
 (weights at the stage's start + the CPU allocator's peak rise recorded by PyTorch's profiler; see
 benchmarks/memory_estimate.py for why not RSS). The estimate comes from config.json and the recipe alone.
 The whole table, SmolLM2-shaped recovery included: `.venv/bin/python benchmarks/memory_estimate.py`.

@@ -156,7 +156,7 @@ def run(
     peaks = None
     if cfg.speed and cfg.speed_memory:
         t = time.perf_counter()
-        log.info("measuring peak memory, one fresh process per model")
+        log.info("measuring peak memory, one process of its own per model")
         sides = {"original": folders[0], "compressed": folders[1]}
         peaks = speed.peak_memories(sides, cfg, device, dtype, trust_remote_code)
         timings["memory"] = time.perf_counter() - t

@@ -116,7 +116,7 @@ class Evaluate(_Strict):
         5, ge=1, description="Timed rounds, interleaving the two models, after one warm-up each."
     )
     speed_memory: bool = Field(
-        True, description="Measure peak memory, loading each model once more in a fresh process."
+        True, description="Measure peak memory, loading each model once more in a process of its own."
     )
     lmms_eval: LmmsEval | None = Field(
         None,

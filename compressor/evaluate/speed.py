@@ -11,9 +11,10 @@
 - Repeats: one warm-up per model, then `speed_repeats` rounds; each round times both models, alternating which
   goes first. Reported: min and median latency, best and median tokens/s. On a GPU each timing ends with
   `torch.cuda.synchronize()`.
-- Peak memory, measured for each model in a fresh Python process (`python -m compressor.evaluate.speed`), run
-  before the evaluation loads the two models so that each process has the device to itself; the process
-  imports torch, transformers and the model's classes, then loads the model and runs one N-token generate. On a GPU: `torch.cuda.max_memory_allocated()` over the generate, reset after loading (weights,
+- Peak memory, measured for each model in a process of its own (`python -m compressor.evaluate.speed`, forked by
+  compressor.warm from a server that has torch and transformers imported: no 9 s import per model; the server
+  never loads a model or touches the device), run before the evaluation loads the two models so that each
+  process has the device to itself; the process loads the model and runs one N-token generate. On a GPU: `torch.cuda.max_memory_allocated()` over the generate, reset after loading (weights,
   activations and KV cache; nothing else is allocated in that process). On the CPU (Linux): the peak resident
   set size over loading and the generate minus the resident size just before loading, the kernel's peak mark
   (VmHWM) being reset at that point; so loading spikes count, and both models are measured the same way.
@@ -27,7 +28,6 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,8 +51,10 @@ METHOD = (
     "memory: {mem}"
 )
 MEMORY_GPU = "torch.cuda.max_memory_allocated in a fresh process during one generate (weights included)"
-MEMORY_CPU = "peak RSS of a fresh process over load + one generate, minus its RSS before loading"
-MEMORY_CPU_FALLBACK = "rise of the lifetime peak RSS (ru_maxrss) of a fresh process over load + one generate"
+MEMORY_CPU = "peak RSS of a process of its own over load + one generate, minus its RSS before loading"
+MEMORY_CPU_FALLBACK = (
+    "rise of the lifetime peak RSS (ru_maxrss) of the measuring process over load + one generate"
+)
 
 
 def prompt_ids(tokenizer, n: int):
@@ -134,7 +136,9 @@ def peak_memory(
         cmd += ["--device", device]
     if trust_remote_code:
         cmd.append("--trust-remote-code")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    from compressor import warm
+
+    proc = warm.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompressorError(f"measuring the peak memory of {folder} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
