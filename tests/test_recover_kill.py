@@ -1,6 +1,7 @@
 """A killed recovery resumes to the same final weights.
 
-`compressor recover` runs in a subprocess and is SIGKILLed at 5 random points, each after a new checkpoint has
+`compressor recover` runs in a process of its own (forked from compressor.warm's server, so each start costs no
+torch import) and is SIGKILLed at 5 random points, each after a new checkpoint has
 appeared (some land between saves, some while a checkpoint is being written); each following run resumes with
 --resume from the last whole checkpoint, and the last one runs to the end. Its weights must equal, bit for bit,
 those of an uninterrupted run of the same recipe.
@@ -12,7 +13,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compressor import warm
 from tests.test_recover import FAST_SFT, make_student, write_rows
 
 pytestmark = pytest.mark.slow  # end to end: started first when xdist hands out the files
@@ -67,12 +68,14 @@ def test_a_recovery_killed_at_5_random_points_resumes_to_the_same_weights(tiny_s
     for round_ in range(KILLS):
         before = max(_steps(work), default=0)
         target = before + rng.randint(1, 3)  # kill after this checkpoint appears ...
-        proc = subprocess.Popen(
-            argv + (["--resume"] if before else []),
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        proc = (
+            warm.Popen(  # a process of its own, forked with torch & co. imported: SIGKILL lands in training
+                argv + (["--resume"] if before else []),
+                cwd=ROOT,
+                env=env,
+                stdout=warm.DEVNULL,
+                stderr=warm.DEVNULL,
+            )
         )
         seen: dict[int, float] = {}
         while proc.poll() is None and max(_steps(work), default=0) < target:
@@ -95,7 +98,7 @@ def test_a_recovery_killed_at_5_random_points_resumes_to_the_same_weights(tiny_s
         print(f"kill {round_ + 1}: newest checkpoint-{newest}, {outcomes[-1]} ({step_seconds:.2f} s/step)")
     assert len(outcomes) == KILLS and all(not o.startswith("finished") for o in outcomes), outcomes
 
-    done = subprocess.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = warm.run(argv + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"trained {STEPS} steps" in done.stdout and not work.exists()
 
