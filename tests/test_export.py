@@ -450,16 +450,27 @@ def test_run_prunes_exports_and_pushes_the_gguf_repo(hub_server, repo_name, tmp_
     )
     run = tmp_path / "smol-depth"
     monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
-    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 0
-    out = capsys.readouterr().out
     repo, gguf_repo = f"alice/{repo_name}", f"alice/{repo_name}-GGUF"
+    api = HfApi(token=ALICE_WRITE)
+    api.create_repo(gguf_repo)  # taken: the GGUF push fails after the model's, and the run stops there
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="other.txt", repo_id=gguf_repo)
+    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 2
+    assert f"{gguf_repo} already has files (other.txt)" in capsys.readouterr().err
+    assert json.loads((run / "reports" / "push.json").read_text()) == {
+        "repo_id": repo,
+        "url": f"{hub_server.url}/{repo}",
+    }
+    model_commits = api.list_repo_commits(repo)
+    api.delete_repo(gguf_repo)
+    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 0  # resumes: the GGUF push alone
+    out = capsys.readouterr().out
     assert f"pushed GGUF: {hub_server.url}/{gguf_repo}" in out
+    assert api.list_repo_commits(repo) == model_commits
     report = json.loads((run / "reports" / "export.json").read_text())
     text, image = report["checks"]
     assert text["passed"] and image["kind"] == "image" and image["passed"] and image["top1_agreement"] == 1.0
     assert json.loads((run / "reports" / "push.json").read_text())["gguf"]["repo_id"] == gguf_repo
 
-    api = HfApi(token=ALICE_WRITE)
     files = ["smol-depth-F16.gguf", "mmproj-smol-depth-f16.gguf"]
     assert sorted(api.list_repo_files(gguf_repo)) == sorted(
         [".gitattributes", "README.md", "export_report.json", *files]
@@ -491,3 +502,6 @@ def test_run_prunes_exports_and_pushes_the_gguf_repo(hub_server, repo_name, tmp_
         "GGUF card"
     ]  # control
     _mirrored_fails(run / "pruned", "smolvlm", run / "gguf" / files[0], run / "gguf" / files[1])
+    assert cli.main(["push", str(run), "--repo-id", f"{repo}-2"]) == 0  # `compressor push` pushes both too
+    assert f"pushed GGUF: {hub_server.url}/{repo}-2-GGUF" in capsys.readouterr().out
+    assert sorted(api.list_repo_files(f"{repo}-2-GGUF")) == sorted(api.list_repo_files(gguf_repo))
