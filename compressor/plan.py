@@ -386,6 +386,26 @@ def resolve(
     text = spec.text_config(config)
     warnings: list[str] = []
     targets: list[str] = []
+    quants = _gguf_quants(recipe)
+    kquants = [q for q in quants if GGUF_ROW_BLOCKS[q][0] == 256]
+    if prune.method == "width" and kquants and prune.target == "default":
+        # the export asks for k-quants: widths llama.cpp can store in them, unless no such width fits the ratio
+        try:
+            chosen = resolve(
+                config, spec, backbone, prune.model_copy(update={"target": "gguf"}), source, recipe
+            )
+        except CompressorError:
+            warnings.append(
+                f"prune.target stays default: export.gguf.quants has {', '.join(kquants)}, but MLP widths in "
+                f"multiples of 256 (prune.target gguf) cannot reach ratio {prune.ratio:g}; the tensors below fall back"
+            )
+        else:
+            note = (
+                f"prune.target gguf chosen because export.gguf.quants has {', '.join(kquants)}: MLP widths in "
+                "multiples of 256, which llama.cpp's k-quants store without falling back (set prune.target to "
+                "choose another)"
+            )
+            return chosen.model_copy(update={"warnings": [note, *chosen.warnings]})
     n = text["num_hidden_layers"]
     protected = spec.protected_layers(config)
     kv = text.get("num_key_value_heads") or text["num_attention_heads"]
@@ -460,7 +480,14 @@ def resolve(
             f"achieved ratio {achieved:.1%} differs from the requested {prune.ratio:.1%}: the nearest legal "
             f"shape ({'whole layers' if prune.method == 'depth' else 'whole KV groups, MLP multiples of round_to'})"
         )
-    if prune.method == "width" and prune.target == "gguf":
+    if quants:  # the recipe exports to GGUF: exactly which layer tensors will fall back, per quant
+        warnings += gguf_fallback_warnings(
+            text["hidden_size"],
+            new_text["num_attention_heads"] * head_dim_of(text),
+            new_text["intermediate_size"],
+            quants,
+        )
+    elif prune.method == "width" and prune.target == "gguf":
         warnings += gguf_row_warnings(
             text["hidden_size"], new_text["num_attention_heads"] * head_dim_of(text)
         )
@@ -515,6 +542,49 @@ def resolve(
 
 
 # ---------------------------------------------------------------------------- display
+
+
+# quant (recipe export.gguf.quants) -> (the row length its blocks need, the type it asks for, the type llama.cpp
+# stores a tensor in when its rows are off that block; F16 for any off 32). research/export-gguf.md
+GGUF_ROW_BLOCKS: dict[str, tuple[int, str, str]] = {
+    "f32": (1, "F32", "F32"),
+    "f16": (1, "F16", "F16"),
+    "bf16": (1, "BF16", "BF16"),
+    "q8_0": (32, "Q8_0", "F16"),
+    "q4_k_m": (256, "Q4_K", "Q5_0"),
+    "q5_k_m": (256, "Q5_K", "Q5_1"),
+    "q6_k": (256, "Q6_K", "Q8_0"),
+}
+
+
+def _gguf_quants(recipe: Recipe | None) -> tuple[str, ...]:
+    gguf = recipe.export.gguf if recipe is not None and recipe.export is not None else None
+    return tuple(gguf.quants) if gguf is not None else ()
+
+
+def gguf_fallback_warnings(hidden: int, query_width: int, intermediate: int, quants) -> list[str]:
+    """Per quant, the layer tensors whose rows (their input width) do not fit its blocks, and the type llama.cpp
+    stores them in instead: bigger files and slower kernels than the quant promises."""
+    rows = (
+        ("attn_q, attn_k, attn_v, ffn_gate, ffn_up", hidden, "pruning never changes the hidden size"),
+        (
+            "attn_output",
+            query_width,
+            "a head count whose query heads x head_dim is a multiple of {block} avoids it",
+        ),
+        ("ffn_down", intermediate, "prune.target gguf makes the MLP width a multiple of 256"),
+    )
+    out = []
+    for quant in quants:
+        block, wanted, instead = GGUF_ROW_BLOCKS[quant]
+        for tensors, width, fix in rows:
+            if width % block:
+                got = "F16" if width % 32 else instead
+                out.append(
+                    f"export {quant}: {tensors} in every layer read rows of {width}, not a multiple of {block}: "
+                    f"llama.cpp stores them as {got}, not {wanted} ({fix.format(block=block)})"
+                )
+    return out
 
 
 def gguf_row_warnings(hidden: int, query_width: int, block: int = 256) -> list[str]:

@@ -505,3 +505,44 @@ def test_run_prunes_exports_and_pushes_the_gguf_repo(hub_server, repo_name, tmp_
     assert cli.main(["push", str(run), "--repo-id", f"{repo}-2"]) == 0  # `compressor push` pushes both too
     assert f"pushed GGUF: {hub_server.url}/{repo}-2-GGUF" in capsys.readouterr().out
     assert sorted(api.list_repo_files(f"{repo}-2-GGUF")) == sorted(api.list_repo_files(gguf_repo))
+
+
+def test_an_export_section_makes_the_plan_choose_gguf_widths_or_name_the_fallbacks():
+    """SmolVLM-256M (SmolLM2: hidden 576, MLP 1536, 9 heads x 64) at 30 % width: with q4_k_m in export.gguf the plan
+    takes prune.target gguf (MLP a multiple of 256) and names what still falls back (576 is never a multiple of
+    256); with f16/q8_0 only nothing falls back and the widths stay; a target chosen by hand stays, with the
+    ffn_down fallback named."""
+    from compressor.arch.spec import spec_for
+    from compressor.plan import resolve
+    from compressor.recipe import parse_recipe
+    from tests import real_shapes
+
+    config = real_shapes.smolvlm_256m()
+    spec, backbone = spec_for(config)
+
+    def plan(quants, **prune):
+        recipe = parse_recipe(
+            {
+                "model": {"source": "x"},
+                "prune": {"method": "width", "ratio": 0.3, **prune},
+                "export": {"gguf": {"quants": quants}},
+            }
+        )
+        return resolve(config, spec, backbone, recipe.prune, source="x", recipe=recipe)
+
+    k = plan(["f16", "q4_k_m"])
+    assert k.target == "gguf" and k.round_to == 256 and k.intermediate_after % 256 == 0
+    assert k.warnings[0].startswith("prune.target gguf chosen because export.gguf.quants has q4_k_m")
+    assert (
+        "export q4_k_m: attn_q, attn_k, attn_v, ffn_gate, ffn_up in every layer read rows of 576, not a multiple "
+        "of 256: llama.cpp stores them as Q5_0, not Q4_K (pruning never changes the hidden size)"
+    ) in k.warnings
+    assert not [w for w in k.warnings if w.startswith("export q4_k_m: ffn_down")]
+    plain = plan(["f16", "q8_0"])
+    assert plain.target == "default" and not [w for w in plain.warnings if "export" in w or "gguf" in w]
+    gpu = plan(["q4_k_m"], target="gpu", targets=["mlp"])  # MLP 1536 -> 640 (5 x 128)
+    assert gpu.target == "gpu" and gpu.intermediate_after == 640
+    assert [w for w in gpu.warnings if w.startswith("export q4_k_m: ffn_down")] == [
+        "export q4_k_m: ffn_down in every layer read rows of 640, not a multiple of 256: llama.cpp stores them as "
+        "Q5_0, not Q4_K (prune.target gguf makes the MLP width a multiple of 256)"
+    ]
