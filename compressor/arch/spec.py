@@ -93,10 +93,17 @@ class GGUFFacts:
     # the mmproj's image check (compressor.export.verify.ImageReference): what transformers' processor takes in the
     # text for one image (llama.cpp's mtmd adds the family's own markers around its `<__media__>`), and how the
     # check's picture is sized so that neither side resamples it differently: "longest_edge" (the image processor's
-    # size.longest_edge: Idefics3 tiles it, and both sides make the overview with Lanczos) or "patch_merge" (a
-    # multiple of patch_size x spatial_merge_size near 128 px: Qwen resizes nothing)
+    # size.longest_edge: Idefics3 tiles it, and both sides make the overview with Lanczos), "patch_merge" (a
+    # multiple of patch_size x spatial_merge_size near 128 px: Qwen resizes nothing) or "size" (the image
+    # processor's size.height: a fixed-size tower such as Gemma 3's)
     image_prompt: str = "<image>"
     picture: str = "longest_edge"
+    # the text llama.cpp's side gets for the image: `<__media__>`, with what transformers' processor writes around
+    # the image that mtmd does not (Gemma 3: "\n\n" before and after), so both tokenize the same text
+    media_text: str = "<__media__>"
+    # [old prefix, new prefix] of checkpoint tensor names the converter reads under another name (see
+    # compressor/export/converter_main.py)
+    tensor_renames: tuple[tuple[str, str], ...] = ()
     # vision_config values the pinned llama.cpp assumes instead of reading them from the mmproj: (key, value,
     # why). A checkpoint with another value gets no mmproj (the text GGUF is still written), with the reason
     mmproj_requires: tuple[tuple[str, Any, str], ...] = ()
@@ -258,7 +265,13 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
-        gguf=GGUFFacts(mmproj_unproven=True, sliding_window_pattern=True),
+        gguf=GGUFFacts(
+            sliding_window_pattern=True,
+            image_prompt="<start_of_image>",
+            picture="size",
+            media_text="\n\n<__media__>\n\n",
+            tensor_renames=(("vision_tower.", "vision_tower.vision_model."),),
+        ),
     ),
     ArchSpec(
         "internvl",

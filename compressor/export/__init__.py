@@ -63,6 +63,8 @@ def run(
         staged, fixes = stage.stage(source, folder / ".staging")
         kv, kv_fixes = stage.extra_kv(source)
         fixes += kv_fixes
+        if note is None:
+            fixes += [f"tensors {old}* read as {new}*" for old, new in source.spec.gguf.tensor_renames]
         files, checks = [], []
         f16 = folder / f"{name}-F16.gguf"
         direct = [q for q in quants if q in stage.CONVERTER_TYPES]
@@ -76,7 +78,15 @@ def run(
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
             seconds = list(
                 pool.map(
-                    lambda job: convert.convert(staged, job[0], job[1], mmproj=job[2], extra_kv=kv), jobs
+                    lambda job: convert.convert(
+                        staged,
+                        job[0],
+                        job[1],
+                        mmproj=job[2],
+                        extra_kv=kv,
+                        renames=source.spec.gguf.tensor_renames,
+                    ),
+                    jobs,
                 )
             )
         files.extend(
@@ -107,7 +117,7 @@ def run(
                 )
                 checks.append(c)
             del ref
-            if mmproj is not None:
+            if mmproj is not None and all(c.passed for c in checks):  # a wrong text file fails without it
                 image = verify.ImageReference(staged, source.spec)
                 for f in texts:
                     c = verify.check_image(folder / f.file, mmproj, f.quant, image)

@@ -37,10 +37,16 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
 
 
 def convert(
-    folder: Path, out: Path, outtype: str, mmproj: bool = False, extra_kv: dict | None = None
+    folder: Path,
+    out: Path,
+    outtype: str,
+    mmproj: bool = False,
+    extra_kv: dict | None = None,
+    renames: tuple[tuple[str, str], ...] = (),
 ) -> float:
     """convert_hf_to_gguf.py FOLDER --outtype T --outfile OUT [--mmproj], through converter_main.py, which adds
-    `extra_kv` (keys relative to the architecture) to the text file; returns the seconds it took."""
+    `extra_kv` (keys relative to the architecture) to the text file and reads tensors under `renames`; returns the
+    seconds it took."""
     import json
 
     from compressor.export.toolchain import converter_env, converter_script
@@ -48,7 +54,11 @@ def convert(
     t = time.perf_counter()
     main = Path(__file__).with_name("converter_main.py")
     cmd = [sys.executable, str(main), str(converter_script()), str(folder), "--outtype", outtype]
-    env = {**converter_env(), "COMPRESSOR_GGUF_EXTRA_KV": json.dumps(extra_kv or {})}
+    env = {
+        **converter_env(),
+        "COMPRESSOR_GGUF_EXTRA_KV": json.dumps(extra_kv or {}),
+        "COMPRESSOR_GGUF_RENAME": json.dumps([list(r) for r in renames]),
+    }
     _run(
         [*cmd, "--outfile", str(out), *(["--mmproj"] if mmproj else [])],
         f"llama.cpp's converter ({outtype})",

@@ -3,7 +3,10 @@
 A plain script, run by `compressor.export.convert` in a subprocess with the converter's own gguf-py first on
 PYTHONPATH: it imports nothing from compressor. $COMPRESSOR_GGUF_EXTRA_KV holds a JSON object of keys relative to
 the file's architecture ("attention.sliding_window_pattern" becomes "gemma3.attention.sliding_window_pattern")
-and their values; each is added to the text model's file before its header is written. Nothing else changes.
+and their values; each is added to the text model's file before its header is written. $COMPRESSOR_GGUF_RENAME
+holds a JSON list of [old prefix, new prefix]: a checkpoint tensor name starting with the old prefix (and not
+already with the new one) is read under the new one (transformers 5 saves Gemma 3's tower as `vision_tower.*`,
+the converter maps `vision_tower.vision_model.*`). Nothing else changes.
 """
 
 import json
@@ -35,6 +38,23 @@ def main() -> None:
         gguf.GGUFWriter.write_header_to_file = write_header_to_file
     sys.argv = [script, *args]
     sys.path.insert(0, os.path.dirname(script))
+    renames = json.loads(os.environ.get("COMPRESSOR_GGUF_RENAME") or "[]")
+    if renames:
+        from conversion import base
+
+        original_filter = base.ModelBase.__dict__["filter_tensors"].__func__
+
+        def filter_tensors(cls, item):
+            name, gen = item
+            for (
+                old,
+                new,
+            ) in renames:  # checkpoint names as transformers saves them -> as the converter reads them
+                if name.startswith(old) and not name.startswith(new):
+                    name = new + name[len(old) :]
+            return original_filter(cls, (name, gen))
+
+        base.ModelBase.filter_tensors = classmethod(filter_tensors)
     runpy.run_path(script, run_name="__main__")
 
 

@@ -115,6 +115,11 @@ def mmproj_note(source: Source) -> str | None:
             f"the {source.spec.family} projector is not yet checked against llama.cpp (issue 18); the text GGUF is "
             "written alone"
         )
+    if not any((source.folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
+        return (
+            "the folder has no image processor (preprocessor_config.json or processor_config.json), so the mmproj "
+            "cannot be checked with an image; save the model's processor with it to get one"
+        )
     vision = source.config.get("vision_config") or {}
     for key, value, why in facts.mmproj_requires:
         if key in vision and vision[key] != value:

@@ -164,6 +164,8 @@ def picture_side(facts, config: dict[str, Any], processor) -> int:
     if facts.picture == "patch_merge":
         factor = int(vision["patch_size"]) * int(vision.get("spatial_merge_size", 2))
         return factor * max(1, round(PICTURE_SIDE / factor))
+    if facts.picture == "size":
+        return int(processor.image_processor.size["height"])
     return int(processor.image_processor.size["longest_edge"])
 
 
@@ -187,7 +189,7 @@ class ImageReference:
         self.inputs = processor(
             text=pre + spec.gguf.image_prompt + post, images=[self.image], return_tensors="pt"
         )
-        self.prompt = pre + MEDIA + post
+        self.prompt = pre + spec.gguf.media_text + post
         self.decode = lambda ids: processor.tokenizer.decode(ids)
         self.model = load_model(folder, spec, "float32", None, trust_remote_code)
 
