@@ -89,10 +89,8 @@ def run(
                     jobs,
                 )
             )
-        files.extend(
-            convert.inspect(p, q, "mmproj" if is_mmproj else "text", s)
-            for (p, q, is_mmproj), s in zip(jobs, seconds)
-            if not is_mmproj
+        files.extend(  # the projector's file is listed after the k-quants
+            convert.inspect(p, q, "text", s) for (p, q, is_mmproj), s in zip(jobs, seconds) if not is_mmproj
         )
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
