@@ -351,6 +351,7 @@ def test_depth_pruned_gemma3_needs_its_layer_pattern(tmp_path, monkeypatch):
     )
     _mirrored_fails(model, "gemma3", out / "gemma3-depth-F16.gguf", out / report.mmproj)
     monkeypatch.setattr(stage, "extra_kv", lambda source: ({}, []))  # the converter alone
+    monkeypatch.setattr(stage, "mmproj_note", lambda source: "text only here")  # the text file fails first
     with pytest.raises(
         CompressorError, match=r"llama\.cpp disagrees .* largest log-probability gap 0\.[1-9]"
     ):
