@@ -222,7 +222,8 @@ def front_matter(run: dict[str, Any], repo_id: str | None):
                 )
             )
     return ModelCardData(
-        base_model=source.get("id") or prune.get("source", {}).get("id"),
+        # a Hub id only: a local folder's path never reaches the card
+        base_model=_hub_dataset(source.get("id") or prune.get("source", {}).get("id")),
         base_model_relation="finetune",
         library_name="transformers",
         pipeline_tag="image-text-to-text",
@@ -402,7 +403,7 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> str:
 
     run = load_run(run_dir)
     plan, prune, source = run["plan"], run["prune"], run["source"]
-    base = source.get("id") or "the original model"
+    base = _dataset_name(source.get("id")) or "the original model"  # a local folder by its last part
     name = repo_id or "compressed-model"
     summary = (
         f"This is **{base}** with {plan['achieved_ratio']:.0%} of its language-backbone parameters removed by "

@@ -529,7 +529,11 @@ def test_run_prunes_exports_and_pushes_the_gguf_repo(hub_server, repo_name, tmp_
     assert f"| {files[0]} + {files[1]} | image question | 100% of 12" in card.text
     pushed_report = Path(hf_hub_download(gguf_repo, "export_report.json", token=ALICE_WRITE)).read_text()
     assert json.loads(pushed_report)["source"] == "pruned" and str(tmp_path) not in pushed_report
-    main = ModelCard.load(repo, token=ALICE_WRITE).text
+    main_card = ModelCard.load(repo, token=ALICE_WRITE)
+    main = main_card.text
+    # the source is a local folder: named by its last part, never by its path, and no base_model for it
+    assert "This is **smolvlm**" in main and str(model) not in main_card.content
+    assert main_card.data.base_model is None
     assert f"[{gguf_repo}](/{gguf_repo})" in main and "| image question | 100% of 12" in main
     places = {"GGUF card": card.content, "model card": main, "GGUF report": pushed_report, "stdout": out}
     assert holding(ALICE_WRITE, places) == []
