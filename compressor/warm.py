@@ -13,10 +13,12 @@ The server is itself a plain `python -c` process, started on first use and kept 
 started with only the variables that the preloaded libraries read when imported (`IMPORT_TIME_ENV`: paths,
 Python's, the Hub's and the caches', torch's and the thread pools'), never a token, so a child's
 `/proc/PID/environ` holds nothing that its `env` did not give it; when those variables change, the next child
-comes from another server (MAX_SERVERS are kept; the least recently used retires once its children have ended). The server never touches CUDA or
-starts a thread, so forking it is safe; each child sets its torch thread count from its own `OMP_NUM_THREADS`.
+comes from another server (MAX_SERVERS are kept; the least recently used retires once its children have ended).
+The server never touches CUDA, starts a thread or draws a progress bar (tqdm's cross-process lock would be
+shared by every child), so forking it is safe; each child sets its torch thread count from its own `OMP_NUM_THREADS`.
 
-Users: the app's run children (app.Child) and the embedded Hub's Jobs (hubserver.Jobs).
+Users: the app's run children (app.Child), the embedded Hub's Jobs (hubserver.Jobs), eval's peak-memory
+measurement (evaluate.speed) and llama.cpp's converter (export.convert).
 """
 
 from __future__ import annotations
@@ -287,7 +289,8 @@ class _Server:
             _send(self.sock, {"retire": True})
 
 
-MAX_SERVERS = 2  # e.g. the app's run children and the embedded Hub's Jobs, whose environments differ
+# e.g. the app's run children, the embedded Hub's Jobs and the GGUF converter, whose environments differ
+MAX_SERVERS = 3
 _servers_lock = threading.Lock()
 _servers: dict[str, _Server] = {}  # by their environment, least recently used first
 

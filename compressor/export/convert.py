@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,12 @@ _KNOWN = (
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    """Run a converter or quantizer command. The converter (this Python running converter_main.py) is forked by
+    compressor.warm from a server started with the converter's own PYTHONPATH (so its imports resolve as in a
+    fresh process, the vendored gguf-py first) that has torch imported: no import time per conversion."""
+    from compressor import warm
+
+    done = warm.run(cmd, capture_output=True, text=True, env=env)
     text = done.stdout + done.stderr
     if done.returncode != 0:
         tail = [line for line in text.splitlines() if line.strip()][-8:]
