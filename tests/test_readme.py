@@ -143,3 +143,20 @@ def test_readme_serve_hub_command_serves(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert (tmp_path / "hub").is_dir()
+
+
+def test_make_test_runs_two_workers_and_test_workers_0_one_process():
+    """The README's Tests section: `make test` runs two xdist workers, `TEST_WORKERS=0 make test` one process."""
+
+    def pytest_line(*args: str) -> str:
+        out = subprocess.run(
+            ["make", "-n", "test", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return next(line for line in out.stdout.splitlines() if " -m pytest" in line)
+
+    assert (
+        "make test" in (ROOT / "README.md").read_text()
+        and "TEST_WORKERS=0 make test" in (ROOT / "README.md").read_text()
+    )
+    assert pytest_line().split(" -m pytest")[1].split() == ["-q", "-n", "2", "--dist", "loadfile"]
+    assert pytest_line("TEST_WORKERS=0").split(" -m pytest")[1].split() == ["-q"]
