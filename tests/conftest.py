@@ -85,14 +85,13 @@ def pytest_collection_modifyitems(config, items):
     """Modules with end-to-end tests (marked `slow`), then those with browser tests, first: xdist hands out whole
     files in this order, so the long ones start at once and the short ones fill the gaps, instead of one long file
     running alone at the end. A module's tests stay together and in pytest's order (its fixtures are made once)."""
-    rank: dict[str, tuple[bool, bool]] = {}
-    for item in items:
-        slow, browser = rank.get(item.nodeid.split("::")[0], (False, False))
-        rank[item.nodeid.split("::")[0]] = (
-            slow or item.get_closest_marker("slow") is not None,
-            browser or item.get_closest_marker("browser") is not None,
-        )
-    items.sort(key=lambda item: tuple(not x for x in rank[item.nodeid.split("::")[0]]))
+
+    def module(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    slow = {module(i) for i in items if i.get_closest_marker("slow")}
+    browser = {module(i) for i in items if i.get_closest_marker("browser")}
+    items.sort(key=lambda item: (module(item) not in slow, module(item) not in browser))
 
 
 def pytest_sessionfinish(session, exitstatus):
