@@ -106,21 +106,29 @@ def _probe(gguf: Path, request: dict[str, Any]) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def check(gguf: Path, quant: str, ref: Reference) -> Check:
-    t = time.perf_counter()
-    answers = llama_answers(gguf, ref.ids)
+def _score(rows, tokens: list[int], logprobs: list[float | None]) -> tuple[float, int, float]:
+    """(agreement, near ties, largest log-probability gap) of llama.cpp's `tokens` against transformers' log-prob
+    `rows` (row i: transformers' prediction where llama.cpp chose tokens[i]): a position agrees when both top
+    tokens are the same or transformers ranks llama.cpp's within TIE nats of its own top."""
     agree = ties = 0
     diffs = []
-    for i, (token, logprob) in enumerate(answers["top"]):
-        row = ref.logprobs[FIRST + i - 1]  # transformers' prediction after ids[:FIRST + i]
+    for row, token, logprob in zip(rows, tokens, logprobs):
         if int(row.argmax()) == token:
             agree += 1
         elif float(row.max() - row[token]) <= TIE:
             ties += 1
         if logprob is not None:
             diffs.append(abs(float(row[token]) - logprob))
-    positions = len(answers["top"])
-    agreement = (agree + ties) / positions if positions else 0.0
+    return ((agree + ties) / len(tokens) if tokens else 0.0), ties, max(diffs, default=0.0)
+
+
+def check(gguf: Path, quant: str, ref: Reference) -> Check:
+    t = time.perf_counter()
+    answers = llama_answers(gguf, ref.ids)
+    tokens = [token for token, _ in answers["top"]]
+    rows = [ref.logprobs[FIRST + i - 1] for i in range(len(tokens))]  # transformers' after ids[:FIRST + i]
+    agreement, ties, gap = _score(rows, tokens, [logprob for _, logprob in answers["top"]])
+    positions = len(tokens)
     minimum = MIN_AGREEMENT[quant]
     return Check(
         file=gguf.name,
@@ -128,11 +136,9 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
         top1_agreement=round(agreement, 4),
         near_ties=ties,
         min_agreement=minimum,
-        max_logprob_diff=round(max(diffs, default=0.0), 4),
+        max_logprob_diff=round(gap, 4),
         max_gap=MAX_GAP[quant],
-        passed=positions > 0
-        and agreement >= minimum
-        and (MAX_GAP[quant] is None or max(diffs, default=0.0) <= MAX_GAP[quant]),
+        passed=positions > 0 and agreement >= minimum and (MAX_GAP[quant] is None or gap <= MAX_GAP[quant]),
         answer=ref.decode(answers["greedy"]),
         expected=ref.decode(ref.greedy),
         seconds=round(time.perf_counter() - t, 2),
@@ -232,8 +238,7 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
     tokens, logprobs = answers["tokens"], answers["logprobs"]
     minimum, max_gap = MIN_AGREEMENT[quant], MAX_GAP[quant]
     note = None
-    agree = ties = 0
-    diffs: list[float] = []
+    agreement, ties, gap = 0.0, 0, 0.0
     expected: list[int] = []
     if answers["prompt_tokens"] != n0:
         note = (
@@ -242,17 +247,9 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
         )
     elif tokens:
         rows = ref.logprobs(tokens)
-        for row, token, logprob in zip(rows, tokens, logprobs):
-            expected.append(int(row.argmax()))
-            if int(row.argmax()) == token:
-                agree += 1
-            elif float(row.max() - row[token]) <= TIE:
-                ties += 1
-            if logprob is not None:
-                diffs.append(abs(float(row[token]) - logprob))
+        expected = [int(row.argmax()) for row in rows][: len(tokens)]
+        agreement, ties, gap = _score(rows, tokens, logprobs)
     positions = len(expected)
-    agreement = (agree + ties) / positions if positions else 0.0
-    gap = max(diffs, default=0.0)
     return Check(
         file=gguf.name,
         kind="image",
