@@ -360,24 +360,25 @@ class Popen:
             for fd in close:
                 os.close(fd)
 
+    def _collect(self) -> bool:
+        """Take this child's exit code from what the server said (the caller holds the server's condition); true
+        once it is known. Several threads may wait on one child (a follower and a canceller): each sees it."""
+        if self.returncode is None and self.pid in self._server.codes:
+            self.returncode = self._server.codes.pop(self.pid)
+        return self.returncode is not None
+
     def poll(self) -> int | None:
-        if self.returncode is None:
-            with self._server.cond:
-                self.returncode = self._server.codes.pop(self.pid, None)
+        with self._server.cond:
+            self._collect()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is not None:
-            return self.returncode
         with self._server.cond:
-            done = self._server.cond.wait_for(
-                lambda: self.pid in self._server.codes or not self._server.alive, timeout
-            )
+            done = self._server.cond.wait_for(lambda: self._collect() or not self._server.alive, timeout)
             if not done:
                 raise subprocess.TimeoutExpired(self.args, timeout)
-            if self.pid not in self._server.codes:
+            if self.returncode is None:
                 raise OSError(f"the warm process server ended before child {self.pid} did")
-            self.returncode = self._server.codes.pop(self.pid)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:

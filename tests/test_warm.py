@@ -116,3 +116,19 @@ def test_the_server_ends_with_the_process_that_started_it():
     while server.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not server.exists(), "the warm server outlived the process that started it"
+
+
+def test_two_threads_waiting_on_one_child_both_get_its_exit_code():
+    """The embedded Hub's job follower and its canceller wait on the same child at once (as subprocess allows)."""
+    import threading
+
+    proc = warm.Popen([PY, "-c", "import sys; sys.stdin.read(); sys.exit(5)"], stdin=warm.PIPE)
+    codes: list[int] = []
+    waiters = [threading.Thread(target=lambda: codes.append(proc.wait(60))) for _ in range(3)]
+    for w in waiters:
+        w.start()
+    time.sleep(0.2)
+    proc.stdin.close()
+    for w in waiters:
+        w.join(60)
+    assert codes == [5, 5, 5] and proc.poll() == 5
