@@ -102,9 +102,7 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
     clip reads the same way: SmolVLM tiles a 32-pixel picture into 2 x 2 tiles of 16 plus an overview (as llama.cpp
     always does); Qwen gets pictures up to 128 x 128 (2 x 2 attention windows of 112 pixels in Qwen2.5-VL) and 3
     vision blocks (the converter maps `visual.merger.mlp.2`)."""
-    import torch
     import transformers as tf
-    from transformers import AutoModelForImageTextToText
 
     from compressor.arch.processors import without_video
 
@@ -135,13 +133,7 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
             merge_size=2,
         )
         extra = {}
-    torch.manual_seed(0)
-    model = AutoModelForImageTextToText.from_config(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
+    _save_peaked(config, 0, folder)
     if family == "gemma3":
         processor = tf.Gemma3Processor(images, tokenizer, image_seq_length=config.mm_tokens_per_image)
         processor.save_pretrained(folder)
@@ -150,11 +142,24 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
     cls(images, tokenizer, video_processor=None, **extra).save_pretrained(folder)
 
 
+def _save_peaked(config, seed: int, folder: Path) -> None:
+    """The model of `config` with its matrices drawn from N(0, 0.1) under `seed` (peaked logits), saved."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.1)
+    model.save_pretrained(folder)
+
+
 def _build(folder: Path, name: str) -> None:
     """A tiny model with peaked logits (weights ~ N(0, 0.1): the tiny models' 0.02 makes every next token a
     near-tie, where any rounding flips the top token)."""
-    import torch
-    from transformers import AutoModelForImageTextToText, LlavaProcessor
+    from transformers import LlavaProcessor
 
     from compressor.reference import chat_template
 
@@ -166,13 +171,7 @@ def _build(folder: Path, name: str) -> None:
         family, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
     )
     config.image_token_id = 3  # SmolLM2's unused special token 3 is <image> (compressor.reference)
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.1)
-    model.save_pretrained(folder)
+    _save_peaked(config, seed, folder)
     if family != "llava":
         tokenizer.save_pretrained(folder)  # the export reads the tokenizer only
         return
