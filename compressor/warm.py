@@ -386,11 +386,6 @@ class Popen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
-    def terminate(self) -> None:
-        import signal
-
-        self.send_signal(signal.SIGTERM)
-
     def kill(self) -> None:
         import signal
 
@@ -416,16 +411,6 @@ class Popen:
         for r in readers:
             r.join()
         return got.get("out"), got.get("err")
-
-    def __enter__(self) -> Popen:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for stream in (self.stdin, self.stdout, self.stderr):
-            if stream:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self.wait()
 
 
 def run(

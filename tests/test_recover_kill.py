@@ -68,14 +68,13 @@ def test_a_recovery_killed_at_5_random_points_resumes_to_the_same_weights(tiny_s
     for round_ in range(KILLS):
         before = max(_steps(work), default=0)
         target = before + rng.randint(1, 3)  # kill after this checkpoint appears ...
-        proc = (
-            warm.Popen(  # a process of its own, forked with torch & co. imported: SIGKILL lands in training
-                argv + (["--resume"] if before else []),
-                cwd=ROOT,
-                env=env,
-                stdout=warm.DEVNULL,
-                stderr=warm.DEVNULL,
-            )
+        # a process of its own, forked with torch & co. imported: the SIGKILL lands in training, not the import
+        proc = warm.Popen(
+            argv + (["--resume"] if before else []),
+            cwd=ROOT,
+            env=env,
+            stdout=warm.DEVNULL,
+            stderr=warm.DEVNULL,
         )
         seen: dict[int, float] = {}
         while proc.poll() is None and max(_steps(work), default=0) < target:
