@@ -54,6 +54,8 @@ from compressor.recipe import (
     DEPTH_SCORERS,
     WIDTH_SCORERS,
     Calibration,
+    Export,
+    GGUFExport,
     ModelSource,
     Prune,
     Publish,
@@ -88,6 +90,8 @@ NAMES = (
     "eval_on",
     "tasks",
     "speed",
+    "export_on",
+    "quants",
     "repo_id",
     "private",
 )
@@ -118,6 +122,8 @@ LABELS = {
     "eval_on": ("Evaluate against the original", "evaluate"),
     "tasks": ("Evaluation tasks", "evaluate.tasks"),
     "speed": ("Measure speed", "evaluate.speed"),
+    "export_on": ("Export to GGUF", "export.gguf"),
+    "quants": ("GGUF types", "export.gguf.quants"),
     "repo_id": ("Output repo on the Hub", "publish.repo_id"),
     "private": ("Private repo", "publish.private"),
 }
@@ -326,6 +332,17 @@ def _publish(old: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any] | 
     return {**(old or {}), "repo_id": repo_id, "private": bool(v["private"])}
 
 
+def _export(old: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any] | None:
+    """export.gguf with the ticked types (its other keys, e.g. repo_id, kept); unticked: no gguf export."""
+    ex = copy.deepcopy(old or {})
+    if not v["export_on"]:
+        ex.pop("gguf", None)
+        return ex or None
+    # no type ticked: an empty list, which the recipe refuses with the known types ("give at least one quant")
+    ex["gguf"] = {**(ex.get("gguf") or {}), "quants": list(v["quants"] or [])}
+    return ex
+
+
 def recipe_dict(base: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any]:
     """The recipe the widgets make, on top of `base` (a loaded recipe), whose other fields are kept."""
     data = copy.deepcopy(base or {})
@@ -336,6 +353,7 @@ def recipe_dict(base: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any
     sections = {
         "recover": _recover(data.get("recover"), v) if v["recover_on"] else None,
         "evaluate": _evaluate(data.get("evaluate"), v) if v["eval_on"] else None,
+        "export": _export(data.get("export"), v),
         "publish": _publish(data.get("publish"), v),
     }
     for key, section in sections.items():
@@ -356,7 +374,9 @@ def yaml_view(base: dict[str, Any] | None, *args: Any) -> tuple[str, str]:
     YAML with the reasons as leading comments, and the check says what to change in the page's words."""
     data = recipe_dict(base, values(args))
     try:
-        return dump_recipe(parse_recipe(data, "from the form")), ""
+        recipe = parse_recipe(data, "from the form")
+        refusal = export_refusal(recipe)
+        return dump_recipe(recipe), error_md(refusal, "Check the form") if refusal else ""
     except CompressorError as err:
         comments = "".join(f"# {line}\n" for line in str(err).splitlines())
         return comments + yaml.safe_dump(data, sort_keys=False), error_md(
@@ -370,6 +390,7 @@ def yaml_view(base: dict[str, Any] | None, *args: Any) -> tuple[str, str]:
 def widget_values(recipe: Recipe) -> dict[str, Any]:
     p, cal = recipe.prune, recipe.prune.calibration
     rec, ev, pub = recipe.recover or Recover(), recipe.evaluate or Evaluate(), recipe.publish
+    gguf = recipe.export.gguf if recipe.export is not None else None
     return {
         "source": recipe.model.source,
         "revision": recipe.model.revision or "",
@@ -390,6 +411,8 @@ def widget_values(recipe: Recipe) -> dict[str, Any]:
         "eval_on": recipe.evaluate is not None,
         "tasks": [[t.name, t.dataset, t.split, t.limit] for t in ev.tasks] or None,
         "speed": ev.speed,
+        "export_on": gguf is not None,
+        "quants": list((gguf or GGUFExport()).quants),
         "repo_id": pub.repo_id if pub else "",
         "private": pub.private if pub else False,
     }
@@ -535,15 +558,30 @@ def plan_md(plan: Plan) -> str:
 def on_plan(
     token: str | None, base: dict[str, Any] | None, oauth_token: gr.OAuthToken | None = None, *args: Any
 ) -> tuple[str, str]:
-    """(status, plan) — the plan table and its warnings, from config.json only."""
+    """(status, plan) — the plan table and its warnings, from config.json only. An export this server cannot
+    run (a k-quant without llama-quantize) is the status's error, above the plan it would have."""
     try:
-        plan = api.plan(recipe_of(base, args), resolve_token(token, oauth_token))
+        recipe = recipe_of(base, args)
+        plan = api.plan(recipe, resolve_token(token, oauth_token))
     except CompressorError as err:
         return error_md(str(err)), ""
     except Exception as err:  # the server log keeps the traceback; the page gets one clear line
         log.exception("plan failed")
         return error_md(unexpected(err)), ""
+    refusal = export_refusal(recipe)
+    if refusal:
+        return error_md(refusal), plan_md(plan)
     return "Plan ready: nothing was downloaded but config.json.", plan_md(plan)
+
+
+def export_refusal(recipe: Recipe) -> str | None:
+    """Why a Run of `recipe` here would refuse its export.gguf section before any work (api.check_export),
+    naming the widget; None when it would not (or the recipe exports nothing)."""
+    try:
+        api.check_export(recipe)
+    except CompressorError as err:
+        return f"“{label('quants')}” ({LABELS['quants'][1]}): {err}"
+    return None
 
 
 def visitor_root(root: Path, request: gr.Request | None, profile: gr.OAuthProfile | None) -> Path:
@@ -759,10 +797,8 @@ class Board:
     """What the page shows of a run: each stage's state and progress, and the log lines (no server paths)."""
 
     def __init__(self, recipe: Recipe, run_dir: Path) -> None:
-        skipped = {"recover": recipe.recover, "eval": recipe.evaluate, "push": recipe.publish}
-        self.state = {
-            s: "not in this recipe" if s in skipped and skipped[s] is None else "waiting" for s in api.STAGES
-        }
+        skipped = api.skipped_stages(recipe)
+        self.state = {s: "not in this recipe" if s in skipped else "waiting" for s in api.STAGES}
         self.detail: dict[str, str] = {}
         self.bar: dict[str, tuple[int, int]] = {}
         self.run_dir = run_dir
@@ -877,12 +913,20 @@ def results(summary: dict[str, Any]) -> tuple[str, str, str]:
     table = EvalReport.model_validate_json(report.read_text()).table() if report.is_file() else ""
     card = Path(summary["model"]) / "README.md"
     body = re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S) if card.is_file() else ""
-    url = summary.get("url")
     return (
         _table_text(table) if table else "*(no evaluation in this recipe)*",
         body,
-        f"Pushed to [{url}]({url})" if url else "*(not pushed: no output repo in this recipe)*",
+        pushed_md(summary.get("url"), summary.get("gguf_url"))
+        or "*(not pushed: no output repo in this recipe)*",
     )
+
+
+def pushed_md(url: str | None, gguf_url: str | None = None) -> str:
+    """The pushed model's link, and its GGUF repo's when the recipe exported one ("" when nothing was pushed)."""
+    links = [f"Pushed to [{url}]({url})"] if url else []
+    if gguf_url:
+        links.append(f"GGUF files: [{gguf_url}]({gguf_url})")
+    return "\n\n".join(links)
 
 
 def _heavy_stage_done(run_dir: Path) -> bool:
@@ -1241,7 +1285,7 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
         lines: list[str] = []
         incoming: queue.Queue = queue.Queue()
         threading.Thread(target=_follow_logs, args=(job, token, incoming), daemon=True).start()
-        state, polled, cancelled, logs_open, pushed = None, 0.0, False, True, None
+        state, polled, cancelled, logs_open, pushed, pushed_gguf = None, 0.0, False, True, None, None
         while True:
             with contextlib.suppress(queue.Empty):
                 line = incoming.get(timeout=0.5)
@@ -1252,6 +1296,8 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
                         lines.append(line.rstrip("\n"))
                         if match := jobs.PUSHED.match(line.strip()):
                             pushed = match.group(1)
+                        elif match := jobs.PUSHED_GGUF.match(line.strip()):
+                            pushed_gguf = match.group(1)
                     line = incoming.get_nowait()
             del lines[:-JOB_LOG_LINES]
             if cancel.is_set() and not cancelled:
@@ -1286,7 +1332,7 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
         board = job_board(job, state.stage, state.message)
         text = "\n".join(lines)
         if state.stage == "COMPLETED":
-            link = f"Pushed to [{url}]({url})" if url else "*(the job's logs name no pushed model)*"
+            link = pushed_md(url, pushed_gguf) if url else "*(the job's logs name no pushed model)*"
             yield f"**Job finished** ({_escape(job.id)} on {job.flavor}).", board, text, "", "", link, None
         elif state.stage == "CANCELED":
             yield (
@@ -1530,6 +1576,29 @@ def _evaluate_widgets(v: dict[str, Any]) -> dict[str, Any]:
     return w
 
 
+def _export_widgets(v: dict[str, Any]) -> dict[str, Any]:
+    from compressor.export.stage import QUANTIZER_TYPES, QUANTS
+
+    w: dict[str, Any] = {
+        "export_on": gr.Checkbox(
+            v["export_on"], label=label("export_on"), info=info("export_on", doc(Export, "gguf"))
+        )
+    }
+    with gr.Column(visible=v["export_on"]) as w["export_box"]:
+        w["quants"] = gr.CheckboxGroup(
+            list(QUANTS),
+            value=v["quants"],
+            label=label("quants"),
+            info=info(
+                "quants",
+                doc(GGUFExport, "quants")
+                + f" The files go to publish.repo_id + '-GGUF'. {', '.join(QUANTIZER_TYPES)}: only where the "
+                "server has llama-quantize (Plan says).",
+            ),
+        )
+    return w
+
+
 def _publish_widgets(v: dict[str, Any]) -> dict[str, Any]:
     with gr.Row():
         return {
@@ -1557,6 +1626,7 @@ def _form(v: dict[str, Any], choices: dict[str, Path], chosen: str) -> dict[str,
         ("Prune", _prune_widgets),
         ("Recover", _recover_widgets),
         ("Evaluate", _evaluate_widgets),
+        ("Export", _export_widgets),
         ("Publish", _publish_widgets),
     ):
         with gr.Accordion(title, open=True):
@@ -1667,6 +1737,7 @@ def _wire(w: dict[str, Any], base: gr.State, auto: gr.State, demo: gr.Blocks) ->
     w["method"].change(method_changed, [w["method"], w["scorer"]], [w["scorer"], w["width_row"]], **PRIVATE)
     w["recover_on"].change(lambda on: gr.update(visible=on), w["recover_on"], w["recover_box"], **PRIVATE)
     w["eval_on"].change(lambda on: gr.update(visible=on), w["eval_on"], w["eval_box"], **PRIVATE)
+    w["export_on"].change(lambda on: gr.update(visible=on), w["export_on"], w["export_box"], **PRIVATE)
     loaded = [base, w["status"], *form]
     # then the YAML again: a recipe that differs only in fields without a widget changes no widget
     w["load"].click(load_yaml, w["paste"], loaded, **PRIVATE).then(yaml_view, [base, *form], shown, **PRIVATE)

@@ -225,9 +225,20 @@ def check_disk(out: Path, needed: int) -> None:
 
 # ---------------------------------------------------------------------------- the whole pipeline
 
-# "export" (between eval and card) is not listed yet: app.py's stage board marks a listed stage "not in this
-# recipe" only for the sections it knows, so it would wait forever on every run without an export section.
-STAGES = ("plan", "prune", "recover", "eval", "card", "push")
+# The stages `run` goes through, in order (app.py's stage board lists them; a recipe without recover, evaluate,
+# export.gguf or publish skips that stage, and the board says so: `skipped_stages`).
+STAGES = ("plan", "prune", "recover", "eval", "export", "card", "push")
+
+
+def skipped_stages(recipe: Recipe) -> set[str]:
+    """The stages of STAGES that `run` skips for this recipe: their section is not in it."""
+    sections = {
+        "recover": recipe.recover,
+        "eval": recipe.evaluate,
+        "export": _gguf(recipe),
+        "push": recipe.publish,
+    }
+    return {stage for stage, section in sections.items() if section is None}
 
 
 class RunFolder:
@@ -360,12 +371,7 @@ def run(
     if recipe.publish is not None:  # before any heavy work: a bad token fails now, not after training
         user = hub.check_token(token, write=True)
         log.info("pushing as %s to %s", user, recipe.publish.repo_id)
-    if _gguf(recipe) is not None:  # a missing quantizer or converter fails now, not after training
-        from compressor.export import stage, toolchain
-
-        stage.check_quants(_gguf(recipe).quants)
-        toolchain.check_runner()
-        toolchain.ensure_converter(download=False)
+    check_export(recipe)  # a missing quantizer or converter fails now, not after training
     run_ = RunFolder(run_dir)
     with run_.lock():
         return _run(recipe, run_, token, on_stage, eval_cache, on_progress)
@@ -373,6 +379,18 @@ def run(
 
 def _gguf(recipe: Recipe):
     return recipe.export.gguf if recipe.export is not None else None
+
+
+def check_export(recipe: Recipe) -> None:
+    """What `run` refuses before any work for the recipe's export.gguf section (nothing without one): a k-quant
+    without llama-quantize, or llama.cpp's runner or converter missing (CompressorError, one line)."""
+    if _gguf(recipe) is None:
+        return
+    from compressor.export import stage, toolchain
+
+    stage.check_quants(_gguf(recipe).quants)
+    toolchain.check_runner()
+    toolchain.ensure_converter(download=False)
 
 
 def _export_done(run_: RunFolder) -> bool:

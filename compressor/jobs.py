@@ -46,7 +46,10 @@ IMAGE_ENV = "COMPRESSOR_JOBS_IMAGE"  # a Docker image (or hf.co/spaces/…) that
 RECIPE_PREFIX = "base64:"  # `python -m compressor run base64:…`: the recipe itself, not a path
 RUN_DIR = "run"  # the run folder inside the Job, relative to its working directory
 PUSHED = re.compile(r"^pushed: (\S+)\s*$")  # the line `python -m compressor run` prints after its push
+PUSHED_GGUF = re.compile(r"^pushed GGUF: (\S+)\s*$")  # and after its GGUF repo's push (recipe export.gguf)
 RECIPE_KEYS_WITH_PATHS = ("source", "dataset", "image_folder")  # recipe keys that may name a local path
+# a recipe with export.gguf: the Job sets up llama.cpp's runner and converter, then runs the command after it
+EXPORT_SETUP = 'python -m compressor.export.toolchain >&2 && exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -163,14 +166,25 @@ def job_command(
     With an `image` (or $COMPRESSOR_JOBS_IMAGE) that has the package installed: `python -m compressor run
     base64:… --run-dir run`. Without one: huggingface_hub's uv image and `uv run --with PACKAGE python -m
     compressor run …`, PACKAGE from `package_spec`.
+
+    A recipe with export.gguf first sets up llama.cpp's pinned runner and converter in the Job (`python -m
+    compressor.export.toolchain`, what `make export-tools` runs: the Job's disk starts empty), then runs.
     """
     from huggingface_hub._jobs_api import DEFAULT_UV_IMAGE
 
     run = ["python", "-m", "compressor", "run", encode_recipe(recipe), "--run-dir", RUN_DIR]
+    exports = recipe.export is not None and recipe.export.gguf is not None
+    if exports:
+        run = ["sh", "-c", EXPORT_SETUP, "export-tools", *run]
     image = image or os.environ.get(IMAGE_ENV)
     if image:
         return image, run
-    return DEFAULT_UV_IMAGE, ["uv", "run", "--with", package_spec(package), *run]
+    tools: list[str] = []
+    if exports:  # the runner wheel, and pip: the toolchain pip-downloads the converter's sources once
+        from compressor.export.toolchain import XLLAMACPP
+
+        tools = ["--with", f"xllamacpp=={XLLAMACPP}", "--with", "pip"]
+    return DEFAULT_UV_IMAGE, ["uv", "run", "--with", package_spec(package), *tools, *run]
 
 
 def _loopback(endpoint: str) -> bool:
@@ -208,6 +222,22 @@ def _local_paths(recipe: Recipe) -> list[str]:
 
     walk(recipe.model_dump(mode="json"), "")
     return found
+
+
+def _check_kquants(recipe: Recipe, image: str | None, endpoint: str) -> None:
+    """A Job on huggingface_hub's uv image has no llama-quantize, which k-quants need: refused before it is sent
+    (the embedded Hub runs the Job here, where the run itself checks for one)."""
+    if recipe.export is None or recipe.export.gguf is None or image or _loopback(endpoint):
+        return
+    from compressor.export.stage import CONVERTER_TYPES, QUANTIZER_TYPES
+
+    kquants = [q for q in recipe.export.gguf.quants if q in QUANTIZER_TYPES]
+    if kquants:
+        raise CompressorError(
+            f"--on-jobs: export.gguf.quants has {', '.join(kquants)}, which needs llama.cpp's llama-quantize, and "
+            f"the Job's uv image has none; ask the Job only for {', '.join(CONVERTER_TYPES)} (quantize the f16 file "
+            f"afterwards), or set {IMAGE_ENV} (or --jobs-image) to an image with llama-quantize on PATH"
+        )
 
 
 def _check_remote(recipe: Recipe, image: str | None, command: list[str], endpoint: str) -> None:
@@ -333,6 +363,7 @@ def submit(
             f"--jobs-timeout is {timeout!r}: give a number of seconds, or a number followed by s, m, h or d "
             "(e.g. 90m, 6h)"
         )
+    _check_kquants(recipe, image or os.environ.get(IMAGE_ENV), constants.ENDPOINT)
     token = _token(token)
     flavor = resolve_flavor(flavor, recipe, token)
     image, command = job_command(recipe, image=image, package=package)

@@ -47,6 +47,33 @@ def test_a_loaded_recipe_comes_back_from_the_form(path):
     assert got == want
 
 
+def test_the_export_option_makes_and_loads_the_recipes_export_section():
+    """The "Export to GGUF" checkbox and its types ⇄ export.gguf: ticked, the form's recipe exports the ticked
+    types (a GGUF repo_id the form has no widget for is kept); unticked, it exports nothing; a recipe with an
+    export section fills them in; and the stage board lists export, "not in this recipe" without one."""
+    from app import NAMES, Board, load_yaml, recipe_of, widget_values
+    from compressor.recipe import parse_recipe
+
+    plain = parse_recipe({"model": {"source": "x"}, "prune": {"method": "depth", "ratio": 0.3}}, "t")
+    form = widget_values(plain)
+    assert (form["export_on"], form["quants"]) == (False, ["f16", "q8_0"])  # the recipe's default types
+    assert recipe_of({}, tuple({**form, "quants": ["f16"]}[n] for n in NAMES)).export is None
+    ticked = recipe_of({}, tuple({**form, "export_on": True, "quants": ["f16", "q4_k_m"]}[n] for n in NAMES))
+    assert ticked.export.gguf.quants == ("f16", "q4_k_m")
+
+    text = "model: {source: x}\nprune: {method: depth, ratio: 0.3}\nexport: {gguf: {quants: [q8_0], repo_id: a/b}}\n"
+    base = load_yaml(text)[0]
+    loaded = widget_values(parse_recipe(base, "t"))
+    assert (loaded["export_on"], loaded["quants"]) == (True, ["q8_0"])
+    again = recipe_of(base, tuple({**loaded, "quants": ["f16", "q8_0"]}[n] for n in NAMES))
+    assert again.export.gguf.quants == ("f16", "q8_0") and again.export.gguf.repo_id == "a/b"
+    assert recipe_of(base, tuple({**loaded, "export_on": False}[n] for n in NAMES)).export is None
+
+    assert Board(ticked, Path("run")).state["export"] == "waiting"
+    assert Board(plain, Path("run")).state["export"] == "not in this recipe"
+    assert list(Board(plain, Path("run")).state).index("export") == 4  # after eval, before card
+
+
 def test_results_show_scores_card_body_and_url(tmp_path):
     from app import results
     from compressor.evaluate.report import EvalReport, Score, TaskResult
@@ -484,6 +511,40 @@ def test_yaml_follows_the_form_and_fills_it(page):
     # a field without a widget (contiguous) survives into the recipe the form makes
     expect(yaml_view(page)).to_contain_text("contiguous: true")
     expect(yaml_view(page)).to_contain_text("repo_id: alice/some-llava-depth60")
+
+
+@pytest.mark.browser
+def test_the_export_option_in_the_page(page, monkeypatch, tmp_path):
+    """A pasted recipe with export.gguf ticks "Export to GGUF" and its types; unticking drops the section from the
+    recipe, ticking q4_k_m adds it; with no llama-quantize on this server, the form check and Plan say the
+    export's one-line refusal (the plan still shown), and nothing crashes."""
+    monkeypatch.setenv("LLAMA_CPP_BIN", str(tmp_path))  # a folder without llama-quantize (the app runs here)
+    page.locator("#paste textarea").fill(
+        "model: {source: demo/tiny-llava}\nprune: {method: depth, ratio: 0.3, scorer: last}\n"
+        "export: {gguf: {quants: [q8_0]}}\n"
+    )
+    page.locator("#load").click()
+    expect(page.locator("#status")).to_contain_text("Recipe loaded")
+    export_on, quants = page.locator("#w-export_on input"), page.locator("#w-quants")
+    expect(export_on).to_be_checked()
+    expect(quants.get_by_label("q8_0", exact=True)).to_be_checked()
+    expect(quants.get_by_label("f16", exact=True)).not_to_be_checked()
+    expect(yaml_view(page)).to_contain_text("quants:")
+    export_on.uncheck()
+    expect(quants).to_be_hidden()
+    expect(yaml_view(page)).not_to_contain_text("export:")
+    export_on.check()
+    quants.get_by_label("q4_k_m", exact=True).check()
+    expect(yaml_view(page)).to_contain_text("- q4_k_m")
+    check = page.locator("#form-check")
+    expect(check).to_contain_text("“GGUF types” (export.gguf.quants): quant q4_k_m needs llama-quantize")
+    page.locator("#plan").click()
+    status = page.locator("#status")
+    expect(status).to_contain_text("quant q4_k_m needs llama-quantize", timeout=20_000)
+    expect(status).to_contain_text("or ask only for f16/q8_0")
+    expect(page.locator("#plan-out")).to_contain_text("6 -> 4")
+    quants.get_by_label("q4_k_m", exact=True).uncheck()
+    expect(check).not_to_contain_text("llama-quantize")
 
 
 @pytest.mark.browser
