@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -195,6 +196,49 @@ def test_run_pushes_with_the_callers_token_which_stays_out_of_argv_and_env(clien
     assert len([p for p in api_runs.glob("session-*/*") if (p / "reports" / "push.json").is_file()]) == 1
 
 
+def gguf_recipe(repo_id: str) -> str:
+    """A run with export.gguf that llama.cpp's converter takes: test_export's tiny LLaVA (SmolLM2's tokenizer; the
+    embedded default's byte-level one is not one it knows), 3 of its 6 layers dropped (data-free), f16 only."""
+    from tests.test_export import _tiny
+
+    return yaml.safe_dump(
+        {
+            "model": {"source": str(_tiny("llava-seed0"))},
+            "prune": {"method": "depth", "ratio": 0.017, "scorer": "last"},
+            "export": {"gguf": {"quants": ["f16"]}},
+            "publish": {"repo_id": repo_id},
+        }
+    )
+
+
+def test_a_run_with_export_shows_the_stage_and_pushes_the_gguf_repo(client, hub_server):
+    """/run of a recipe with export.gguf: the board's export stage goes to done between eval and card, and the
+    GGUF repo (`<repo>-GGUF`) is pushed to the embedded Hub beside the model, its link shown after the model's."""
+    from huggingface_hub import HfApi
+
+    job = client().submit(gguf_recipe("alice/api-gguf"), ALICE_WRITE, api_name="/run")
+    out = wait_for(job, lambda o: "Run finished" in status_of(o) or "Error" in status_of(o), RUN_S, "an end")
+    status, board, log, scores, card, url, plots = out
+    assert "Run finished" in status, status + log[-2000:]
+    states = re.findall(r'data-stage="(\w+)" data-state="([^"]+)"', board)
+    assert states == [
+        ("plan", "done"),
+        ("prune", "done"),
+        ("recover", "not in this recipe"),
+        ("eval", "not in this recipe"),
+        ("export", "done"),
+        ("card", "done"),
+        ("push", "done"),
+    ], board
+    assert "[export] start" in log and "[export] done" in log and "agrees with transformers" in log
+    gguf = f"{hub_server.url}/alice/api-gguf-GGUF"
+    assert f"Pushed to [{hub_server.url}/alice/api-gguf]" in url and f"GGUF files: [{gguf}]({gguf})" in url, (
+        url
+    )
+    files = HfApi(token=ALICE_WRITE).list_repo_files("alice/api-gguf-GGUF")
+    assert any(f.endswith("-F16.gguf") for f in files) and "export_report.json" in files, files
+
+
 def test_a_bad_token_fails_before_any_work_and_leaves_nothing(client, api_runs):
     recipe = demo_recipe(**{"publish.repo_id": "alice/never-pushed"})
     before = {p for p in api_runs.rglob("*")}
@@ -283,6 +327,32 @@ def test_run_on_jobs_follows_the_job_to_the_pushed_link(client, hub_server):
     # positive control: the same search on the same page finds the repo it names
     assert holding("alice/jobs-width30", {"page": "".join(str(x) for x in out)}) == ["page"]
     assert HfApi(token=ALICE_WRITE).repo_exists("alice/jobs-width30")
+
+
+def test_a_job_of_a_recipe_with_export_sets_up_llama_cpp_and_reaches_the_export(client):
+    """/run_on_jobs of a recipe with export.gguf: the Job's command (as the Hub lists it) carries the export section
+    and sets up llama.cpp's toolchain before the run, which then reaches its export stage (cancelled there: the
+    export and the GGUF push themselves are test_a_run_with_export_shows_the_stage_and_pushes_the_gguf_repo's)."""
+    from huggingface_hub import HfApi
+
+    from compressor import jobs
+
+    c = client()
+    job = c.submit(gguf_recipe("alice/jobs-gguf"), "cpu-basic", ALICE_WRITE, api_name="/run_on_jobs")
+    out = wait_for(
+        job, lambda o: "export: start" in (o[2] or "") or "**Error" in status_of(o), RUN_S, "export"
+    )
+    assert "export: start" in out[2], out[0] + out[2][-2000:]
+    assert "converter_home" in out[2]  # the toolchain set-up ran in the Job, before the run
+    (job_id,) = set(re.findall(r"/jobs/alice/(\w+)", out[1]))
+    command = HfApi(token=ALICE_WRITE).inspect_job(job_id=job_id, namespace="alice").command
+    ran = jobs.decode_recipe(next(w for w in command if w.startswith(jobs.RECIPE_PREFIX)))
+    assert ran.export.gguf.quants == ("f16",) and ran.publish.repo_id == "alice/jobs-gguf"
+    assert jobs.EXPORT_SETUP in command
+    assert "Cancelling the job" in c.predict(api_name="/cancel")
+    ends = ("**Job cancelled", "**Job finished", "**Error")
+    out = wait_for(job, lambda o: status_of(o).startswith(ends), 90, "the job's end")
+    assert 'data-job-stage="CANCELED"' in out[1], out[0]
 
 
 def test_a_job_needs_the_callers_token_and_a_publish_section(client):
