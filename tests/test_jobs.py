@@ -427,6 +427,30 @@ def test_a_real_hub_job_cannot_read_this_machines_files(tmp_path):
     assert image == "hf.co/spaces/you/compressor" and command[:4] == ["python", "-m", "compressor", "run"]
 
 
+def test_a_job_of_an_exporting_recipe_sets_up_llama_cpp_and_refuses_k_quants_on_the_uv_image():
+    """export.gguf: the Job gets the pinned runner and pip (the uv image has neither), and sets up the converter
+    before the run; k-quants need llama-quantize, which the uv image has not: refused before anything is sent
+    (the embedded Hub runs the Job here, and an image may have one: not refused there)."""
+    from compressor.export.toolchain import XLLAMACPP
+
+    plain = {"model": {"source": "acme/m"}, "prune": {"method": "depth", "ratio": 0.3}}
+    exporting = parse_recipe({**plain, "export": {"gguf": {"quants": ["f16", "q4_k_m"]}}}, "t")
+    _, command = jobs.job_command(exporting, package="mllm-compressor==1.0")
+    setup = ["sh", "-c", jobs.EXPORT_SETUP, "export-tools", "python", "-m", "compressor", "run"]
+    tools = ["--with", f"xllamacpp=={XLLAMACPP}", "--with", "pip"]
+    assert command[:8] == ["uv", "run", "--with", "mllm-compressor==1.0", *tools]
+    assert command[8:16] == setup and jobs.decode_recipe(command[16]) == exporting
+    _, plain_command = jobs.job_command(parse_recipe(plain, "t"), package="mllm-compressor==1.0")
+    assert plain_command[4:8] == ["python", "-m", "compressor", "run"]  # nothing to set up
+    with pytest.raises(CompressorError) as refused:
+        jobs._check_kquants(exporting, None, "https://huggingface.co")
+    assert "export.gguf.quants has q4_k_m" in str(refused.value) and "ask the Job only for f32, f16" in str(
+        refused.value
+    )
+    jobs._check_kquants(exporting, "ghcr.io/acme/with-llama-quantize", "https://huggingface.co")
+    jobs._check_kquants(exporting, None, "http://127.0.0.1:8080")
+
+
 def test_on_jobs_auto_is_the_plans_flavour(hub_server, tiny_source, tmp_path, capsys, monkeypatch):
     """`--on-jobs auto` submits on the smallest flavour that fits the plan; `--no-follow` returns at once."""
     from tests import real_shapes
