@@ -201,9 +201,13 @@ def gguf_recipe(repo_id: str) -> str:
     embedded default's byte-level one is not one it knows), 3 of its 6 layers dropped (data-free), f16 only."""
     from tests.test_export import _tiny
 
+    try:
+        model = _tiny("llava-seed0")  # built once into the user cache, atomically
+    except OSError:  # another xdist worker renamed its build into place first: that one is the model
+        model = _tiny("llava-seed0")
     return yaml.safe_dump(
         {
-            "model": {"source": str(_tiny("llava-seed0"))},
+            "model": {"source": str(model)},
             "prune": {"method": "depth", "ratio": 0.017, "scorer": "last"},
             "export": {"gguf": {"quants": ["f16"]}},
             "publish": {"repo_id": repo_id},
