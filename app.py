@@ -1116,7 +1116,7 @@ def on_run(
     *args: Any,
 ) -> Iterator[Shown]:
     """The page's Run: yields (status, stage board, stage log, eval table, card, URL, plots) as the run goes:
-    its place in the line while it waits, then plan, prune, recover, eval, card, push, with the scored
+    its place in the line while it waits, then plan, prune, recover, eval, export, card, push, with the scored
     samples, the training steps and losses, and the plots as they are written."""
     try:
         recipe = recipe_of(base, args)

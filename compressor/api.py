@@ -356,7 +356,7 @@ def run(
     eval_cache=None,
     on_progress=None,
 ) -> dict[str, Any]:
-    """pull → plan → prune → recover → eval → card → push, resuming after the last finished stage.
+    """pull → plan → prune → recover → eval → export → card → push, resuming after the last finished stage.
 
     `on_stage(stage, state)` is called with state "start", "skip" (already done) or "done".
     `on_progress(stage, step, total, logs)` is called within a stage: "prune" once per calibration sample
