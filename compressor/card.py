@@ -487,7 +487,8 @@ def _check_rows(report: dict[str, Any]) -> str:
             f"{c['top1_agreement']:.0%} of {c['positions']} (≥ {c['min_agreement']:.0%}) | {c.get('near_ties', 0)} | "
             f"{gap} | {'yes' if c['passed'] else 'no'} |"
         )
-    return "\n".join(rows)
+    notes = list(dict.fromkeys(c["note"] for c in report.get("checks", []) if c.get("note")))
+    return "\n".join(rows) + "".join(f"\n\nNote: {n}." for n in notes)
 
 
 def _gguf_section(run: dict[str, Any], repo_id: str | None) -> str:

@@ -107,6 +107,10 @@ class GGUFFacts:
     # vision_config values the pinned llama.cpp assumes instead of reading them from the mmproj: (key, value,
     # why). A checkpoint with another value gets no mmproj (the text GGUF is still written), with the reason
     mmproj_requires: tuple[tuple[str, Any, str], ...] = ()
+    # "llava": the converter writes no projector for this family; compressor.export.llava_mmproj writes it in the
+    # legacy clip layout llama.cpp reads, and the image check compares llama.cpp with a transformers replica of
+    # the image tokens llama.cpp's LLaVA graph keeps (patches 1..n-1, then CLS) as well as with the model itself
+    mmproj_writer: str | None = None
 
 
 _NOT_CHECKED = (
@@ -116,12 +120,6 @@ _NOT_CHECKED = (
 )
 
 # Families whose projector llama.cpp does not read (yet), and why.
-_LLAVA_MMPROJ = (
-    "llama.cpp's converter has no projector for LLaVA-1.5 (its CLIP tower is converted only for Pixtral), and the "
-    "legacy clip layout llama.cpp still reads gives other image features than transformers at the pinned commit "
-    "(measured: its graph appends CLS after the patches, adds positions 0..n in that order and keeps rows 1..n, "
-    "so patch 0 is dropped and CLS kept); the text GGUF is written, the mmproj is not"
-)
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 # Measured with the pinned llama.cpp (tools/mtmd/clip.cpp): for Qwen2.5-VL its clip never reads the window size from
 # the mmproj and takes 112 px; a tiny model with window_size 16 then answered the image question differently from
@@ -187,7 +185,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
-        gguf=GGUFFacts(no_mmproj=_LLAVA_MMPROJ),
+        gguf=GGUFFacts(mmproj_writer="llava", picture="size"),
     ),
     ArchSpec(
         "llava_next",

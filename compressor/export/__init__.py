@@ -74,7 +74,8 @@ def run(
         )
         # one converter process each, the projector's beside the text files'
         jobs = [(folder / f"{name}-{q.upper()}.gguf", q, False) for q in direct]
-        jobs += [(mmproj, "f16", True)] if mmproj else []
+        own_mmproj = source.spec.gguf.mmproj_writer  # a projector the converter does not write: written here
+        jobs += [(mmproj, "f16", True)] if mmproj and not own_mmproj else []
         with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
             seconds = list(
                 pool.map(
@@ -92,6 +93,8 @@ def run(
         files.extend(  # the projector's file is listed after the k-quants
             convert.inspect(p, q, "text", s) for (p, q, is_mmproj), s in zip(jobs, seconds) if not is_mmproj
         )
+        if mmproj and own_mmproj:
+            seconds.append(convert.write_own_mmproj(own_mmproj, staged, mmproj))
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
             convert.convert(staged, folder / ".f16.gguf", "f16", extra_kv=kv)

@@ -73,6 +73,16 @@ def convert(
     return time.perf_counter() - t
 
 
+def write_own_mmproj(writer: str, folder: Path, out: Path) -> float:
+    """A projector file the converter does not write (`GGUFFacts.mmproj_writer`); returns the seconds it took."""
+    from compressor.export import llava_mmproj
+
+    writers = {"llava": llava_mmproj.write}
+    t = time.perf_counter()
+    writers[writer](folder, out)
+    return time.perf_counter() - t
+
+
 def quantize(f16: Path, out: Path, quant: str) -> float:
     """llama-quantize F16 OUT QUANT; returns the seconds it took."""
     from compressor.export.toolchain import quantizer

@@ -54,8 +54,19 @@ class Check(BaseModel):
     max_gap: float | None = Field(
         None, description="The largest max_logprob_diff this quant may show to pass."
     )
+    unmodified_agreement: float | None = Field(
+        None,
+        description="Where llama.cpp's graph is known to differ from the model's (LLaVA: the CLS token's features "
+        "in place of the first patch's), top1_agreement is measured against transformers fed what llama.cpp "
+        "computes, and this is the agreement with the unmodified model.",
+    )
+    unmodified_max_logprob_diff: float | None = Field(
+        None, description="max_logprob_diff against the unmodified model (see unmodified_agreement)."
+    )
     passed: bool
-    note: str | None = Field(None, description="Why the answers could not be compared, when they could not.")
+    note: str | None = Field(
+        None, description="Why the answers could not be compared, or how llama.cpp's graph differs."
+    )
     picture: str | None = Field(None, description="The picture asked about (image checks).")
     answer: str = Field(description="llama.cpp's greedy continuation of the probe's first tokens.")
     expected: str = Field(description="transformers' greedy continuation of the same prefix.")

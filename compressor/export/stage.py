@@ -120,6 +120,12 @@ def mmproj_note(source: Source) -> str | None:
             "the folder has no image processor (preprocessor_config.json or processor_config.json), so the mmproj "
             "cannot be checked with an image; save the model's processor with it to get one"
         )
+    if facts.mmproj_writer == "llava":
+        from compressor.export.llava_mmproj import refusal
+
+        why = refusal(source.config)
+        if why:
+            return f"{why}; the text GGUF is written alone"
     vision = source.config.get("vision_config") or {}
     for key, value, why in facts.mmproj_requires:
         if key in vision and vision[key] != value:

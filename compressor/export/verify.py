@@ -170,8 +170,11 @@ def picture_side(facts, config: dict[str, Any], processor) -> int:
     if facts.picture == "patch_merge":
         factor = int(vision["patch_size"]) * int(vision.get("spatial_merge_size", 2))
         return factor * max(1, round(PICTURE_SIDE / factor))
-    if facts.picture == "size":
-        return int(processor.image_processor.size["height"])
+    if (
+        facts.picture == "size"
+    ):  # a fixed-size tower (CLIP's processor: crop_size after a shortest-edge resize)
+        size = getattr(processor.image_processor, "crop_size", None) or processor.image_processor.size
+        return int(size.get("height") or size["shortest_edge"])
     return int(processor.image_processor.size["longest_edge"])
 
 
@@ -198,6 +201,8 @@ class ImageReference:
         self.prompt = pre + spec.gguf.media_text + post
         self.decode = lambda ids: processor.tokenizer.decode(ids)
         self.model = load_model(folder, spec, "float32", None, trust_remote_code)
+        # LLaVA: llama.cpp's graph keeps patches 1..n-1 and CLS as the image tokens (compressor.export.llava_mmproj)
+        self.cls_last = spec.gguf.mmproj_writer == "llava"
 
     def png(self) -> str:
         import base64
@@ -207,13 +212,39 @@ class ImageReference:
         self.image.save(buf, "PNG")
         return base64.b64encode(buf.getvalue()).decode()
 
-    def logprobs(self, answer: list[int]):
-        """transformers' next-token log-probabilities after the prompt and each prefix of `answer`."""
+    def _cls_last_embeds(self, full):
+        """The LLaVA's input embeddings with llama.cpp's image tokens: the feature layer's patches 1..n-1, then its
+        CLS token (transformers takes patches 0..n-1), through the model's own projector."""
+        import torch
+
+        model, config = self.model.model, self.model.config
+        pixels = self.inputs["pixel_values"].to(torch.float32)
+        hidden = model.vision_tower(pixels, output_hidden_states=True, return_dict=True).hidden_states
+        layer = hidden[config.vision_feature_layer]  # [1, 1 + n, d]: CLS first
+        order = [*range(2, layer.shape[1]), 0]
+        features = model.multi_modal_projector(layer[:, order])
+        embeds = self.model.get_input_embeddings()(full)
+        mask = full == config.image_token_id
+        if int(mask.sum()) != features.shape[1]:
+            raise CompressorError(
+                f"the prompt has {int(mask.sum())} image tokens and the tower gives {features.shape[1]} features"
+            )
+        embeds[mask] = features[0].to(embeds.dtype)
+        return embeds
+
+    def logprobs(self, answer: list[int], as_llama_cpp: bool = False):
+        """transformers' next-token log-probabilities after the prompt and each prefix of `answer`; `as_llama_cpp`:
+        with the image tokens llama.cpp's graph computes where it is known to differ (`cls_last`)."""
         import torch
 
         ids = self.inputs["input_ids"]
         n0 = ids.shape[1]
         full = torch.cat([ids, torch.tensor([answer], dtype=ids.dtype)], 1)
+        if as_llama_cpp and self.cls_last:
+            with torch.no_grad():
+                embeds = self._cls_last_embeds(full)
+                logits = self.model(inputs_embeds=embeds, attention_mask=torch.ones_like(full)).logits[0]
+            return torch.log_softmax(logits.float(), -1)[n0 - 1 : n0 - 1 + len(answer)]
         extra = {}
         for key, value in self.inputs.items():
             if key in ("input_ids", "attention_mask"):
@@ -238,6 +269,7 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
     tokens, logprobs = answers["tokens"], answers["logprobs"]
     minimum, max_gap = MIN_AGREEMENT[quant], MAX_GAP[quant]
     note = None
+    unmodified = None
     agreement, ties, gap = 0.0, 0, 0.0
     expected: list[int] = []
     if answers["prompt_tokens"] != n0:
@@ -246,9 +278,16 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
             "picture is cut or embedded differently, so the answers are not compared"
         )
     elif tokens:
-        rows = ref.logprobs(tokens)
+        rows = ref.logprobs(tokens, as_llama_cpp=True)
         expected = [int(row.argmax()) for row in rows][: len(tokens)]
         agreement, ties, gap = _score(rows, tokens, logprobs)
+        if ref.cls_last:
+            unmodified = _score(ref.logprobs(tokens), tokens, logprobs)
+            note = (
+                "llama.cpp's LLaVA graph gives the language model the CLS token's features in place of the first "
+                "patch's: the bars apply to transformers fed that order; against the unmodified model: "
+                f"{unmodified[0]:.0%} agreement, gap {unmodified[2]:.3f} nats"
+            )
     positions = len(expected)
     return Check(
         file=gguf.name,
@@ -260,7 +299,9 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
         min_agreement=minimum,
         max_logprob_diff=round(gap, 4),
         max_gap=max_gap,
-        passed=note is None
+        unmodified_agreement=round(unmodified[0], 4) if unmodified else None,
+        unmodified_max_logprob_diff=round(unmodified[2], 4) if unmodified else None,
+        passed=(note is None or unmodified is not None)
         and positions > 0
         and agreement >= minimum
         and (max_gap is None or gap <= max_gap),
