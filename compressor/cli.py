@@ -337,6 +337,17 @@ def cmd_push(args) -> int:
 def cmd_export(args) -> int:
     from compressor import api
 
+    if args.build_quantizer:
+        from compressor.export import toolchain
+
+        print(f"llama-quantize: {toolchain.quantizer() or toolchain.build_quantizer()}")
+        if args.src is None:
+            return 0
+    if args.src is None or args.out is None:
+        raise CompressorError(
+            "give SRC (a model or run folder) and --out DIR, e.g. `python -m compressor export RUN --gguf "
+            "--out DIR` (or only --build-quantizer)"
+        )
     if not args.gguf:
         raise CompressorError("give the format: --gguf (llama.cpp files; the only export so far)")
     quants = [q for q in args.quant.split(",") if q.strip()] if args.quant else list(GGUFExport().quants)
@@ -403,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune and save a standard checkpoint + prune_report.json")
     _add_prune_options(p)
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--out", help="output folder (written atomically)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=cmd_prune)
 
@@ -469,13 +480,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Needs `make export-tools` once.",
     )
     p.add_argument(
-        "src", help="a model folder (pruned, recovered or any of a supported family) or a run folder"
+        "src",
+        nargs="?",
+        help="a model folder (pruned, recovered or any of a supported family) or a run folder",
     )
     p.add_argument("--gguf", action="store_true", help="write GGUF files (llama.cpp, Ollama, LM Studio)")
     p.add_argument("--quant", metavar="Q,Q", help="comma-separated. " + field_help(GGUFExport, "quants"))
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--out", help="output folder (written atomically)")
     p.add_argument("--name", help="the files' base name (default: the source folder's name)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument(
+        "--build-quantizer",
+        action="store_true",
+        help="build llama-quantize (k-quants: q4_k_m, q5_k_m, q6_k) once from the pinned llama.cpp sources into "
+        "the cache (minutes; needs cmake and a C++ compiler); alone, or before an export",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("card", help="(re-)render the model card of a run folder and print it")

