@@ -89,6 +89,8 @@ MODELS = {
         {"hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4, "head_dim": 64},
     ),
     # heads pruned: 2 x 16 != hidden 64 (llama.cpp's qwen2 graph expects square Q/O)
+    "llava-next": ("llava_next", 0, {}),
+    "internvl": ("internvl", 0, {}),
     "onevision-2heads": ("llava_onevision", 0, {"num_attention_heads": 2, "num_key_value_heads": 1}),
     # as after depth pruning: global layers 2 and 5 where llama.cpp assumes every 6th (5 only); with its processor
     "gemma3-depth-mm": (
@@ -371,6 +373,24 @@ def test_cli_export_of_a_head_pruned_qwen2_run_folder(tmp_path, capsys):
     assert "architectures" not in json.loads((model / "config.json").read_text())["text_config"]
 
 
+@pytest.mark.parametrize(
+    ("name", "arch", "why"),
+    [
+        ("llava-next", "LlamaForCausalLM", "only from the legacy llava-1.6 layout"),
+        ("internvl", "Qwen2ForCausalLM", "only in OpenGVLab's remote-code layout"),
+    ],
+)
+def test_text_gguf_of_families_without_an_mmproj(tmp_path, name, arch, why):
+    """LLaVA-NeXT and InternVL-hf: the converter knows neither top-level class; staged with their backbone's class,
+    the text GGUF is written and agrees with transformers, and the report says why no mmproj is written."""
+    from compressor import export
+
+    report = export.run(_tiny(name), tmp_path / "gguf", ["f16"])
+    assert report.fixes == [f"text_config.architectures = [{arch!r}] (the converter's name)"]
+    assert [(c.kind, c.passed) for c in report.checks] == [("text", True)]
+    assert report.checks[0].top1_agreement >= 0.95 and report.mmproj is None and why in report.mmproj_note
+
+
 def test_check_fails_on_a_different_model(run_dir, llava_dirs):
     """The check can fail: the pruned model's f16 file against transformers running another model."""
     from compressor.arch.spec import family_spec
@@ -394,9 +414,9 @@ def _export_rc(capsys, *args: str) -> tuple[int, str]:
 
 
 def test_refused_family_names_it_and_why(tmp_path, capsys):
-    src = _fake_model(tmp_path / "next", tiny.tiny_config("llava_next"))
+    src = _fake_model(tmp_path / "q3", tiny.tiny_config("qwen3_vl"))
     rc, err = _export_rc(capsys, str(src), "--gguf", "--out", str(tmp_path / "out"))
-    assert rc == 2 and "cannot export llava_next to GGUF" in err and "not checked against llama.cpp" in err
+    assert rc == 2 and "cannot export qwen3_vl to GGUF" in err and "not checked against llama.cpp" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 

@@ -82,9 +82,6 @@ class GGUFFacts:
     text_architecture: str | None = None
     # why no mmproj file is written; None: the converter writes it (`--mmproj`)
     no_mmproj: str | None = None
-    # True when the converter gets the projector wrong or fails on it without fixes not written yet: the
-    # export then refuses to write it (the text GGUF is still written) and says so
-    mmproj_unproven: bool = False
     # True: write the text layers' local/global pattern from layer_types as
     # `<arch>.attention.sliding_window_pattern` (one bool per layer). The converter writes only `sliding_window`,
     # and llama.cpp then assumes every 6th layer global: a depth-pruned checkpoint would load and answer wrongly
@@ -120,6 +117,17 @@ _NOT_CHECKED = (
 )
 
 # Families whose projector llama.cpp does not read (yet), and why.
+_LLAVA_NEXT_MMPROJ = (
+    "llama.cpp reads LLaVA-NeXT's any-res projector (image_grid_pinpoints, unpadding, image_newline) only from the "
+    "legacy llava-1.6 layout, which compressor does not write yet, and the pinned converter has none; the text GGUF "
+    "is written alone"
+)
+_INTERNVL_MMPROJ = (
+    "the pinned converter reads InternVL's projector only in OpenGVLab's remote-code layout (InternVisionModel: "
+    "vision_model.* with a fused qkv, mlp1.*), not in the -hf layout transformers saves, and llama.cpp's InternVL "
+    "graph appends CLS after the patches and adds the position table in that order (as its LLaVA graph does), so "
+    "a file converted as is would give every patch its neighbour's position; the text GGUF is written alone"
+)
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 # Measured with the pinned llama.cpp (tools/mtmd/clip.cpp): for Qwen2.5-VL its clip never reads the window size from
 # the mmproj and takes 112 px; a tiny model with window_size 16 then answered the image question differently from
@@ -194,9 +202,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector", "model.image_newline"),
         vision=("model.vision_tower",),
         decoder="model.language_model",
-        gguf=GGUFFacts(
-            refusal=_NOT_CHECKED.format(family="LLaVA-NeXT", what="its any-res projector and text")
-        ),
+        gguf=GGUFFacts(text_architecture="backbone", no_mmproj=_LLAVA_NEXT_MMPROJ),
     ),
     ArchSpec(
         "llava_onevision",
@@ -278,7 +284,7 @@ FAMILIES: tuple[ArchSpec, ...] = (
         projector=("model.multi_modal_projector",),
         vision=("model.vision_tower",),
         decoder="model.language_model",
-        gguf=GGUFFacts(text_architecture="backbone", mmproj_unproven=True),
+        gguf=GGUFFacts(text_architecture="backbone", no_mmproj=_INTERNVL_MMPROJ),
     ),
     # Bunny-v1.0-3B (Phi-2 + SigLIP + MLP projector) ships its own modeling code on the Hub.
     ArchSpec(

@@ -110,11 +110,6 @@ def mmproj_note(source: Source) -> str | None:
     facts = source.spec.gguf
     if facts.no_mmproj:
         return facts.no_mmproj
-    if facts.mmproj_unproven:
-        return (
-            f"the {source.spec.family} projector is not yet checked against llama.cpp (issue 18); the text GGUF is "
-            "written alone"
-        )
     if not any((source.folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
         return (
             "the folder has no image processor (preprocessor_config.json or processor_config.json), so the mmproj "

@@ -183,13 +183,22 @@ _BUILD_FLAGS = {
 
 def build_quantizer(log=None) -> Path:
     """Build llama-quantize once from the xllamacpp sdist's llama.cpp (the sources the converter and the runner come
-    from), into `built_quantizer()`; cached: returns at once when it is there. Atomic: the binary is moved into
-    place when the build succeeded, the source and build trees are removed either way."""
+    from), into `built_quantizer()`; cached: returns at once when it is there."""
+    return build_tools((QUANTIZE,), log)[QUANTIZE]
+
+
+def build_tools(names: tuple[str, ...], log=None) -> dict[str, Path]:
+    """Build llama.cpp's command-line tools `names` (llama-quantize; the benchmarks' llama-bench, llama-perplexity)
+    once from the pinned sources into the converter home's bin/; the cached ones are not rebuilt. Atomic: each binary
+    is moved into place when the build succeeded, the source and build trees are removed either way."""
     import re
 
-    out = built_quantizer()
-    if out.is_file():
-        return out
+    bin_dir = built_quantizer().parent
+    found = {name: bin_dir / name for name in names}
+    missing = [name for name, path in found.items() if not path.is_file()]
+    if not missing:
+        return found
+    label = ", ".join(missing)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -197,7 +206,7 @@ def build_quantizer(log=None) -> Path:
         cmake = shutil.which("cmake", path=os.path.dirname(sys.executable)) or shutil.which("cmake")
     if cmake is None or not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise CompressorError(
-            "building llama-quantize needs cmake and a C++ compiler (`apt-get install cmake g++`); or set "
+            f"building {label} needs cmake and a C++ compiler (`apt-get install cmake g++`); or set "
             "LLAMA_CPP_BIN to a folder holding llama-quantize"
         )
     home = converter_home()
@@ -205,7 +214,7 @@ def build_quantizer(log=None) -> Path:
     work = Path(tempfile.mkdtemp(prefix=".quantizer-", dir=home))
     try:
         _pip(["download", "--no-binary", ":all:", "--no-deps", "-d", str(work), f"xllamacpp=={XLLAMACPP}"])
-        say(f"llama-quantize: unpacking llama.cpp from xllamacpp {XLLAMACPP}'s sdist")
+        say(f"{label}: unpacking llama.cpp from xllamacpp {XLLAMACPP}'s sdist")
         with tarfile.open(work / f"xllamacpp-{XLLAMACPP}.tar.gz") as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(_SDIST_PREFIX)]
             for m in members:
@@ -213,29 +222,37 @@ def build_quantizer(log=None) -> Path:
             tar.extractall(work / "src", members=members, filter="data")
         flags = [f"-D{k}={v}" for k, v in _BUILD_FLAGS.items()]
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        _cmd([cmake, "-S", str(work / "src"), "-B", str(work / "build"), *generator, *flags], "cmake", say)
+        _cmd(
+            [cmake, "-S", str(work / "src"), "-B", str(work / "build"), *generator, *flags],
+            "cmake",
+            say,
+            None,
+            label,
+        )
         jobs = str(os.cpu_count() or 1)
-        say(f"llama-quantize: building with {jobs} jobs (minutes)")
+        say(f"{label}: building with {jobs} jobs (minutes)")
         step = re.compile(r"^\[\s*(\d+)\s*/\s*(\d+)\]|^\[\s*(\d+)%\]")
         _cmd(
-            [cmake, "--build", str(work / "build"), "--config", "Release", "-j", jobs, "--target", QUANTIZE],
+            [cmake, "--build", str(work / "build"), "--config", "Release", "-j", jobs, "--target", *missing],
             "the build",
             say,
             step,
+            label,
         )
-        binary = next((work / "build").rglob(QUANTIZE), None)
-        if binary is None or not binary.is_file():
-            raise CompressorError(f"the build finished but wrote no {QUANTIZE} under {work / 'build'}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(binary, work / QUANTIZE)
-        os.replace(work / QUANTIZE, out)
-        say(f"llama-quantize: built {out}")
-        return out
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name in missing:
+            binary = next((p for p in (work / "build").rglob(name) if p.is_file()), None)
+            if binary is None:
+                raise CompressorError(f"the build finished but wrote no {name} under {work / 'build'}")
+            shutil.copy2(binary, work / name)
+            os.replace(work / name, found[name])
+            say(f"{name}: built {found[name]}")
+        return found
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _cmd(cmd: list[str], what: str, say, progress=None) -> None:
+def _cmd(cmd: list[str], what: str, say, progress=None, label: str = QUANTIZE) -> None:
     """Run a build command, its output read line by line: a progress line per tenth of the steps."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
@@ -247,11 +264,10 @@ def _cmd(cmd: list[str], what: str, say, progress=None) -> None:
             pct = int(m[3]) if m[3] else 100 * int(m[1]) // max(int(m[2]), 1)
             if pct // 10 > shown:
                 shown = pct // 10
-                say(f"llama-quantize: {pct}%")
+                say(f"{label}: {pct}%")
     if proc.wait() != 0:
         raise CompressorError(
-            f"building llama-quantize failed in {what} (exit {proc.returncode}); its last lines:\n"
-            + "\n".join(tail)
+            f"building {label} failed in {what} (exit {proc.returncode}); its last lines:\n" + "\n".join(tail)
         )
 
 
