@@ -282,6 +282,7 @@ def test_run_exports_the_pruned_model_and_resumes(run_dir, capsys):
     f16, q8 = checks["tiny-llava-depth-F16.gguf"], checks["tiny-llava-depth-Q8_0.gguf"]
     assert f16["positions"] >= 30 and f16["top1_agreement"] == 1.0 and f16["max_logprob_diff"] < 0.05
     assert q8["top1_agreement"] >= 0.9 and q8["passed"]
+    assert f16["tokenizer_agrees"] is True and q8["tokenizer_agrees"] is True  # the GGUF's tokenizer splits alike
     assert f16["answer"] == f16["expected"]  # llama.cpp's greedy tokens are transformers'
     # LLaVA-1.5's projector, written by compressor in llama.cpp's legacy clip layout and checked with the image
     # question against transformers fed what llama.cpp's graph keeps (CLS in place of patch 0)
@@ -399,6 +400,16 @@ def test_check_fails_on_a_different_model(run_dir, llava_dirs):
     other = verify.Reference(llava_dirs[1], family_spec("llava"))
     check = verify.check(run_dir / "gguf" / "tiny-llava-depth-F16.gguf", "f16", other)
     assert not check.passed and check.top1_agreement < 0.5
+    assert check.tokenizer_agrees  # the same tokenizer: only the weights differ
+    # the GGUF's own tokenizer is compared too: a model whose tokenizer splits the probe otherwise fails
+    same = verify.Reference(run_dir / "pruned", family_spec("llava"))
+    same.plain_ids = [
+        *same.plain_ids[:-1],
+        same.plain_ids[-1] + 1,
+    ]  # as if the model's split the last word otherwise
+    check = verify.check(run_dir / "gguf" / "tiny-llava-depth-F16.gguf", "f16", same)
+    assert check.top1_agreement == 1.0 and check.tokenizer_agrees is False and not check.passed
+    assert "the GGUF's tokenizer is not the model's" in check.note
 
 
 def _fake_model(folder: Path, config) -> Path:

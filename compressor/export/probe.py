@@ -3,7 +3,7 @@
 A subprocess because llama.cpp aborts the whole process on a file it cannot load (e.g. a tensor of an unexpected
 shape): the export then reports the error instead of dying. It loads the GGUF in xllamacpp (llama-server
 in-process) and prints one JSON line: for each prefix ids[:i] (i from `start`), the top token and its
-log-probability; and the greedy continuation of ids[:start].
+log-probability; the greedy continuation of ids[:start]; and, with "text", how the GGUF's own tokenizer splits it.
 
 With "image" (a base64 PNG) and "prompt" (text with one `<__media__>`) in the request it asks the image question
 instead, through llama-server's own /completion endpoint (its Python `handle_completions` takes no image): the
@@ -70,8 +70,20 @@ def main() -> int:
         }
     )
     tokens = (greedy.get("__verbose") or {}).get("tokens") or []
-    print(json.dumps({"top": top, "greedy": tokens}))
+    print(json.dumps({"top": top, "greedy": tokens, "tokenized": _tokenize(server, request.get("text"))}))
     return 0
+
+
+def _tokenize(server, text: str | None) -> list[int] | None:
+    """llama-server's /tokenize of `text` (no special tokens added): the GGUF's own tokenizer."""
+    import urllib.request
+
+    if text is None:
+        return None
+    url = server.listening_address.rstrip("/") + "/tokenize"
+    body = json.dumps({"content": text, "add_special": False}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})) as r:
+        return [t if isinstance(t, int) else t["id"] for t in json.loads(r.read())["tokens"]]
 
 
 def _image_answer(server, request: dict) -> dict:

@@ -54,6 +54,11 @@ class Check(BaseModel):
     max_gap: float | None = Field(
         None, description="The largest max_logprob_diff this quant may show to pass."
     )
+    tokenizer_agrees: bool | None = Field(
+        None,
+        description="Text checks: whether llama.cpp's tokenizer (the GGUF's) splits the probe text into the same ids "
+        "as the model's tokenizer; a file whose tokenizer differs fails.",
+    )
     unmodified_agreement: float | None = Field(
         None,
         description="Where llama.cpp's graph is known to differ from the model's (LLaVA: the CLS token's features "

@@ -61,6 +61,7 @@ class Reference:
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.ids: list[int] = tokenizer(PROBE, add_special_tokens=True)["input_ids"]
+        self.plain_ids: list[int] = tokenizer(PROBE, add_special_tokens=False)["input_ids"]
         self.decode = lambda ids: tokenizer.decode(ids)
         model = load_model(folder, spec, "float32", None, trust_remote_code)
         with torch.no_grad():
@@ -78,6 +79,7 @@ class Reference:
 
 def llama_answers(gguf: Path, ids: list[int], mmproj: Path | None = None) -> dict[str, Any]:
     request = {"model": str(gguf), "mmproj": str(mmproj) if mmproj else None, "ids": ids, "start": FIRST}
+    request["text"] = PROBE
     request["greedy"] = GREEDY
     return _probe(gguf, request)
 
@@ -130,7 +132,10 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
     agreement, ties, gap = _score(rows, tokens, [logprob for _, logprob in answers["top"]])
     positions = len(tokens)
     minimum = MIN_AGREEMENT[quant]
+    tokenized = answers.get("tokenized")
+    same_tokens = None if tokenized is None else tokenized == ref.plain_ids
     return Check(
+        tokenizer_agrees=same_tokens,
         file=gguf.name,
         positions=positions,
         top1_agreement=round(agreement, 4),
@@ -138,7 +143,14 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
         min_agreement=minimum,
         max_logprob_diff=round(gap, 4),
         max_gap=MAX_GAP[quant],
-        passed=positions > 0 and agreement >= minimum and (MAX_GAP[quant] is None or gap <= MAX_GAP[quant]),
+        passed=positions > 0
+        and agreement >= minimum
+        and (MAX_GAP[quant] is None or gap <= MAX_GAP[quant])
+        and same_tokens is not False,
+        note=None
+        if same_tokens is not False
+        else f"llama.cpp splits the probe text into {len(tokenized)} tokens, transformers into "
+        f"{len(ref.plain_ids)}: the GGUF's tokenizer is not the model's",
         answer=ref.decode(answers["greedy"]),
         expected=ref.decode(ref.greedy),
         seconds=round(time.perf_counter() - t, 2),
