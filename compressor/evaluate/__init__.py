@@ -192,7 +192,9 @@ def run(
     if cfg.lmms_eval is not None:
         t = time.perf_counter()
         family = _family(folders[0], trust_remote_code)
-        results += lmms.run(folders[0], folders[1], family, cfg.lmms_eval, device)
+        # the device and dtype the rest of the run used (the pair's), else the ones asked for
+        lmms_device = used_device if cfg.tasks or cfg.speed else device
+        results += lmms.run(folders[0], folders[1], family, cfg.lmms_eval, lmms_device, used_dtype)
         timings["lmms_eval"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     return EvalReport(
@@ -207,5 +209,13 @@ def run(
         speed=speed_rows,
         speed_method=speed_method,
         timings={k: round(v, 3) for k, v in timings.items()},
-        versions=_versions(),
+        versions={
+            **_versions(),
+            **{
+                k: r.pinned[k]
+                for r in results
+                if r.pinned and r.pinned.get("lmms_eval")
+                for k in ["lmms_eval"]
+            },
+        },
     )

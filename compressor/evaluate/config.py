@@ -93,7 +93,21 @@ class LmmsEval(_Strict):
         description="Python interpreter of the environment where lmms-eval is installed; default this one.",
     )
     output_dir: str | None = Field(
-        None, description="Where lmms-eval writes its results and logs; default a temporary folder."
+        None,
+        description="Where lmms-eval writes its results and logs (each model's run in a fresh folder under it); "
+        "default a temporary folder.",
+    )
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most tokens generated per answer (lmms-eval --gen_kwargs max_new_tokens=N, every task); "
+        "default each task's own (128 for pope).",
+    )
+    datasets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per task, its dataset from elsewhere: a local parquet file (or a folder of them) or a Hub "
+        "dataset id[@revision]; the bridge writes a task yaml including lmms-eval's own with only the dataset "
+        "replaced (for a firewall or a Job), e.g. {pope: data/pope.parquet}.",
     )
 
 

@@ -12,6 +12,7 @@ over its primary metrics; the report's average is the mean over tasks.
 from __future__ import annotations
 
 from statistics import mean
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -73,6 +74,11 @@ class TaskResult(BaseModel):
     retained: float | None = None
     seconds: float = 0.0
     notes: list[str] = []
+    pinned: dict[str, Any] | None = Field(
+        None,
+        description="For an lmms-eval task, what repeats it exactly: lmms-eval's version, the task, its version, "
+        "yaml and sha256, the dataset, its revision and split, the limit, generation settings and model_args.",
+    )
 
     @classmethod
     def build(cls, metrics: dict[str, Score], **fields) -> TaskResult:
