@@ -330,7 +330,24 @@ def _scores_section(report: dict[str, Any] | None) -> str:
             f"{_pct(score.get('retained'))} |"
         )
     lines.append(f"| **average over tasks** | | | | **{_pct(report.get('average_retained'))}** |")
+    lines += [_lmms_pins(task["pinned"]) for task in report["tasks"] if task.get("pinned")]
     return "\n".join(lines)
+
+
+def _lmms_pins(p: dict[str, Any]) -> str:
+    """One line that repeats an lmms-eval comparison exactly (local paths by their last part only)."""
+    margs = ",".join(
+        a for a in (p.get("model_args") or {}).get("original", "").split(",") if "pretrained=" not in a
+    )
+    dataset = _dataset_name(p.get("dataset_override") or p.get("dataset"))
+    revision = (p.get("dataset_kwargs") or {}).get("revision") or "default revision"
+    gen = {k: v for k, v in (p.get("generation") or {}).items() if k != "until"}
+    return (
+        f"\n- {p['task']}: lmms-eval {p.get('lmms_eval')}, task version {p.get('task_version')}, "
+        f"{p.get('task_yaml')} sha256 {str(p.get('task_yaml_sha256'))[:12]}, task hash {str(p.get('task_hash'))[:12]}; "
+        f"dataset {dataset} ({revision}), split {p.get('split')}, limit {p.get('limit') or 'none'}; "
+        f"generation {json.dumps(gen, sort_keys=True)}; model {p.get('model')} with {margs or 'no model_args'}"
+    )
 
 
 SPEED_ROWS = (

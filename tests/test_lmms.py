@@ -232,3 +232,20 @@ def test_the_install_keeps_the_project_torch(harness):
 
     assert (torch_version, transformers_version) == (torch.__version__, transformers.__version__)
     assert int(filelock_version.split(".")[0]) < 4
+
+
+def test_the_card_repeats_the_pins_without_local_paths(compared, pope_parquet):
+    from compressor import card
+
+    report, _, _ = compared
+    pinned = report.tasks[0].pinned
+    section = card._scores_section(report.model_dump(mode="json"))
+    line = next(x for x in section.splitlines() if x.startswith("- pope: "))
+    assert (
+        f"lmms-eval 0.7.3, task version 0.0, tasks/pope/pope.yaml sha256 {pinned['task_yaml_sha256'][:12]}"
+        in line
+    )
+    assert f"task hash {pinned['task_hash'][:12]}" in line and '"max_new_tokens": 4' in line
+    assert "dataset pope.parquet (default revision), split test, limit none" in line
+    assert "model llava_hf with device=cpu,device_map=cpu,dtype=auto" in line
+    assert str(pope_parquet.parent) not in section and "pretrained=" not in section
