@@ -134,6 +134,6 @@ class Evaluate(_Strict):
     )
     lmms_eval: LmmsEval | None = Field(
         None,
-        description="Also run lmms-eval's benchmarks on both models (needs the eval extra; see "
-        "compressor.evaluate.lmms).",
+        description="Also run lmms-eval's benchmarks on both models (the pinned lmms-eval: `make lmms` installs it "
+        "without torchvision; see compressor.evaluate.lmms).",
     )
