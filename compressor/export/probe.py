@@ -54,9 +54,15 @@ def main() -> int:
         if "choices" not in answer or not tokens:
             print(json.dumps({"error": answer, "prefix": i}))
             return 1
-        # llama-server leaves out the log-probability of a token that ends inside a UTF-8 character
-        best = ((answer["choices"][0].get("logprobs") or {}).get("content") or [{}])[0]
-        top.append([tokens[0], best.get("logprob")])
+        # the top of the model's own distribution: the sampled token never is the end-of-turn token (ignore_eos
+        # masks it), but top_logprobs come from the raw logits. llama-server leaves out a token that ends inside a
+        # UTF-8 character: then the sampled token, without its log-probability
+        sampled = ((answer["choices"][0].get("logprobs") or {}).get("content") or [{}])[0]
+        best = (sampled.get("top_logprobs") or [{}])[0]
+        if "id" in best:
+            top.append([best["id"], best.get("logprob")])
+        else:
+            top.append([tokens[0], None])
     greedy = server.handle_completions(
         {
             "prompt": ids[:start],
