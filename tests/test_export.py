@@ -341,7 +341,7 @@ def test_q4_k_m_by_llama_quantize_checked_and_its_fallbacks_named(run_dir, tmp_p
     assert q4["fallbacks"] == [] and q4["tensor_types"].get("Q4_K") and 4.5 < q4["bits_per_weight"] < 6.5
     checks = [c for c in report["checks"] if c["file"] == "llava-256-Q4_K_M.gguf"]
     assert [(c["kind"], c["passed"]) for c in checks] == [("text", True), ("image", True)]
-    assert checks[0]["min_agreement"] == 0.7 and checks[0]["top1_agreement"] >= 0.7
+    assert checks[0]["min_agreement"] == 0.6 and checks[0]["top1_agreement"] >= 0.6
     assert "llava-256-Q4_K_M.gguf | q4_k_m" in capsys.readouterr().out
     narrow = tmp_path / "narrow-Q4_K_M.gguf"
     convert.quantize(run_dir / "gguf" / "tiny-llava-depth-F16.gguf", narrow, "q4_k_m")

@@ -42,7 +42,7 @@ MIN_AGREEMENT = {
     "q8_0": 0.9,
     "q6_k": 0.85,
     "q5_k_m": 0.8,
-    "q4_k_m": 0.7,
+    "q4_k_m": 0.6,  # real weights: the reference 91 %, its 30 % width student 69 % (benchmarks/export_gguf.py)
 }
 # The largest |log-probability of llama.cpp's top token in llama.cpp - in transformers| a file may show (nats):
 # rounding to f16 moves it by thousandths (0.009 measured on the real SmolLM2), a wrong graph by tenths (0.2
