@@ -179,6 +179,23 @@ _BUILD_FLAGS = {
     "LLAMA_OPENSSL": "OFF",
     "LLAMA_CURL": "OFF",
 }
+# A VM may advertise AMX that its kernel does not let a process use: a native build then dies with SIGILL in
+# ggml's AMX int8 path (measured: llama-perplexity on a Q8_0 file, exit 132, on this project's 2-core machine).
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def _build_flags() -> dict[str, str]:
+    import platform
+
+    flags = dict(_BUILD_FLAGS)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags["CMAKE_C_FLAGS"] = flags["CMAKE_CXX_FLAGS"] = _NO_AMX
+    return flags
+
+
+def _stamp() -> str:
+    """What a cached binary was built from: the sources' version and the build flags."""
+    return json.dumps({"xllamacpp": XLLAMACPP, "flags": _build_flags()}, sort_keys=True)
 
 
 def build_quantizer(log=None) -> Path:
@@ -195,6 +212,9 @@ def build_tools(names: tuple[str, ...], log=None) -> dict[str, Path]:
 
     bin_dir = built_quantizer().parent
     found = {name: bin_dir / name for name in names}
+    stamp = bin_dir / "BUILD.json"
+    if bin_dir.is_dir() and (not stamp.is_file() or stamp.read_text() != _stamp()):  # built otherwise: again
+        shutil.rmtree(bin_dir)
     missing = [name for name, path in found.items() if not path.is_file()]
     if not missing:
         return found
@@ -220,7 +240,7 @@ def build_tools(names: tuple[str, ...], log=None) -> dict[str, Path]:
             for m in members:
                 m.name = m.name[len(_SDIST_PREFIX) :] or "."
             tar.extractall(work / "src", members=members, filter="data")
-        flags = [f"-D{k}={v}" for k, v in _BUILD_FLAGS.items()]
+        flags = [f"-D{k}={v}" for k, v in _build_flags().items()]
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         _cmd(
             [cmake, "-S", str(work / "src"), "-B", str(work / "build"), *generator, *flags],
@@ -240,6 +260,7 @@ def build_tools(names: tuple[str, ...], log=None) -> dict[str, Path]:
             label,
         )
         bin_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(_stamp())
         for name in missing:
             binary = next((p for p in (work / "build").rglob(name) if p.is_file()), None)
             if binary is None:
