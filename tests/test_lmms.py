@@ -249,3 +249,43 @@ def test_the_card_repeats_the_pins_without_local_paths(compared, pope_parquet):
     assert "dataset pope.parquet (default revision), split test, limit none" in line
     assert "model llava_hf with device=cpu,device_map=cpu,dtype=auto" in line
     assert str(pope_parquet.parent) not in section and "pretrained=" not in section
+
+
+def test_a_task_dataset_from_the_hub(
+    harness, yes_no, pope_parquet, compared, hub_server, repo_name, tmp_path
+):
+    """`lmms_eval.datasets: {pope: owner/name@revision}`: lmms-eval reads POPE's rows from a dataset repo on the
+    (embedded) Hub instead of lmms-lab's, at the revision given, and scores them as from the local copy."""
+    from huggingface_hub import HfApi
+
+    from tests.fixtures_hub import ALICE_WRITE
+
+    api = HfApi(endpoint=hub_server.url, token=ALICE_WRITE)
+    repo = f"alice/{repo_name}"
+    api.create_repo(repo, repo_type="dataset")
+    commit = api.upload_file(
+        path_or_fileobj=str(pope_parquet),
+        path_in_repo="data/test-00000-of-00001.parquet",
+        repo_id=repo,
+        repo_type="dataset",
+    )
+    cfg = LmmsEval(
+        tasks=["pope"],
+        max_new_tokens=4,
+        datasets={"pope": f"{repo}@{commit.oid}"},
+        output_dir=str(tmp_path / "out"),
+    )
+    report = run(yes_no[0], yes_no[1], Evaluate(speed=False, lmms_eval=cfg))
+    (pope,) = report.tasks
+    local = compared[0].tasks[0].metrics
+    for metric in ("pope_accuracy", "pope_f1_score", "pope_recall"):
+        got = (pope.metrics[metric].original, pope.metrics[metric].compressed)
+        assert got == (local[metric].original, local[metric].compressed)
+    assert pope.samples == ROWS
+    assert pope.pinned["dataset"] == repo and pope.pinned["dataset_kwargs"] == {"revision": commit.oid}
+    # read from the Hub indeed: a revision the repo does not have fails, with lmms-eval's (datasets') message
+    missing = cfg.model_copy(
+        update={"datasets": {"pope": f"{repo}@{'0' * 40}"}, "output_dir": str(tmp_path / "o2")}
+    )
+    with pytest.raises(CompressorError, match="lmms-eval failed on the original model"):
+        run(yes_no[0], yes_no[1], Evaluate(speed=False, lmms_eval=missing))
