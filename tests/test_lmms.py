@@ -289,3 +289,22 @@ def test_a_task_dataset_from_the_hub(
     )
     with pytest.raises(CompressorError, match="lmms-eval failed on the original model"):
         run(yes_no[0], yes_no[1], Evaluate(speed=False, lmms_eval=missing))
+
+
+def test_the_cli_runs_lmms_eval_with_a_local_dataset(harness, yes_no, pope_parquet, tmp_path, capsys):
+    """`compressor eval ORIG COMP --lmms-eval pope --lmms-dataset pope=FILE --lmms-max-new-tokens 4`, and its bad
+    input: one line, exit 2."""
+    from compressor import cli
+
+    out = tmp_path / "eval.json"
+    flags = ["--no-speed", "--lmms-eval", "pope", "--lmms-max-new-tokens", "4", "--out", str(out)]
+    argv = ["eval", str(yes_no[0]), str(yes_no[1]), *flags, "--lmms-dataset", f"pope={pope_parquet}"]
+    assert cli.main(argv) == 0
+    (pope,) = json.loads(out.read_text())["tasks"]
+    assert pope["name"] == "pope" and pope["metrics"]["pope_f1_score"]["original"] == pytest.approx(2 / 3)
+    assert pope["pinned"]["gen_kwargs"] == {"max_new_tokens": 4}
+    assert pope["pinned"]["dataset_override"] == str(pope_parquet)
+    capsys.readouterr()
+    assert cli.main([*argv[:-1], "pope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lmms-dataset 'pope' must be TASK=SOURCE" in err and len(err.splitlines()) == 1

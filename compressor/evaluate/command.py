@@ -49,7 +49,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         const=",".join(LLAVA_SUITE),
         metavar="TASKS",
         help="also run lmms-eval tasks (comma-separated; default the LLaVA-1.5 suite; give it after the two "
-        "models); needs the eval extra",
+        "models); needs `make lmms` once",
+    )
+    p.add_argument(
+        "--lmms-dataset",
+        action="append",
+        metavar="TASK=SOURCE",
+        help="an lmms-eval task's dataset from elsewhere, repeatable: a local parquet file or folder, or a Hub "
+        "dataset owner/name[@revision] (recipe evaluate.lmms_eval.datasets)",
+    )
+    p.add_argument(
+        "--lmms-max-new-tokens",
+        type=int,
+        metavar="N",
+        help="longest lmms-eval answer (recipe evaluate.lmms_eval.max_new_tokens; default each task's own)",
     )
     p.add_argument("--recipe", help="take the evaluate: section of this recipe YAML (flags override it)")
     p.add_argument("--device", help="device for both models, e.g. cuda:0 or cpu (default: a GPU if they fit)")
@@ -105,6 +118,23 @@ def config_from_args(args: argparse.Namespace) -> Evaluate:
     if args.lmms_eval is not None:
         tasks = [t.strip() for t in args.lmms_eval.split(",") if t.strip()]
         data["lmms_eval"] = {**(data.get("lmms_eval") or {}), "tasks": tasks}
+    lmms_flags = {}
+    for spec in getattr(args, "lmms_dataset", None) or []:
+        task, sep, source = spec.partition("=")
+        if not sep or not task.strip() or not source.strip():
+            raise CompressorError(
+                f"--lmms-dataset {spec!r} must be TASK=SOURCE, e.g. pope=data/pope.parquet or pope=me/pope@main"
+            )
+        lmms_flags.setdefault("datasets", {})[task.strip()] = source.strip()
+    if getattr(args, "lmms_max_new_tokens", None) is not None:
+        lmms_flags["max_new_tokens"] = args.lmms_max_new_tokens
+    if lmms_flags:
+        if data.get("lmms_eval") is None:
+            raise CompressorError(
+                "--lmms-dataset and --lmms-max-new-tokens set lmms-eval's run: add --lmms-eval TASKS (or a recipe "
+                "with evaluate.lmms_eval)"
+            )
+        data["lmms_eval"] = {**data["lmms_eval"], **lmms_flags}
     if not data["tasks"] and not data.get("speed", True) and data.get("lmms_eval") is None:
         raise CompressorError("nothing to evaluate: give --task NAME=DATASET, --lmms-eval, or leave speed on")
     try:
