@@ -282,7 +282,9 @@ def test_run_exports_the_pruned_model_and_resumes(run_dir, capsys):
     f16, q8 = checks["tiny-llava-depth-F16.gguf"], checks["tiny-llava-depth-Q8_0.gguf"]
     assert f16["positions"] >= 30 and f16["top1_agreement"] == 1.0 and f16["max_logprob_diff"] < 0.05
     assert q8["top1_agreement"] >= 0.9 and q8["passed"]
-    assert f16["tokenizer_agrees"] is True and q8["tokenizer_agrees"] is True  # the GGUF's tokenizer splits alike
+    assert (
+        f16["tokenizer_agrees"] is True and q8["tokenizer_agrees"] is True
+    )  # the GGUF's tokenizer splits alike
     assert f16["answer"] == f16["expected"]  # llama.cpp's greedy tokens are transformers'
     # LLaVA-1.5's projector, written by compressor in llama.cpp's legacy clip layout and checked with the image
     # question against transformers fed what llama.cpp's graph keeps (CLS in place of patch 0)
