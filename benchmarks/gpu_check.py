@@ -16,7 +16,9 @@ Stages per model (each row: seconds, peak GPU memory against the weights' size):
    0.5·CE + 0.5·hidden-MSE against the teacher, bf16 compute, fp32 trainable weights; tokens/s of recovery;
 4. reload each saved checkpoint in bf16 and require identical logits to the trained model, and bf16 files;
 5. decode speed (greedy, KV cache) original vs the depth and width students;
-6. `plan --speed` in bf16: the 30 % width shape against depth at the same ratio, batch 1 and 8, random weights.
+6. `plan --speed` in bf16: the 30 % width shape against depth at the same ratio, batch 1 and 8, random weights;
+7. one lmms-eval task through the bridge (`make lmms` once): POPE's, on 64 POPE-shaped local rows (8 with
+   `--tiny`), the original against the width student, in bf16 on the device (`--no-lmms` skips it).
 
 Run: `python benchmarks/gpu_check.py` (≤ 9 minutes on one H100/H200), `--quick` for smaller cards,
 `--device cpu --tiny` on a machine without a GPU. `--out DIR` keeps the folders and writes `gpu_check.json`.
@@ -441,11 +443,72 @@ def speed_probe(check: Check, name: str, original: Path) -> None:
         )
 
 
+def pope_parquet(folder: Path, n: int, image_size: int) -> Path:
+    """`n` POPE-shaped rows (question_id, question, answer, category, image), balanced yes/no, random pictures."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    rows = [
+        {
+            "question_id": str(i),
+            "question": f"Is there a {('cat', 'dog')[i % 4 // 2]} in the image?",
+            "answer": ("yes", "no")[i % 2],
+            "category": "random",
+            "image": Image.fromarray(
+                rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8), "RGB"
+            ),
+        }
+        for i in range(n)
+    ]
+    features = datasets.Features(
+        {k: datasets.Value("string") for k in ("question_id", "question", "answer", "category")}
+        | {"image": datasets.Image()}
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pope.parquet"
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
+    return path
+
+
+def lmms_pope(check: Check, name: str, original: Path, student: Path, work: Path, rows: int) -> None:
+    """One lmms-eval task (POPE's, on a local POPE-shaped parquet) on the original and the width student, through the
+    bridge: lmms-eval's llava_hf in bf16 on this device, both models' scores and retained %."""
+    from compressor.evaluate import Evaluate, LmmsEval, run
+    from compressor.evaluate.lmms import check_installed
+
+    size = json.loads((original / "config.json").read_text())["vision_config"]["image_size"]
+    cfg = LmmsEval(
+        tasks=["pope"],
+        max_new_tokens=4,
+        datasets={"pope": str(pope_parquet(work / "pope", rows, size))},
+        output_dir=str(work / "lmms-eval"),
+    )
+    check_installed(cfg)  # `make lmms` once; else this stage fails, saying so
+    with check.stage(name, f"lmms-eval pope ({rows} rows, bf16)") as row:
+        report = run(
+            original,
+            student,
+            Evaluate(speed=False, lmms_eval=cfg),
+            device=str(check.device),
+            dtype="bfloat16",
+        )
+        (pope,) = report.tasks
+        acc, f1 = pope.metrics["pope_accuracy"], pope.metrics["pope_f1_score"]
+        row.note = (
+            f"lmms-eval {report.versions['lmms_eval']}: accuracy {acc.original:.3f} / {acc.compressed:.3f}, "
+            f"F1 {f1.original:.3f} / {f1.compressed:.3f} (original / width), {pope.samples} samples"
+        )
+
+
 def check_model(check: Check, name: str, original: Path, work: Path, args) -> None:
     students = prune_both(check, name, original, work, 16 if args.tiny else TEXT_TOKENS, args.tiny)
     recover_modes(check, name, students["width"], original, work, args.steps, args.tiny)
     decode_speed(check, name, {"original": original, **students}, 8 if args.tiny else 64)
     speed_probe(check, name, original)
+    if not args.no_lmms:
+        lmms_pope(check, name, original, students["width"], work, 8 if args.tiny else 64)
 
 
 def reference_model() -> Path | None:
@@ -466,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="LLaVA-1.5-7B's shape with 8 decoder layers (≈2 B)")
     p.add_argument("--steps", type=int, default=20, help="recovery steps per mode")
     p.add_argument("--no-reference", action="store_true", help="skip the real SmolLM2 LLaVA")
+    p.add_argument("--no-lmms", action="store_true", help="skip the lmms-eval stage (it needs `make lmms`)")
     p.add_argument("--out", type=Path, help="keep the folders here and write gpu_check.json")
     args = p.parse_args(argv)
 

@@ -77,8 +77,12 @@ _REPO = Path(__file__).resolve().parent.parent
 
 # Under pytest-xdist (`make test` runs two workers) each worker works in a folder of its own, so that the stray-file
 # check below sees only its own tests' leftovers in the working directory, never the other worker's.
+# The same for temporary files: each worker (and every process it starts) gets a TMPDIR of its own, so a check that
+# a run left no temporary folder behind (tests/test_app_api.py) never counts the other worker's runs.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.chdir(tempfile.mkdtemp(prefix=f"cwd-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR))
+    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"tmp-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
 def pytest_collection_modifyitems(config, items):

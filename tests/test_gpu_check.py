@@ -41,6 +41,7 @@ def test_gpu_check_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
         "decode depth",
         "decode width",
         "plan --speed (bf16)",
+        "lmms-eval pope (8 rows, bf16)",
     ]
     for mode in ("projector", "lora", "full"):
         assert "['float32']" in rows[f"recover {mode} (2 steps)"]["note"]  # fp32 masters, bf16 frozen
@@ -54,6 +55,8 @@ def test_gpu_check_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
         and "planned: width" in probe["note"]
         and "alternative: depth" in probe["note"]
     )
+    lmms = rows["lmms-eval pope (8 rows, bf16)"]["note"]
+    assert lmms.startswith("lmms-eval 0.7.3: accuracy ") and lmms.endswith("(original / width), 8 samples")
     # the folders it kept: bf16 checkpoints
     config = json.loads((out / "tiny-llava" / "recovered-full" / "config.json").read_text())
     assert config["dtype"] == "bfloat16"
