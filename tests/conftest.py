@@ -81,7 +81,9 @@ _REPO = Path(__file__).resolve().parent.parent
 # a run left no temporary folder behind (tests/test_app_api.py) never counts the other worker's runs.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.chdir(tempfile.mkdtemp(prefix=f"cwd-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR))
-    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"tmp-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR)
+    os.environ["TMPDIR"] = tempfile.mkdtemp(
+        prefix=f"tmp-{os.environ['PYTEST_XDIST_WORKER']}-", dir=_SESSION_DIR
+    )
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
