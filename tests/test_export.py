@@ -700,3 +700,39 @@ def test_an_export_section_makes_the_plan_choose_gguf_widths_or_name_the_fallbac
         "export q4_k_m: ffn_down in every layer read rows of 640, not a multiple of 256: llama.cpp stores them as "
         "Q5_0, not Q4_K (prune.target gguf makes the MLP width a multiple of 256)"
     ]
+
+
+def test_compressor_run_on_the_embedded_default_exports_and_pushes(
+    embedded_default, repo_name, tmp_path, capsys, monkeypatch
+):
+    """The embedded default (`demo/tiny-llava` on the embedded Hub, its byte-level tokenizer without merges) through
+    `compressor run` with the demo's recipe, shortened, plus an export section: prune -> recover -> eval -> export
+    (its tokenizer written as llama.cpp's gpt-2 with one merge that never applies; llama.cpp's own tokenizer splits
+    the probe as the model's does) -> card -> push of the model and of its GGUF repo."""
+    import yaml
+    from huggingface_hub import HfApi
+
+    from compressor.demo import RECIPE as DEMO
+    from tests.fixtures_hub import ALICE_WRITE
+
+    tree = yaml.safe_load(DEMO.read_text())
+    tree["recover"]["max_steps"] = 2
+    tree["evaluate"] = {"tasks": [{**t, "limit": 4} for t in tree["evaluate"]["tasks"]], "speed": False}
+    tree["export"] = {"gguf": {"quants": ["f16"]}}
+    tree["publish"] = {"repo_id": f"alice/{repo_name}"}
+    recipe = tmp_path / "demo-export.yaml"
+    recipe.write_text(yaml.safe_dump(tree))
+    run = tmp_path / "demo-width30"
+    monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
+    assert cli.main(["run", str(recipe), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"pushed GGUF: {embedded_default.url}/alice/{repo_name}-GGUF" in out
+    report = json.loads((run / "reports" / "export.json").read_text())
+    assert report["fixes"][0].startswith(
+        "tokenizer: a byte-level BPE without merges, written as llama.cpp's gpt-2"
+    )
+    text, image = report["checks"]
+    assert text["passed"] and text["tokenizer_agrees"] is True and text["top1_agreement"] >= 0.95
+    assert image["passed"] and image["kind"] == "image"
+    files = HfApi(token=ALICE_WRITE).list_repo_files(f"alice/{repo_name}-GGUF")
+    assert {"demo-width30-F16.gguf", "mmproj-demo-width30-f16.gguf", "export_report.json"} <= set(files)

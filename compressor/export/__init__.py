@@ -63,6 +63,8 @@ def run(
         staged, fixes = stage.stage(source, folder / ".staging")
         kv, kv_fixes = stage.extra_kv(source)
         fixes += kv_fixes
+        byte_bpe = stage.byte_level_bpe(source)
+        fixes += [byte_bpe] if byte_bpe else []
         if note is None:
             fixes += [f"tensors {old}* read as {new}*" for old, new in source.spec.gguf.tensor_renames]
         files, checks = [], []
@@ -86,6 +88,7 @@ def run(
                         mmproj=job[2],
                         extra_kv=kv,
                         renames=source.spec.gguf.tensor_renames,
+                        byte_bpe=bool(byte_bpe),
                     ),
                     jobs,
                 )
@@ -97,7 +100,7 @@ def run(
             seconds.append(convert.write_own_mmproj(own_mmproj, staged, mmproj))
         kquants = [q for q in quants if q in stage.QUANTIZER_TYPES]
         if kquants and not f16.is_file():
-            convert.convert(staged, folder / ".f16.gguf", "f16", extra_kv=kv)
+            convert.convert(staged, folder / ".f16.gguf", "f16", extra_kv=kv, byte_bpe=bool(byte_bpe))
             f16 = folder / ".f16.gguf"
         for q in kquants:
             path = folder / f"{name}-{q.upper()}.gguf"

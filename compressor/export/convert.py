@@ -47,6 +47,7 @@ def convert(
     mmproj: bool = False,
     extra_kv: dict | None = None,
     renames: tuple[tuple[str, str], ...] = (),
+    byte_bpe: bool = False,
 ) -> float:
     """convert_hf_to_gguf.py FOLDER --outtype T --outfile OUT [--mmproj], through converter_main.py, which adds
     `extra_kv` (keys relative to the architecture) to the text file and reads tensors under `renames`; returns the
@@ -62,6 +63,7 @@ def convert(
         **converter_env(),
         "COMPRESSOR_GGUF_EXTRA_KV": json.dumps(extra_kv or {}),
         "COMPRESSOR_GGUF_RENAME": json.dumps([list(r) for r in renames]),
+        "COMPRESSOR_GGUF_BYTE_BPE": "1" if byte_bpe else "",
     }
     _run(
         [*cmd, "--outfile", str(out), *(["--mmproj"] if mmproj else [])],

@@ -105,6 +105,32 @@ def extra_kv(source: Source) -> tuple[dict[str, Any], list[str]]:
     return kv, fixes
 
 
+def byte_level_bpe(source: Source) -> str | None:
+    """What the export does for a byte-level BPE tokenizer without merges that splits with GPT-2's regex (the tiny
+    models', the embedded default's), or None for any other tokenizer: llama.cpp's converter does not recognise it
+    and llama.cpp's loader wants merges (compressor/export/converter_main.py). The check then compares both
+    tokenizers on the probe text."""
+    path = source.folder / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
+    if (
+        model.get("type") == "BPE"
+        and not model.get("merges")
+        and data.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True)
+        and not pre.get("add_prefix_space", False)
+    ):
+        return (
+            "tokenizer: a byte-level BPE without merges, written as llama.cpp's gpt-2 pre-tokenizer with one merge "
+            "that never applies ('a 0': GPT-2's split never puts a letter and a digit in one word)"
+        )
+    return None
+
+
 def mmproj_note(source: Source) -> str | None:
     """Why no mmproj is written for this model (None: it is written and checked with an image)."""
     facts = source.spec.gguf
