@@ -197,8 +197,9 @@ def test_run_pushes_with_the_callers_token_which_stays_out_of_argv_and_env(clien
 
 
 def gguf_recipe(repo_id: str) -> str:
-    """A run with export.gguf that llama.cpp's converter takes: test_export's tiny LLaVA (SmolLM2's tokenizer; the
-    embedded default's byte-level one is not one it knows), 3 of its 6 layers dropped (data-free), f16 only."""
+    """A short run with export.gguf: test_export's tiny LLaVA (SmolLM2's tokenizer, which llama.cpp's converter
+    knows as it is), 3 of its 6 layers dropped (data-free), f16 only. (The embedded default exports too, through
+    the byte-level fallback: tests/test_export.py.)"""
     from tests.test_export import _tiny
 
     model = _tiny("llava-seed0")  # built once into the user cache, atomically
