@@ -100,6 +100,7 @@ MODELS = {
     ),
     # with their processors, for the mmproj's image question
     "smolvlm": ("smolvlm", 0, {}),
+    "idefics3": ("idefics3", 0, {}),
     "qwen2vl": ("qwen2_vl", 0, {}),
     "qwen25vl": ("qwen2_5_vl", 0, {}),
 }
@@ -114,7 +115,9 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
 
     from compressor.arch.processors import without_video
 
-    names = {"smolvlm": _SMOLVLM_TOKENS, "gemma3": _GEMMA3_TOKENS}.get(family, _QWEN_TOKENS)
+    names = {"smolvlm": _SMOLVLM_TOKENS, "idefics3": _SMOLVLM_TOKENS, "gemma3": _GEMMA3_TOKENS}.get(
+        family, _QWEN_TOKENS
+    )
     tokenizer = _tokenizer(names)
     config = tiny.tiny_config(
         family, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=0, **text
@@ -122,11 +125,10 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
     if family == "gemma3":
         config.image_token_index, config.boi_token_index, config.eoi_token_index = 3, 4, 5
         images = tf.Gemma3ImageProcessorPil(size={"height": tiny.IMAGE_SIZE, "width": tiny.IMAGE_SIZE})
-    elif family == "smolvlm":
+    elif family in ("smolvlm", "idefics3"):
         config.image_token_id = 3
-        images = tf.SmolVLMImageProcessorPil(
-            size={"longest_edge": 32}, max_image_size={"longest_edge": 16}, do_image_splitting=True
-        )
+        pil = tf.SmolVLMImageProcessorPil if family == "smolvlm" else tf.Idefics3ImageProcessorPil
+        images = pil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16}, do_image_splitting=True)
         extra = {"image_seq_len": tiny.num_image_tokens(family, config)}
     else:
         config.image_token_id, config.vision_start_token_id, config.vision_end_token_id = 3, 4, 5
@@ -145,6 +147,9 @@ def _vision_model(folder: Path, family: str, text: dict) -> None:
     if family == "gemma3":
         processor = tf.Gemma3Processor(images, tokenizer, image_seq_length=config.mm_tokens_per_image)
         processor.save_pretrained(folder)
+        return
+    if family == "idefics3":  # no video processor
+        tf.Idefics3Processor(images, tokenizer, **extra).save_pretrained(folder)
         return
     cls = without_video(getattr(tf, tiny.NO_VIDEO_PROCESSOR[family]))
     cls(images, tokenizer, video_processor=None, **extra).save_pretrained(folder)
@@ -179,7 +184,7 @@ def _build(folder: Path, name: str) -> None:
     from compressor.reference import chat_template
 
     family, seed, text = MODELS[name]
-    if family in ("smolvlm", "qwen2_vl", "qwen2_5_vl", "gemma3"):
+    if family in ("smolvlm", "idefics3", "qwen2_vl", "qwen2_5_vl", "gemma3"):
         return _vision_model(folder, family, text)
     tokenizer = _tokenizer()
     config = tiny.tiny_config(
@@ -512,7 +517,8 @@ def test_recipe_export_section():
 
 @pytest.mark.parametrize(
     ("name", "projector"),
-    [("qwen2vl", "qwen2vl_merger"), ("qwen25vl", "qwen2.5vl_merger")],  # SmolVLM: run + push; Gemma 3: depth
+    [("qwen2vl", "qwen2vl_merger"), ("qwen25vl", "qwen2.5vl_merger"), ("idefics3", "idefics3")],
+    # SmolVLM: run + push; Gemma 3: depth
 )
 def test_mmproj_answers_the_image_question_as_transformers(tmp_path, name, projector):
     """The text GGUF + mmproj in llama.cpp answer a fixed image question token for token as transformers does on the
