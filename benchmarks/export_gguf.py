@@ -250,9 +250,7 @@ class TextOnly:
 
 
 def perplexities(models: list[dict], tools: dict, threads: int, work: Path) -> dict:
-    import re
-
-    from serving import heldout_text, torch_perplexity
+    from serving import PPL, heldout_text, torch_perplexity
 
     from compressor.arch import spec_for
     from compressor.models import load_model, load_processor
@@ -260,7 +258,6 @@ def perplexities(models: list[dict], tools: dict, threads: int, work: Path) -> d
     text = heldout_text()
     text_file = work / "heldout.txt"
     text_file.write_text(text)
-    ppl_re = re.compile(r"Final estimate: PPL = (?P<ppl>[\d.]+)")
     out: dict = {}
     for m in models:
         folder = Path(m["folder"])
@@ -273,7 +270,7 @@ def perplexities(models: list[dict], tools: dict, threads: int, work: Path) -> d
             cmd = [str(tools["llama-perplexity"]), "-m", str(m["gguf"] / f["file"]), "-f", str(text_file)]
             cmd += ["-c", str(PPL_CTX), "-b", str(PPL_CTX), "-t", str(threads)]
             done = subprocess.run(cmd, capture_output=True, text=True)
-            found = ppl_re.search(done.stdout + done.stderr)
+            found = PPL.search(done.stdout + done.stderr)
             if done.returncode != 0 or not found:
                 raise SystemExit(
                     f"llama-perplexity failed on {f['file']}:\n{(done.stdout + done.stderr)[-2000:]}"

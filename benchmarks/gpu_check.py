@@ -445,9 +445,10 @@ def speed_probe(check: Check, name: str, original: Path) -> None:
 
 def pope_parquet(folder: Path, n: int, image_size: int) -> Path:
     """`n` POPE-shaped rows (question_id, question, answer, category, image), balanced yes/no, random pictures."""
-    import datasets
     import numpy as np
     from PIL import Image
+
+    from compressor.evaluate.lmms import write_pope
 
     rng = np.random.default_rng(2)
     rows = [
@@ -462,14 +463,7 @@ def pope_parquet(folder: Path, n: int, image_size: int) -> Path:
         }
         for i in range(n)
     ]
-    features = datasets.Features(
-        {k: datasets.Value("string") for k in ("question_id", "question", "answer", "category")}
-        | {"image": datasets.Image()}
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pope.parquet"
-    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
-    return path
+    return write_pope(rows, folder / "pope.parquet")
 
 
 def lmms_pope(check: Check, name: str, original: Path, student: Path, work: Path, rows: int) -> None:

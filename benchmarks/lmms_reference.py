@@ -35,22 +35,12 @@ def yes_no_task():
 
 def write_pope(task, path: Path) -> int:
     """The task's rows, in the order it scores them, as a POPE-format parquet; returns the row count."""
-    import datasets
-
     from compressor.evaluate import rows as evrows
+    from compressor.evaluate.lmms import write_pope
 
     data = evrows.open_rows(task)
     indices = evrows.pick(len(data), task.limit, task.sample, task.seed)
     data.prefetch(indices)
-    features = datasets.Features(
-        {
-            "question_id": datasets.Value("string"),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-            "image": datasets.Image(),
-        }
-    )
     out = []
     for i in indices:
         row = dict(data.raw[i])
@@ -65,8 +55,7 @@ def write_pope(task, path: Path) -> int:
                 "image": image,
             }
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(out, features=features).to_parquet(str(path))
+    write_pope(out, path)
     return len(out)
 
 

@@ -67,19 +67,8 @@ def yes_no(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def pope_parquet(tmp_path_factory) -> Path:
     """POPE's columns (question_id, question, answer, category, image), balanced yes/no."""
-    import datasets
-
     from compressor.tiny import tiny_images
 
-    features = datasets.Features(
-        {
-            "question_id": datasets.Value("string"),
-            "question": datasets.Value("string"),
-            "answer": datasets.Value("string"),
-            "category": datasets.Value("string"),
-            "image": datasets.Image(),
-        }
-    )
     rows = [
         {
             "question_id": str(i),
@@ -90,9 +79,7 @@ def pope_parquet(tmp_path_factory) -> Path:
         }
         for i, image in enumerate(tiny_images(ROWS, 16))
     ]
-    path = tmp_path_factory.mktemp("pope") / "pope.parquet"
-    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
-    return path
+    return lmms.write_pope(rows, tmp_path_factory.mktemp("pope") / "pope.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -231,6 +231,20 @@ def _test_split(yaml_path: Path) -> str:
     return m.group(1) if m else "test"
 
 
+def write_pope(rows: list[dict[str, Any]], path: Path) -> Path:
+    """POPE-format rows (question_id, question, answer "yes"/"no", category, image: a PIL image) as one parquet file,
+    the local dataset `lmms_eval.datasets: {pope: PATH}` reads; returns `path`."""
+    import datasets
+
+    features = datasets.Features(
+        {k: datasets.Value("string") for k in ("question_id", "question", "answer", "category")}
+        | {"image": datasets.Image()}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
+    return path
+
+
 def write_overrides(env: Environment, cfg: LmmsEval, folder: Path) -> tuple[Path | None, dict[str, str]]:
     """Task yamls for `cfg.datasets` under `folder` (an --include_path): ({run name: task}) for the tasks moved."""
     if not cfg.datasets:

@@ -124,6 +124,15 @@ def _score(rows, tokens: list[int], logprobs: list[float | None]) -> tuple[float
     return ((agree + ties) / len(tokens) if tokens else 0.0), ties, max(diffs, default=0.0)
 
 
+def _meets(quant: str, positions: int, agreement: float, gap: float) -> bool:
+    """The quant's bars: enough top-1 agreement over at least one position, and a small enough gap (if bounded)."""
+    return (
+        positions > 0
+        and agreement >= MIN_AGREEMENT[quant]
+        and (MAX_GAP[quant] is None or gap <= MAX_GAP[quant])
+    )
+
+
 def check(gguf: Path, quant: str, ref: Reference) -> Check:
     t = time.perf_counter()
     answers = llama_answers(gguf, ref.ids)
@@ -143,10 +152,7 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
         min_agreement=minimum,
         max_logprob_diff=round(gap, 4),
         max_gap=MAX_GAP[quant],
-        passed=positions > 0
-        and agreement >= minimum
-        and (MAX_GAP[quant] is None or gap <= MAX_GAP[quant])
-        and same_tokens is not False,
+        passed=_meets(quant, positions, agreement, gap) and same_tokens is not False,
         note=None
         if same_tokens is not False
         else f"llama.cpp splits the probe text into {len(tokenized)} tokens, transformers into "
@@ -279,12 +285,12 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
         gguf, {**request, "ids": [], "greedy": IMAGE_TOKENS, "n_ctx": 2 * n0 + IMAGE_TOKENS + 64}
     )
     tokens, logprobs = answers["tokens"], answers["logprobs"]
-    minimum, max_gap = MIN_AGREEMENT[quant], MAX_GAP[quant]
     note = None
     unmodified = None
     agreement, ties, gap = 0.0, 0, 0.0
     expected: list[int] = []
-    if answers["prompt_tokens"] != n0:
+    same_prompt = answers["prompt_tokens"] == n0
+    if not same_prompt:
         note = (
             f"llama.cpp's prompt has {answers['prompt_tokens']} tokens (text + image) and transformers' {n0}: the "
             "picture is cut or embedded differently, so the answers are not compared"
@@ -308,15 +314,12 @@ def check_image(gguf: Path, mmproj: Path, quant: str, ref: ImageReference) -> Ch
         positions=positions,
         top1_agreement=round(agreement, 4),
         near_ties=ties,
-        min_agreement=minimum,
+        min_agreement=MIN_AGREEMENT[quant],
         max_logprob_diff=round(gap, 4),
-        max_gap=max_gap,
+        max_gap=MAX_GAP[quant],
         unmodified_agreement=round(unmodified[0], 4) if unmodified else None,
         unmodified_max_logprob_diff=round(unmodified[2], 4) if unmodified else None,
-        passed=(note is None or unmodified is not None)
-        and positions > 0
-        and agreement >= minimum
-        and (max_gap is None or gap <= max_gap),
+        passed=same_prompt and _meets(quant, positions, agreement, gap),
         answer=ref.decode(tokens),
         expected=ref.decode(expected),
         note=note,
