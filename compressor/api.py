@@ -34,7 +34,7 @@ def _plan_at(recipe: Recipe, token: str | None, speed: bool = False) -> tuple[Pl
     _refuse_text_only(recipe.model.source, config)
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
     plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe)
-    extra = recovery_warnings(recipe)
+    extra = recovery_warnings(recipe) + calibration_notes(recipe)
     update: dict[str, Any] = {"warnings": [*plan_.warnings, *extra]} if extra else {}
     if speed:
         from compressor import speed_probe
@@ -54,7 +54,7 @@ LIGHT_RECOVERY_MAX_RATIO = 0.2
 def recovery_warnings(recipe: Recipe) -> list[str]:
     """Warnings about the recovery a recipe asks for, from what the study measured."""
     r = recipe.recover
-    if r is None or r.mode == "full" or recipe.prune.ratio <= LIGHT_RECOVERY_MAX_RATIO:
+    if r is None or r.mode in ("full", "auto") or recipe.prune.ratio <= LIGHT_RECOVERY_MAX_RATIO:
         return []
     return [
         f"recover.mode {r.mode} at ratio {recipe.prune.ratio:.0%}: on real weights our study kept 94% of the "
@@ -114,23 +114,66 @@ def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, to
             if rows
             else f"calibration data {cal.dataset!r} (split {cal.split!r}) has no rows; give rows with images + messages"
         )
-    _need_images(rows, cal.dataset)
+    if cal.modality == "image":
+        _need_images(rows, cal.dataset)
+    elif cal.modality == "text":
+        rows = TextOnly(rows)
     return build_batches(
         rows, processor, config, plan_.num_samples, cal.max_length, cal.seed, spec.needs_mm_token_type_ids
     )
 
 
 def _need_images(rows, dataset: str, checked: int = 16) -> None:
-    """Refuse calibration rows without images (an MLLM's importance is measured on image + text)."""
+    """Refuse calibration rows without images (an MLLM's importance is measured on image + text) unless the
+    recipe asks for text-only or mixed calibration."""
     raw = rows.raw
     for i in range(min(checked, len(raw))):
         row = raw[i]
         if row.get("images") or row.get("image"):
             return
     raise CompressorError(
-        f"calibration data {dataset!r} has no images in its first {min(checked, len(raw))} rows: scoring an MLLM "
-        "needs image + text rows; add 'images' (paths relative to the rows) to each row, or use another dataset"
+        f"calibration data {dataset!r} has no images in its first {min(checked, len(raw))} rows: by default an "
+        "MLLM's importance is measured on image + text rows; add 'images' (paths relative to the rows) to each "
+        "row, use another dataset, or measure on text on purpose with prune.calibration.modality: text (or "
+        "mixed; CLI --calibration-modality)"
     )
+
+
+class TextOnly:
+    """Calibration rows with their images dropped (`prune.calibration.modality: text`)."""
+
+    def __init__(self, rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from compressor.data import normalise
+
+        row = dict(self.rows.raw[i])
+        for key in ("images", "image"):
+            row.pop(key, None)
+        row = normalise(row, self.rows.root)
+        for m in row["messages"]:
+            m["content"] = [part for part in m["content"] if part.get("type") != "image"]
+        return row
+
+    def sample(self, n: int, seed: int) -> list[int]:
+        return self.rows.sample(n, seed)
+
+
+def calibration_notes(recipe: Recipe) -> list[str]:
+    """What the plan says about calibration measured on purpose without (only) images."""
+    cal = recipe.prune.calibration
+    if cal.modality == "text":
+        return [
+            "prune.calibration.modality text: importance is measured on text only (images dropped), so it ranks "
+            "what the language model needs for text, not for the image tokens (README, Results: calibration)"
+        ]
+    if cal.modality == "mixed":
+        return ["prune.calibration.modality mixed: importance is measured on image + text and text-only rows"]
+    return []
 
 
 def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: bool = False, progress=None):
@@ -502,7 +545,7 @@ def _run(
         recover.run(
             run_.pruned,
             m.source,
-            recipe.recover,
+            _recovery_config(recipe, run_),
             None,
             run_.recovered,
             resume=resume,
@@ -557,6 +600,7 @@ def _run(
     gguf_repo = gguf.repo_for(recipe.publish.repo_id) if gguf is not None and recipe.publish else None
     if recipe.publish is not None and stage("push", bool(pushed) and (not gguf_repo or "gguf" in pushed)):
         p = recipe.publish
+        _gate(p.require, run_)
         if pushed.get("repo_id") != p.repo_id:  # the model first (a rerun after a failed GGUF push skips it)
             pushed = {
                 "repo_id": p.repo_id,
@@ -585,6 +629,38 @@ def _run(
         "gguf_url": (pushed.get("gguf") or {}).get("url"),
         "stages": [s for s in ("prune", "train", "eval", "export", "push") if run_.done(s)],
     }
+
+
+def _gate(require: dict[str, float], run_: RunFolder) -> None:
+    """Refuse the push of a model below `publish.require` (the run folder stays as it is)."""
+    if not require:
+        return
+    from compressor import gate
+
+    report = json.loads(run_.report("eval").read_text()) if run_.done("eval") else {}
+    verdicts = gate.check(require, report)
+    log.info("quality gate: %s", "; ".join(v.describe() for v in verdicts))
+    below = gate.failed(verdicts)
+    if below:
+        raise CompressorError(
+            "quality gate publish.require not met, nothing was pushed: "
+            + "; ".join(v.describe() for v in below)
+            + f". The run folder {run_.root} keeps the model, its card and its scores: improve the recovery, lower "
+            "publish.require, or push this model anyway with `python -m compressor push "
+            f"{run_.root} --repo-id REPO`"
+        )
+
+
+def _recovery_config(recipe: Recipe, run_: RunFolder):
+    """The recipe's `recover:` with `mode: auto` replaced by what the run's plan chose (a plan from before the
+    choice leaves it to `recover.prepare`)."""
+    cfg = recipe.recover
+    if cfg is not None and cfg.mode == "auto":
+        choice = json.loads(run_.plan.read_text()).get("recovery")
+        if choice:
+            log.info("recover.mode auto: %s (%s)", choice["mode"], choice["reason"])
+            cfg = cfg.model_copy(update={"mode": choice["mode"]})
+    return cfg
 
 
 def card(run_dir: str | Path, repo_id: str | None = None) -> str:

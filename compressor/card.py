@@ -293,12 +293,27 @@ def _recovery_section(train: dict[str, Any] | None) -> str:
     teacher = " against the original model as teacher" if set(train.get("loss", {})) - {"ce"} else ""
     data = train.get("data") or {}
     trainable = train.get("trainable") or {}
+    choice = train.get("mode_choice") or {}
     lines = [
-        f"- trainable: `{train.get('mode')}` ({_fmt_params(trainable.get('trainable_params'))} parameters)",
+        f"- trainable: `{train.get('mode')}` ({_fmt_params(trainable.get('trainable_params'))} parameters)"
+        + (f", chosen by `recover.mode: auto`: {choice['reason']}" if choice.get("reason") else ""),
         f"- loss: {loss}{teacher}",
-        f"- data: {_dataset_name(data.get('source'))}, {data.get('fraction', 1):.0%} of it ({data.get('used')} rows), "
-        f"{train.get('steps')} steps",
     ]
+    sources = data.get("sources") or []
+    if len(sources) > 1:
+        lines.append(
+            f"- data: {len(sources)} sources mixed by weight, {data.get('used')} rows, {train.get('steps')} steps"
+        )
+        lines += [
+            f"  - {_dataset_name(s.get('dataset'))}: {s.get('share', 0):.0%} of the rows (weight {s.get('weight'):g}; "
+            f"{s.get('drawn')} rows drawn, {s.get('fraction', 1):.0%} of its {s.get('rows')})"
+            for s in sources
+        ]
+    else:
+        lines.append(
+            f"- data: {_dataset_name(data.get('source'))}, {data.get('fraction', 1):.0%} of it ({data.get('used')} "
+            f"rows), {train.get('steps')} steps"
+        )
     precision = train.get("precision") or {}
     if precision.get("compute"):
         lines.append(
@@ -316,6 +331,24 @@ def _recovery_section(train: dict[str, Any] | None) -> str:
     if train.get("final_loss") is not None:
         lines.append(f"- final training loss: {train['final_loss']:.4g}")
     return "\n".join(lines)
+
+
+def _gate_line(run: dict[str, Any]) -> str:
+    """The quality gate of the recipe (publish.require) and how the scores fared ("" without one)."""
+    import yaml
+
+    from compressor import gate
+
+    recipe = yaml.safe_load(run["recipe_yaml"]) or {}
+    require = (recipe.get("publish") or {}).get("require") or {}
+    if not require:
+        return ""
+    verdicts = gate.check(require, run["eval"] or {})
+    state = (
+        "passed" if not gate.failed(verdicts) else "NOT met (this model was not pushed by `compressor run`)"
+    )
+    items = "\n".join(f"- {v.describe()}" for v in verdicts)
+    return f"**Quality gate** (`publish.require`): {state}.\n\n{items}\n\n"
 
 
 def _scores_section(report: dict[str, Any] | None) -> str:
@@ -450,7 +483,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 {_scores_section(run["eval"])}{_picture(run, "scores")}
 
-## Speed and memory
+{_gate_line(run)}## Speed and memory
 
 {_speed_section(run["eval"])}
 

@@ -43,6 +43,9 @@ def _add_prune_options(p: argparse.ArgumentParser) -> None:
     c.add_argument("--num-samples", type=int, help=field_help(Calibration, "num_samples"))
     c.add_argument("--max-length", type=int, help=field_help(Calibration, "max_length"))
     c.add_argument("--seed", type=int, help=field_help(Calibration, "seed"))
+    c.add_argument(
+        "--calibration-modality", choices=["image", "text", "mixed"], help=field_help(Calibration, "modality")
+    )
     m = p.add_argument_group("model")
     m.add_argument("--revision", help=field_help(ModelSource, "revision"))
     m.add_argument(
@@ -76,6 +79,7 @@ _CAL_FLAGS = {
     "num_samples": "num_samples",
     "max_length": "max_length",
     "seed": "seed",
+    "calibration_modality": "modality",
 }
 _MODEL_FLAGS = {
     "revision": "revision",

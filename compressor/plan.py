@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from compressor.arch import ArchSpec, Backbone
 from compressor.errors import CompressorError
-from compressor.hardware import MemoryEstimate
+from compressor.hardware import MemoryEstimate, RecoveryChoice
 from compressor.recipe import Prune, Recipe
 from compressor.speed_probe import SpeedProbe
 
@@ -87,6 +87,8 @@ class Plan(BaseModel):
     memory: MemoryEstimate | None = None
     # decode speed of this shape and the other method's, measured here with random weights (`plan --speed`)
     speed: SpeedProbe | None = None
+    # what recover.mode auto chose and why (None when the recipe names its mode or has no recovery)
+    recovery: RecoveryChoice | None = None
 
     def table(self) -> str:
         return render_table(self)
@@ -538,7 +540,14 @@ def resolve(
     )
     from compressor import hardware
 
-    return plan.model_copy(update={"memory": hardware.estimate(plan, config, spec, backbone, recipe)})
+    choice = None
+    if recipe is not None and recipe.recover is not None and recipe.recover.mode == "auto":
+        choice = hardware.choose_recovery(prune.ratio, plan, config, spec, backbone, recipe.recover)
+        recipe = recipe.model_copy(
+            update={"recover": recipe.recover.model_copy(update={"mode": choice.mode})}
+        )
+    memory = hardware.estimate(plan, config, spec, backbone, recipe)
+    return plan.model_copy(update={"memory": memory, "recovery": choice})
 
 
 # ---------------------------------------------------------------------------- display
@@ -650,6 +659,8 @@ def render_table(plan: Plan) -> str:
         ("language backbone", f"{_fmt(p.backbone_before)} -> {_fmt(p.backbone_after)}"),
         ("whole model", f"{_fmt(p.total_before)} -> {_fmt(p.total_after)}"),
     ]
+    if plan.recovery is not None:
+        rows.append(("recovery (auto)", f"{plan.recovery.mode}: {plan.recovery.reason}"))
     if plan.memory is not None:
         from compressor.hardware import render
 

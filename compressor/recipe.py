@@ -62,6 +62,13 @@ class Calibration(_Strict):
     )
     max_length: int = Field(1024, ge=8, description="Longest tokenised sample (text + image tokens) kept.")
     seed: int = Field(42, description="Seed of the calibration sample draw.")
+    modality: Literal["image", "text", "mixed"] = Field(
+        "image",
+        description="What importance is measured on. image (default): image + text rows, and rows without images "
+        "are refused (the seed measures an MLLM on image + text); text: text only, any images in the rows are "
+        "dropped (the seed's InternVL scripts calibrate on C4); mixed: the rows as they come, image + text and "
+        "text-only together.",
+    )
 
 
 class Prune(_Strict):
@@ -142,6 +149,25 @@ class Publish(_Strict):
     repo_id: str = Field(description="Hub repo to push the compressed model to (owner/name).")
     private: bool = Field(False, description="Create the repo private.")
     overwrite: bool = Field(False, description="Replace the files of a non-empty repo (one commit).")
+    require: dict[str, float] = Field(
+        default_factory=dict,
+        description="Quality gate: shares of the original's scores the model must keep to be pushed, e.g. "
+        "{average_retained: 0.95} or {vqa: 0.9, perplexity.perplexity: 0.5} (a task, or TASK.METRIC). Below it "
+        "the push is refused, the run folder is kept and the command exits non-zero; the card says the gate.",
+    )
+
+    @field_validator("require")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        from compressor.gate import check_key
+
+        for key, share in v.items():
+            check_key(key)
+            if not 0.0 < share <= 2.0:
+                raise ValueError(
+                    f"require {key}: {share} is not a share of the original's score; give e.g. 0.95 for 95 %"
+                )
+        return v
 
     @field_validator("repo_id")
     @classmethod
@@ -210,6 +236,29 @@ class Recipe(_Strict):
     evaluate: Evaluate | None = Field(None, description="Evaluation of original against compressed.")
     export: Export | None = Field(None, description="Exports of the compressed model (GGUF for llama.cpp).")
     publish: Publish | None = Field(None, description="Where to push; omit to stop after the model card.")
+
+    @model_validator(mode="after")
+    def _gate_has_scores(self) -> Recipe:
+        require = self.publish.require if self.publish is not None else {}
+        if not require:
+            return self
+        if self.evaluate is None:
+            raise ValueError(
+                "publish.require gates the push on evaluation scores, but the recipe has no evaluate section; add "
+                "evaluate.tasks or remove publish.require"
+            )
+        names = {t.name for t in self.evaluate.tasks}
+        if self.evaluate.lmms_eval is not None:
+            names |= set(self.evaluate.lmms_eval.tasks)
+        for key in require:
+            task = key.partition(".")[0]
+            if key != "average_retained" and task not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise ValueError(
+                    f"publish.require names task {task!r}, which evaluate does not run (its tasks: {known}); use "
+                    "one of them or average_retained"
+                )
+        return self
 
 
 def parse_recipe(data: Any, where: str = "") -> Recipe:

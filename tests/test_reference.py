@@ -190,7 +190,22 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
         "the build folder is renamed into place"
     )
     report = json.loads(ref.report.read_text())
-    assert report["counts"] == {"train": 48, "test_open": 16, "test_yes_no": 16, "heldout_text": 2}
+    counts = report["counts"]
+    assert {k: counts[k] for k in ("train", "test_open", "test_yes_no", "heldout_text")} == {
+        "train": 48,
+        "test_open": 16,
+        "test_yes_no": 16,
+        "heldout_text": 2,
+    }
+    # general text (the first half of the topics, never the held-out half) and a mixed calibration set
+    text_rows = [json.loads(r) for r in (ref.general_text / "data.jsonl").read_text().splitlines()]
+    assert len(text_rows) == counts["general_text"] > 0 and not any(r.get("images") for r in text_rows)
+    held_out = (ref.heldout_text / "data.jsonl").read_text()
+    assert all(r["messages"][1]["content"][0]["text"] not in held_out for r in text_rows[:50])
+    mixed = [json.loads(r) for r in (ref.mixed_calibration / "data.jsonl").read_text().splitlines()]
+    assert counts["mixed_calibration"] == len(mixed) == 2 * min(48, len(text_rows))
+    assert [bool(r.get("images")) for r in mixed[:4]] == [True, False, True, False]
+    assert (ref.mixed_calibration / mixed[0]["images"][0]).is_file()
     assert [report["stages"][s]["steps"] for s in ("stage1_projector", "stage2_finetune")] == [2, 2]
     assert "dequantised from the Q4_1 GGUF" in report["language_model"]
     assert report["heldout_perplexity"]["bare_lm"] > 1 and report["heldout_perplexity"]["after_stage2"] > 1

@@ -51,6 +51,7 @@ class TrainReport(BaseModel):
     # compute / trainable / saved dtypes and the source's; where each model lived (devices, offloaded modules)
     precision: dict[str, Any] = {}
     placement: dict[str, Any] = {}
+    mode_choice: dict[str, Any] | None = None  # what recover.mode auto chose here, and why
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -182,6 +183,8 @@ class Session:
     timer: Any
     vision: Any = None
     precision: dict[str, Any] | None = None
+    train_data: Any = None  # data.TrainData: what the trainer read, per source
+    mode_choice: dict[str, Any] | None = None
 
     def finish(self) -> TrainReport:
         """Train (resuming when asked), then write the plain checkpoint + processor + report into `out`."""
@@ -227,7 +230,7 @@ class Session:
             final_loss=losses[-1]["loss"] if losses else float(result.training_loss),
             losses=losses,
             trainable=self.trainable.report(),
-            data={**self.data, "assistant_only_loss": sft_args.assistant_only(targs)},
+            data={**self.data, **self._read(), "assistant_only_loss": sft_args.assistant_only(targs)},
             teacher=self.teacher_info,
             shared_vision=self.shared,
             layer_pairs=self.pairs,
@@ -239,7 +242,15 @@ class Session:
                 **{f"{k}_dtypes": v for k, v in self.trainable.dtypes.items()},
             },
             placement=self._placement(),
+            mode_choice=self.mode_choice,
         )
+
+    def _read(self) -> dict[str, Any]:
+        """What the trainer read: rows per source and how many batches mixed image and text-only rows."""
+        t = self.train_data
+        if t is None or len(t.sources) < 2:
+            return {}
+        return {"seen": dict(t.seen), "mixed_batches": t.mixed_batches[0], "batches": t.mixed_batches[1]}
 
     def _placement(self) -> dict[str, Any]:
         from compressor.models import placement
@@ -358,16 +369,22 @@ def prepare(
         raise CompressorError(
             f"{student_dir} has no config.json: give the folder written by `compressor prune`"
         )
-    source = data_source or cfg.data.dataset
-    if source is None:
+    sources = cfg.sources
+    if data_source is not None:  # one source given outright replaces the recipe's
+        sources = (sources[0].model_copy(update={"dataset": data_source, "weight": 1.0}),)
+    if sources[0].dataset is None:
         raise CompressorError("no training data: pass --data DATA or set recover.data.dataset in the recipe")
     if cfg.uses_teacher and teacher_src is None:
         raise CompressorError(
             f"loss {cfg.loss} needs the teacher: pass --teacher (the original model), or train with loss ce=1"
         )
-    work, last = _prepare_run_dir(out, resume, cfg.mode)
     spec, backbone = spec_for(config, trust_remote_code)
     prune_report = _read_json(student_dir / PRUNE_REPORT) or {}
+    choice = None
+    if cfg.mode == "auto":
+        choice = auto_mode(cfg, config, spec, backbone, prune_report, student_dir)
+        cfg = cfg.model_copy(update={"mode": choice.mode})
+    work, last = _prepare_run_dir(out, resume, cfg.mode)
 
     try:
         processor = load_processor(student_dir, trust_remote_code)
@@ -423,7 +440,7 @@ def prepare(
 
     set_seed(cfg.seed)  # LoRA initialisation draws from the global generator
     model, info = trainable.setup(student, spec, backbone, cfg.mode, cfg.lora, compute=compute)
-    train = data.build(source, cfg.fraction, cfg.seed, cfg.data.split, cfg.data.image_folder, token)
+    train = data.build(sources, cfg.seed, token)
     targs = sft_args.build(cfg, work, assistant_only_loss=data.assistant_only(processor), compute=compute)
     if sft_args.sharded(targs) and cfg.mode == "lora":
         raise CompressorError(
@@ -478,19 +495,41 @@ def prepare(
         pairs=pairs,
         shared=shared,
         data={
-            "source": source,
-            "split": cfg.data.split,
+            "source": train.source,
+            "split": sources[0].split,
             "rows": train.rows,
             "used": train.used,
             "fraction": cfg.fraction,
             "seed": cfg.seed,
+            "sources": train.sources,
         },
+        train_data=train,
+        mode_choice=choice.model_dump() if choice is not None else None,
         teacher_info=teacher_info,
         prune_report=prune_report,
         timer=timer,
         vision=vision,
         precision=precision,
     )
+
+
+def auto_mode(
+    cfg: Recover, config: dict[str, Any], spec, backbone, prune_report: dict[str, Any], student_dir: Path
+):
+    """`recover.mode: auto` for a student that `compressor prune` wrote: by its plan's ratio and this machine's
+    device (`hardware.choose_recovery`)."""
+    from compressor.hardware import choose_recovery
+    from compressor.plan import Plan
+
+    if not prune_report.get("plan"):
+        raise CompressorError(
+            f"recover.mode auto chooses by the pruning ratio, but {student_dir} has no prune_report.json with a plan; "
+            "set recover.mode (--mode) to projector, lora or full"
+        )
+    plan = Plan.model_validate(prune_report["plan"])
+    choice = choose_recovery(plan.requested_ratio, plan, config, spec, backbone, cfg)
+    log.info("recover.mode auto: %s (%s)", choice.mode, choice.reason)
+    return choice
 
 
 def _share_vision(cfg: Recover, spec, student, teacher):

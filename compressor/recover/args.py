@@ -76,7 +76,7 @@ def defaults(cfg: Recover, compute: str | None = None) -> dict[str, Any]:
     `compute`: the student's compute dtype; 16 bits turn on the matching autocast (bf16 / fp16).
     """
     return {
-        "learning_rate": LEARNING_RATE[cfg.mode],
+        "learning_rate": LEARNING_RATE.get(cfg.mode, LEARNING_RATE["full"]),  # auto: checked as full
         "lr_scheduler_type": "cosine",
         "warmup_steps": 0.03,
         "weight_decay": 0.0,

@@ -10,8 +10,15 @@ import argparse
 import os
 from typing import Any
 
-from compressor.errors import field_help
-from compressor.recover.config import LoraOptions, Recover, RecoverData, parse_loss, parse_recover
+from compressor.errors import CompressorError, field_help
+from compressor.recover.config import (
+    LoraOptions,
+    Recover,
+    RecoverData,
+    parse_loss,
+    parse_recover,
+    parse_sources,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,10 +31,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("student", metavar="STUDENT_DIR", help="folder written by `compressor prune`")
     p.add_argument("--teacher", metavar="SRC", help="the original model: Hub repo id or local folder")
     p.add_argument("--teacher-revision", help="branch, tag or commit of the teacher's Hub repo")
-    p.add_argument("--data", metavar="DATA", help=field_help(RecoverData, "dataset"))
+    p.add_argument(
+        "--data",
+        metavar="DATA[:WEIGHT]",
+        action="append",
+        help="repeatable: several sources are mixed by weight, e.g. --data vqa-rows:3 --data text-rows:1. "
+        + field_help(RecoverData, "dataset"),
+    )
     p.add_argument("--image-folder", help=field_help(RecoverData, "image_folder"))
     p.add_argument("--split", help=field_help(RecoverData, "split"))
-    p.add_argument("--mode", choices=["projector", "lora", "full"], help=field_help(Recover, "mode"))
+    p.add_argument("--mode", choices=["auto", "projector", "lora", "full"], help=field_help(Recover, "mode"))
     p.add_argument("--fraction", type=float, help=field_help(Recover, "fraction"))
     p.add_argument(
         "--loss", metavar="TERMS", help="e.g. ce=0.5,hidden_mse=0.5. " + field_help(Recover, "loss")
@@ -65,8 +78,20 @@ def config_from_args(args: argparse.Namespace) -> tuple[Recover, dict[str, Any]]
         section["loss"] = parse_loss(args.loss)
     if args.lora_r is not None:
         section["lora"] = {**section.get("lora", {}), "r": args.lora_r}
-    data = {"dataset": args.data, "image_folder": args.image_folder, "split": args.split}
-    section["data"] = {**section.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
+    given = {k: v for k, v in (("image_folder", args.image_folder), ("split", args.split)) if v is not None}
+    sources = parse_sources(args.data or [])
+    if len(sources) > 1:  # several --data: they replace the recipe's sources; --split etc. apply to each
+        section["data"] = [{**src, **given} for src in sources]
+    elif sources or given:
+        old = section.get("data") or {}
+        if isinstance(old, list):
+            if not sources:
+                raise CompressorError(
+                    "--split / --image-folder cannot pick one of the recipe's several recover.data sources; "
+                    "give the sources with --data too, or edit the recipe"
+                )
+            old = {}
+        section["data"] = {**old, **(sources[0] if sources else {}), **given}
     where = repr(args.recipe) if args.recipe else "from the command line"
     return parse_recover(section, where), model
 
@@ -80,7 +105,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         args.student,
         teacher,
         cfg,
-        cfg.data.dataset,
+        None,
         args.out,
         resume=args.resume,
         token=os.environ.get("HF_TOKEN") or None,

@@ -46,19 +46,32 @@ class LoraOptions(_Strict):
 class RecoverData(_Strict):
     dataset: str | None = Field(
         None,
-        description="Training rows with images + messages: a Hub dataset id, a local folder (json/jsonl/"
-        "parquet or save_to_disk), or a LLaVA json file (llava_v1_5_mix665k.json) with image_folder.",
+        description="Training rows with images + messages (or text-only messages): a Hub dataset id, a local folder "
+        "(json/jsonl/parquet or save_to_disk), or a LLaVA json file (llava_v1_5_mix665k.json) with image_folder.",
     )
     split: str = Field("train", description="Dataset split to train on.")
     image_folder: str | None = Field(None, description="Image root for a LLaVA json file.")
+    weight: float = Field(
+        1.0,
+        gt=0.0,
+        description="In a list of sources: this source's share of the training rows is weight / sum of weights.",
+    )
+    fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Share of this source's rows drawn (a seeded uniform subset); default recover.fraction.",
+    )
 
 
 class Recover(_Strict):
-    mode: Literal["projector", "lora", "full"] = Field(
-        "lora",
+    mode: Literal["auto", "projector", "lora", "full"] = Field(
+        "auto",
         description="What trains. projector: only the multimodal projector (the seed's cheap recovery, enough "
-        "up to about 15-20 percent compression); lora: LoRA on the language model + the projector, merged into a plain "
-        "checkpoint at the end; full: language model + projector. The vision tower is frozen in every mode.",
+        "up to about 15 percent compression); lora: LoRA on the language model + the projector, merged into a "
+        "plain checkpoint at the end; full: language model + projector. The vision tower is frozen in every mode. "
+        "auto (default): projector up to 15 percent, full above it, lora when the plan's memory estimate says full "
+        "training does not fit this machine's device; the plan says which it chose and why.",
     )
     loss: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_LOSS),
@@ -127,7 +140,12 @@ class Recover(_Strict):
         description="Run the frozen vision tower once per batch and feed its output to both models "
         "(where the projector sits outside the vision module).",
     )
-    data: RecoverData = Field(default_factory=RecoverData)
+    data: RecoverData | tuple[RecoverData, ...] = Field(
+        default_factory=RecoverData,
+        description="One source (a mapping), or a list of sources with weights (e.g. the task's image rows and "
+        "general text rows, 3:1), each with its own split and fraction, interleaved reproducibly; text-only and "
+        "image rows mix in one batch.",
+    )
     sft: dict[str, Any] = Field(
         default_factory=dict,
         description="Any TRL SFTConfig field (learning_rate, num_train_epochs, per_device_train_batch_size, "
@@ -150,6 +168,20 @@ class Recover(_Strict):
             )
         return v
 
+    @field_validator("data")
+    @classmethod
+    def _sources(cls, v: RecoverData | tuple[RecoverData, ...]) -> RecoverData | tuple[RecoverData, ...]:
+        if isinstance(v, tuple):
+            if not v:
+                raise ValueError(
+                    "data is an empty list; give one source, or a list of {dataset, weight} mappings"
+                )
+            if any(d.dataset is None for d in v):
+                raise ValueError("every source in a data list needs its dataset")
+            if len(v) == 1:
+                return v[0]
+        return v
+
     @field_validator("hidden_layers", "layer_map")
     @classmethod
     def _non_negative(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -166,6 +198,12 @@ class Recover(_Strict):
         return self
 
     @property
+    def sources(self) -> tuple[RecoverData, ...]:
+        """The training sources, one or several (each with its weight and fraction resolved)."""
+        items = self.data if isinstance(self.data, tuple) else (self.data,)
+        return tuple(d.model_copy(update={"fraction": d.fraction or self.fraction}) for d in items)
+
+    @property
     def uses_teacher(self) -> bool:
         from compressor.recover.losses import LOSSES
 
@@ -178,6 +216,25 @@ def parse_recover(data: Any, where: str = "(in memory)") -> Recover:
         return Recover.model_validate(data or {})
     except ValidationError as err:
         raise invalid(err, f"invalid recover section {where}", prefix="recover") from None
+
+
+def parse_sources(values: list[str]) -> list[dict[str, Any]]:
+    """`--data` values, each `SOURCE` or `SOURCE:WEIGHT` → [{"dataset", "weight"}] (one entry without weight)."""
+    out: list[dict[str, Any]] = []
+    for value in values:
+        source, sep, weight = value.rpartition(":")
+        if sep and source and not weight.startswith(("/", "\\")):  # a Windows drive or URL keeps its colon
+            try:
+                out.append({"dataset": source, "weight": float(weight)})
+                continue
+            except ValueError:
+                if len(values) > 1:
+                    raise CompressorError(
+                        f"--data {value!r}: the weight after the last ':' must be a number, e.g. "
+                        "--data vqa-rows:3 --data text-rows:1"
+                    ) from None
+        out.append({"dataset": value})
+    return out
 
 
 def parse_loss(text: str) -> dict[str, float]:
