@@ -272,6 +272,8 @@ def _row(cell: Cell, folder: Path) -> dict[str, Any] | None:
         "recovery": "none" if r is None else r.mode,
         "loss": "" if r is None else "+".join(f"{k}={w:g}" for k, w in r.loss.items() if w > 0),
         "fraction": "" if r is None else r.fraction,
+        "seed": "" if r is None else r.seed,
+        "calibration": cell.recipe.prune.calibration.modality,
         "train_steps": "" if train is None else train["steps"],
         "train_seconds": "" if train is None else round(train["seconds"], 1),
     }
@@ -339,7 +341,55 @@ def _varied(cells: list[Cell]) -> list[str]:
 def _short(key: str, value: Any) -> str:
     if isinstance(value, dict):
         return "+".join(f"{k}" if w == 1 else f"{w:g}·{k}" for k, w in value.items())
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "dataset" in v for v in value):
+        return " + ".join(
+            f"{v.get('weight', 1):g}·{Path(v['dataset']).name}" for v in value
+        )  # weighted sources
     return f"{key.split('.')[-1]}={value}"
+
+
+SEED_KEY = "recover.seed"
+# the columns a group over seeds averages: (row key, scale for display)
+AVERAGED = ("open_acc_compressed", "yes_no_acc_compressed", "perplexity_compressed", "avg_retained")
+
+
+def seed_groups(
+    cells: list[Cell], by_cell: dict[str, dict[str, Any]]
+) -> list[tuple[Cell, list[dict[str, Any]]]]:
+    """Cells that differ only in recover.seed, together: (the first such cell, the finished rows of all)."""
+    buckets: dict[str, tuple[Cell, list[dict[str, Any]]]] = {}
+    for c in cells:
+        key = json.dumps({k: v for k, v in c.settings.items() if k != SEED_KEY}, sort_keys=True)
+        first, rows = buckets.setdefault(key, (c, []))
+        if c.name in by_cell:
+            rows.append(by_cell[c.name])
+    return list(buckets.values())
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and half the range (with two seeds: the distance of each from the mean)."""
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def _averaged_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for several seeds: each averaged column's mean, with its spread under `<col>_spread`."""
+    out = dict(rows[0])
+    for col in AVERAGED:
+        values = [r[col] for r in rows if r.get(col) is not None]
+        if values:
+            out[col], out[col + "_spread"] = mean_spread(values)
+    for col in ("open_acc", "yes_no_acc", "perplexity"):
+        orig = rows[0].get(f"{col}_original")
+        comp = out.get(f"{col}_compressed")
+        if orig and comp:
+            out[f"{col}_retained"] = 100 * (orig / comp if col == "perplexity" else comp / orig)
+    out["seeds"] = len(rows)
+    return out
+
+
+def _pm(value: float, spread: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    text = f"{scale * value:.{digits}f}"
+    return text if spread is None else f"{text} ± {scale * spread:.{digits}f}"
 
 
 def _weights_note(study: Study) -> list[str]:
@@ -388,26 +438,40 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
             "decode tok/s",
             "seed AVG-% (LLaVA / Bunny)",
         ]
+        over_seeds = SEED_KEY in varied
+        if over_seeds:
+            head = [h for h in head if h != "seed"]
+            head.insert(len(head) - 1, "seeds")  # before the seed paper's column
         out += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-        for c in cells:
-            r = by_cell.get(c.name)
-            if r is None:
-                continue
+        entries = (
+            [(c, _averaged_row(rs)) for c, rs in seed_groups(cells, by_cell) if rs]
+            if over_seeds
+            else [(c, by_cell[c.name]) for c in cells if c.name in by_cell]
+        )
+        for c, r in entries:
             vals = [r["method"], f"{100 * r['ratio']:.0f}% ({100 * r['achieved_ratio']:.1f}%)"]
             vals += [
-                _short(k, v) if isinstance(v := c.settings.get(k), dict) else str(v)
+                _short(k, v) if isinstance(v := c.settings.get(k), (dict, list)) else str(v)
                 for k in varied
-                if k not in ("prune.method", "prune.ratio")
+                if k not in ("prune.method", "prune.ratio", SEED_KEY)
             ]
+            sp = r.get
             vals += [
-                f"{100 * r.get('open_acc_compressed', 0):.1f} ({_pct(r.get('open_acc_retained'))}%)",
-                f"{100 * r.get('yes_no_acc_compressed', 0):.1f} ({_pct(r.get('yes_no_acc_retained'))}%)",
-                f"{r.get('perplexity_compressed', float('nan')):.2f} ({_pct(r.get('perplexity_retained'))}%)",
-                _pct(r.get("avg_retained")),
+                f"{_pm(r.get('open_acc_compressed', 0), sp('open_acc_compressed_spread'), 100)} "
+                f"({_pct(r.get('open_acc_retained'))}%)",
+                f"{_pm(r.get('yes_no_acc_compressed', 0), sp('yes_no_acc_compressed_spread'), 100)} "
+                f"({_pct(r.get('yes_no_acc_retained'))}%)",
+                f"{_pm(r.get('perplexity_compressed', float('nan')), sp('perplexity_compressed_spread'), 1, 2)} "
+                f"({_pct(r.get('perplexity_retained'))}%)",
+                _pm(r["avg_retained"], sp("avg_retained_spread"))
+                if r.get("avg_retained") is not None
+                else "—",
                 f"{r.get('params_compressed') or 0:,}",
                 str(r.get("decode_tok_s_compressed", "—")),
-                seed_beside(r),
             ]
+            if over_seeds:
+                vals.append(str(r["seeds"]))
+            vals.append(seed_beside(r))
             out.append("| " + " | ".join(vals) + " |")
         if not got:
             out.append("| (no finished cell yet) |" + " |" * (len(head) - 1))

@@ -244,3 +244,39 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     md = (out / "results.md").read_text()
     assert "| width | 50% (" in md and "Reference (original)" in md
     assert "dequantised from the Q4_1 GGUF" in md  # the weights' caveat travels into the study's tables
+
+    # study v2 in miniature: two of its cells, recovery on VQA + general text, and calibration on text only
+    v2 = yaml.safe_load((Path(__file__).parent.parent / "studies" / "seed-miniature-v2.yaml").read_text())
+    by_name = {g["name"]: g for g in v2["groups"]}
+    data_group, cal_group = by_name["3-recovery-data"], by_name["4-calibration"]
+    data_group.update(grid={"prune.method": ["depth"]}, cells=[data_group["cells"][1]])
+    cal_group.update(grid={"prune.method": ["width"]}, cells=[cal_group["cells"][1]])
+    v2["groups"] = [data_group, cal_group]
+    for task in v2["base"]["evaluate"]["tasks"]:
+        task["limit"] = 2
+    v2["base"]["evaluate"].update(speed_new_tokens=2, speed_repeats=1)
+    v2["base"]["prune"]["calibration"]["num_samples"] = 2
+    v2["base"]["prune"]["ratio"] = 0.5
+    v2["base"]["recover"].update(max_steps=2, sft={"per_device_train_batch_size": 2, "save_steps": 1000})
+    path = tmp_path / "study-v2.yaml"
+    path.write_text(yaml.safe_dump(v2))
+    out = run_study(load_study(path, {"reference": str(ref.root)}), tmp_path / "study-v2")
+    md = (out / "results.md").read_text()
+    assert "## 3-recovery-data" in md and "| depth | 50% (" in md
+    assert "## 4-calibration" in md and "| width | 50% (" in md
+    cells = sorted((out / "cells").iterdir())
+    train = [
+        json.loads((c / "reports" / "train.json").read_text())
+        for c in cells
+        if (c / "reports" / "train.json").is_file()
+    ]
+    assert len(cells) == 2 and len(train) == 1
+    sources = train[0]["data"]["sources"]
+    assert [Path(s["dataset"]).name for s in sources] == ["easyvqa-train", "general-text"]
+    assert [s["weight"] for s in sources] == [3, 1] and sources[0]["share"] >= 0.7
+    plan = next(
+        json.loads((c / "plan.json").read_text())
+        for c in cells
+        if not (c / "reports" / "train.json").is_file()
+    )
+    assert any("measured on text only" in w for w in plan["warnings"])

@@ -189,6 +189,45 @@ def test_seed_miniature_study_file_is_valid(tmp_path):
     assert sorted(c.recipe.recover.fraction for c in groups["4-data-fraction"]) == [0.01, 0.05, 0.1, 1.0]
 
 
+def test_seed_miniature_v2_study_file_is_valid():
+    """Study v2 expands into valid recipes; shared cells run once; the seeds are averaged in its tables."""
+    from pathlib import Path
+
+    from compressor.study import _averaged_row, load_study, seed_groups
+
+    study = load_study(
+        Path(__file__).parent.parent / "studies" / "seed-miniature-v2.yaml", {"reference": "/ref"}
+    )
+    groups = dict(study.groups)
+    assert [len(groups[g]) for g in groups] == [12, 6, 4, 6, 4]
+    assert (
+        len(study.cells()) == 12 + 5 + 2 + 6 + 4
+    )  # the seed's recipe at 30 % depth and VQA-only data are shared
+    loss = groups["1-loss-full"]
+    assert {c.recipe.recover.mode for c in loss} == {"full"} and {c.recipe.recover.seed for c in loss} == {
+        1,
+        2,
+    }
+    assert len(seed_groups(loss, {})) == 6  # 2 methods x 3 losses, 2 seeds each
+    mixed = [c for c in groups["3-recovery-data"] if len(c.recipe.recover.sources) == 2]
+    assert len(mixed) == 2 and [s.weight for s in mixed[0].recipe.recover.sources] == [3.0, 1.0]
+    assert {c.recipe.prune.calibration.modality for c in groups["4-calibration"]} == {
+        "image",
+        "text",
+        "mixed",
+    }
+    assert all(c.recipe.recover is None for c in groups["4-calibration"])
+    fractions = groups["5-data-fraction"]
+    assert all(c.recipe.recover.max_steps is None for c in fractions)  # one pass over each share
+    rows = [
+        {"open_acc_compressed": a, "open_acc_original": 0.8, "avg_retained": b}
+        for a, b in ((0.6, 70), (0.7, 80))
+    ]
+    avg = _averaged_row(rows)
+    assert (round(avg["open_acc_compressed"], 6), avg["avg_retained"], avg["avg_retained_spread"]) == (0.65, 75, 5)
+    assert round(avg["open_acc_retained"], 2) == 81.25 and avg["seeds"] == 2
+
+
 def test_eval_cache_reuses_the_originals_answers_only_for_the_same_weights(tiny_saved, tmp_path):
     from compressor import evaluate
     from compressor.demo import write_eval_sets
