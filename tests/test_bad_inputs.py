@@ -339,9 +339,21 @@ CASES = [
     ),
     (
         "recover on an empty dataset",
-        "recover {w}/tiny --data {w}/empty-data --loss ce=1 --out {w}/out",
+        "recover {w}/tiny --data {w}/empty-data --loss ce=1 --mode full --out {w}/out",
         None,
         ["empty-data", "no rows"],
+    ),
+    (
+        "recover mode auto on a folder that compressor prune did not write",
+        "recover {w}/tiny --data {w}/data --loss ce=1 --out {w}/out",
+        None,
+        ["recover.mode auto", "no prune_report.json", "--mode", "projector, lora or full"],
+    ),
+    (
+        "recover --data with a weight that is not a number",
+        "recover {w}/tiny --data {w}/data:3 --data {w}/data:lots --mode full --out {w}/out",
+        None,
+        ["--data", ":lots", "must be a number"],
     ),
     (
         "recover bad --loss",
@@ -533,7 +545,7 @@ def test_catalogue_size():
     message for at least one needle (a case with none would pass on any message)."""
     readme = (ROOT / "README.md").read_text()
     said = re.search(r"`tests/test_bad_inputs.py` runs (\d+) such inputs", readme)
-    assert said and int(said[1]) == len(CASES) == 65
+    assert said and int(said[1]) == len(CASES) == 67
     assert len({c[0] for c in CASES}) == len(CASES)
     assert all(needles and all(needles) for _, _, _, needles in CASES), [c[0] for c in CASES if not c[3]]
 

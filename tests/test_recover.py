@@ -344,13 +344,18 @@ def test_run_refuses_bad_inputs(pair, tiny_saved, data_dir, tmp_path) -> None:
 def test_fraction_is_a_seeded_subset(data_dir) -> None:
     from compressor.recover import data
 
+    from compressor.recover.config import RecoverData
+
+    def build(fraction: float, seed: int):
+        return data.build([RecoverData(dataset=str(data_dir), fraction=fraction)], seed)
+
     def rows(fraction: float, seed: int) -> list[int]:
-        return list(data.build(str(data_dir), fraction, seed).dataset.with_format(None)["row"])
+        return list(build(fraction, seed).dataset.with_format(None)["row"])
 
     assert rows(0.5, 1) == rows(0.5, 1) and len(rows(0.5, 1)) == 6
     assert rows(0.5, 1) != rows(0.5, 2)
     assert len(rows(0.01, 1)) == 1 and sorted(rows(1.0, 3)) == list(range(12))
-    row = data.build(str(data_dir), 0.5, 1).dataset[0]
+    row = build(0.5, 1).dataset[0]
     assert row["images"][0].size == (32, 32) and row["messages"][1]["role"] == "assistant"
 
 
@@ -387,7 +392,7 @@ def test_recover_config_names_the_bad_field() -> None:
         },
         "sft.lr_scheduler_type: cosin is not a valid SchedulerType": {"sft": {"lr_scheduler_type": "cosin"}},
         "sft.seed is set by recover.seed": {"sft": {"seed": 1}},
-        "recover.mode (recover --mode) is 'lorra' (did you mean 'lora'?): choose one of projector, lora, full": {
+        "recover.mode (recover --mode) is 'lorra' (did you mean 'lora'?): choose one of auto, projector, lora, full": {
             "mode": "lorra"
         },
         "recover.fraction (recover --fraction) is 1.5: set recover --fraction to a number > 0 and <= 1": {
