@@ -82,7 +82,7 @@ def _text_rows(folder: Path, n: int = 8) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("family", ["llava", "idefics3"])
+@pytest.mark.parametrize("family", ["llava", "idefics3", "qwen2_vl", "gemma3", "internvl", "llava_next"])
 def test_mixed_sources_train_in_mixed_batches_with_the_weights_shares(tiny_saved, tmp_path, family) -> None:
     from compressor.recover import run
 
@@ -278,3 +278,25 @@ def test_the_gate_blocks_a_push_below_it_and_lets_a_good_one_through(gated, tmp_
     assert hub.repo_exists(repo)
     card = ModelCard.load(repo, token=ALICE_WRITE).text
     assert "**Quality gate** (`publish.require`): passed." in card and "perplexity >= 1.0 %" in card
+
+
+def test_the_apps_form_keeps_and_edits_a_list_of_sources() -> None:
+    from compressor.app.form import recipe_dict, widget_values
+    from compressor.recipe import parse_recipe
+
+    sources = [{"dataset": "org/vqa", "weight": 3.0, "fraction": 0.1}, {"dataset": "org/text", "weight": 1.0}]
+    base = {
+        "model": {"source": "a/b"},
+        "prune": {"method": "depth", "ratio": 0.3},
+        "recover": {"data": sources},
+    }
+    values = widget_values(parse_recipe(base))
+    assert values["train_data"] == "org/vqa:3, org/text:1" and values["mode"] == "auto"
+    assert recipe_dict(base, values)["recover"]["data"] == sources  # untouched: the per-source fraction stays
+    values["train_data"] = "org/vqa:1, org/more:2"
+    edited = recipe_dict(base, values)["recover"]["data"]
+    assert edited == [
+        {"dataset": "org/vqa", "weight": 1.0, "fraction": 0.1},
+        {"dataset": "org/more", "weight": 2.0},
+    ]
+    assert parse_recipe(recipe_dict(base, values)).recover.sources[1].dataset == "org/more"

@@ -154,11 +154,29 @@ def _recover(old: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any]:
     rec["loss"] = loss
     rec["fraction"] = float(v["fraction"])
     _put(rec, "max_steps", _optional(v["max_steps"]))
+    text = _text(v["train_data"])
+    if isinstance(rec.get("data"), list) or (text and "," in text):  # several sources: SOURCE:WEIGHT, ...
+        if text != sources_text(rec.get("data")):
+            from compressor.recover.config import parse_sources
+
+            old = {d.get("dataset"): d for d in rec.get("data") or [] if isinstance(d, dict)}
+            given = parse_sources([t.strip() for t in (text or "").split(",") if t.strip()])
+            rec["data"] = [{**old.get(g["dataset"], {}), **g} for g in given]
+        if not rec["data"]:
+            rec.pop("data")
+        return rec
     data = rec.setdefault("data", {})
-    _put(data, "dataset", _text(v["train_data"]))
+    _put(data, "dataset", text)
     if not data:
         rec.pop("data")
     return rec
+
+
+def sources_text(data: Any) -> str | None:
+    """Several recovery sources as the form shows them: `SOURCE:WEIGHT, SOURCE:WEIGHT`."""
+    if not isinstance(data, list):
+        return None
+    return ", ".join(f"{d.get('dataset')}:{d.get('weight', 1):g}" for d in data if isinstance(d, dict))
 
 
 def _evaluate(old: dict[str, Any] | None, v: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +275,11 @@ def widget_values(recipe: Recipe) -> dict[str, Any]:
         "hidden_mse": rec.loss.get("hidden_mse", 0.0),
         "fraction": rec.fraction,
         "max_steps": rec.max_steps,
-        "train_data": rec.data.dataset or "",
+        "train_data": (
+            sources_text([d.model_dump(exclude_unset=True) for d in rec.data])
+            if isinstance(rec.data, tuple)
+            else rec.data.dataset or ""
+        ),
         "eval_on": recipe.evaluate is not None,
         "tasks": [[t.name, t.dataset, t.split, t.limit] for t in ev.tasks] or None,
         "speed": ev.speed,

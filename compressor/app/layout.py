@@ -5,7 +5,7 @@ wiring.py connects them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import gradio as gr
 
@@ -92,7 +92,7 @@ def _recover_widgets(v: dict[str, Any]) -> dict[str, Any]:
     }
     with gr.Column(visible=v["recover_on"]) as w["recover_box"]:
         w["mode"] = gr.Radio(
-            ["projector", "lora", "full"],
+            list(get_args(Recover.model_fields["mode"].annotation)),
             value=v["mode"],
             label=label("mode"),
             info=info("mode", doc(Recover, "mode")),
@@ -116,7 +116,12 @@ def _recover_widgets(v: dict[str, Any]) -> dict[str, Any]:
                 info=info("max_steps", doc(Recover, "max_steps")),
             )
         w["train_data"] = gr.Textbox(
-            v["train_data"], label=label("train_data"), info=info("train_data", doc(RecoverData, "dataset"))
+            v["train_data"],
+            label=label("train_data"),
+            info=info(
+                "train_data",
+                doc(RecoverData, "dataset") + " Several, mixed by weight: SOURCE:WEIGHT, SOURCE:WEIGHT.",
+            ),
         )
     return w
 
