@@ -160,3 +160,17 @@ def test_make_test_runs_two_workers_and_test_workers_0_one_process():
     )
     assert pytest_line().split(" -m pytest")[1].split() == ["-q", "-n", "2", "--dist", "loadfile"]
     assert pytest_line("TEST_WORKERS=0").split(" -m pytest")[1].split() == ["-q"]
+
+
+def test_the_readmes_recipe_is_valid():
+    """The recipe under "A recipe" is validated as it is written there, gate and mixed sources included."""
+    import yaml
+
+    from compressor.recipe import parse_recipe
+
+    section = (ROOT / "README.md").read_text().split("## A recipe", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    recipe = parse_recipe(yaml.safe_load(block), "README")
+    assert recipe.recover.mode == "auto" and [s.weight for s in recipe.recover.sources] == [3, 1]
+    assert recipe.publish.require == {"average_retained": 0.95}
+    assert recipe.prune.calibration.modality == "image"
