@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint format app clean setup browser reference study bench export-tools quantizer lmms
+.PHONY: demo test lint format app clean setup browser reference study study-v2 bench export-tools quantizer lmms
 
 setup: $(STAMP)
 
@@ -52,7 +52,12 @@ reference: $(STAMP)
 	$(PY) -m compressor reference build
 
 study: reference
+	$(PY) -m compressor reference build --version reference-smollm2-llava-v1
 	$(PY) -m compressor study studies/seed-miniature.yaml
+
+# Study v2 (issue 20) on the current reference: see studies/seed-miniature-v2.yaml for each group's cost
+study-v2: reference
+	$(PY) -m compressor study studies/seed-miniature-v2.yaml
 
 # Every benchmark, one after another (never two at once: each prints ratios measured side by side on a quiet
 # machine). Torch-Pruning (the peer) and the SmolLM2 GGUF (the real weights) are installed first; serving.py

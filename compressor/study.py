@@ -3,6 +3,7 @@
 A study file is a base recipe and groups of cells::
 
     name: seed-miniature
+    reference: reference-smollm2-llava-v1   # optional: the reference build it measures on (default: the current)
     base:                      # an ordinary recipe; "{reference}" is the built reference MLLM's folder
       model: {source: "{reference}/model"}
       prune: {method: width, ratio: 0.3}
@@ -159,20 +160,25 @@ def load_study(path: str | Path, names: dict[str, str] | None = None) -> Study:
 
     path = Path(path)
     data = read_recipe_file(path)
-    unknown = set(data) - {"name", "base", "groups", "notes"}
+    unknown = set(data) - {"name", "reference", "base", "groups", "notes"}
     if unknown:
         raise CompressorError(
-            f"study {str(path)!r}: unknown top-level keys {sorted(unknown)}; known: name, base, groups, notes"
+            f"study {str(path)!r}: unknown top-level keys {sorted(unknown)}; known: name, reference, base, groups, "
+            "notes"
         )
     if not isinstance(data.get("base"), dict) or not data.get("groups"):
         raise CompressorError(f"study {str(path)!r} needs a base: recipe and a non-empty groups: list")
     base = data["base"]
+    if data.get("reference") is not None:
+        from compressor.reference import check_version
+
+        check_version(str(data["reference"]))
     needed = {n for n in ("reference",) if "{" + n + "}" in json.dumps(base) + json.dumps(data["groups"])}
     names = dict(names or {})
     if "reference" in needed and "reference" not in names:
-        from compressor.reference import find_reference
+        from compressor.reference import REFERENCE_VERSION, find_reference
 
-        names["reference"] = str(find_reference().root)
+        names["reference"] = str(find_reference(version=data.get("reference") or REFERENCE_VERSION).root)
     groups = []
     for g in data["groups"]:
         gname = g.get("name")

@@ -280,3 +280,28 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
         if not (c / "reports" / "train.json").is_file()
     )
     assert any("measured on text only" in w for w in plan["warnings"])
+
+
+def test_each_reference_version_has_its_own_build_and_cache(tmp_path, monkeypatch):
+    """v1 stays buildable (the first study pins it); the current version is v2; an unknown one is named."""
+    import pytest
+
+    from compressor.errors import CompressorError
+    from compressor.reference import REFERENCE_VERSION, build_config, cache_root, find_reference
+    from compressor.study import load_study
+
+    monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path))
+    v1 = build_config("reference-smollm2-llava-v1")
+    assert (v1.stage0_epochs, v1.stage2_steps) == (4, 200) and REFERENCE_VERSION.endswith("-v2")
+    assert build_config().stage0_epochs > v1.stage0_epochs
+    assert cache_root("reference-smollm2-llava-v1") == tmp_path / "reference-smollm2-llava-v1"
+    with pytest.raises(CompressorError, match=r"reference build --version reference-smollm2-llava-v1"):
+        find_reference(version="reference-smollm2-llava-v1")
+    with pytest.raises(
+        CompressorError, match=r"unknown reference version 'v9'; known: reference-smollm2-llava-v1"
+    ):
+        cache_root("v9")
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nreference: v9\nbase: {model: {source: x}}\ngroups: [{name: g}]\n")
+    with pytest.raises(CompressorError, match="unknown reference version 'v9'"):
+        load_study(study)
