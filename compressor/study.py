@@ -117,18 +117,31 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{describe(self.recipe)}-{self.key}".replace(" ", "_").replace("/", "_")
+        return f"{describe(self.recipe, short=True)}-{self.key}".replace(" ", "_").replace("/", "_")
 
 
-def describe(recipe) -> str:
-    """A short human name of a cell: method, ratio, recovery mode, loss, data fraction."""
+def describe(recipe, short: bool = False) -> str:
+    """A human name of a cell: method, ratio, recovery mode, loss, data fraction, then (unless `short`, the form
+    run folders are named by, kept as the first study named them) calibration, data mix, matched layers, seed."""
     p, r = recipe.prune, recipe.recover
     parts = [p.method, f"{100 * p.ratio:.0f}%"]
+    if short:
+        if r is None:
+            return " ".join([*parts, "no recovery"])
+        loss = "+".join(k for k, w in r.loss.items() if w > 0)
+        return " ".join([*parts, r.mode, loss, f"data {100 * r.fraction:g}%"])
+    if p.calibration.modality != "image":
+        parts.append(f"calibration {p.calibration.modality}")
     if r is None:
         parts.append("no recovery")
     else:
         loss = "+".join(k for k, w in r.loss.items() if w > 0)
         parts += [r.mode, loss, f"data {100 * r.fraction:g}%"]
+        if len(r.sources) > 1:
+            parts.append("+".join(f"{s.weight:g}" for s in r.sources) + " mix")
+        if r.hidden_layers:
+            parts.append(f"layers {','.join(map(str, r.hidden_layers))}")
+        parts.append(f"seed {r.seed}")
     return " ".join(parts)
 
 
