@@ -542,10 +542,11 @@ def _run(
         resume = checkpoint_dir(run_.recovered).is_dir() and any(
             checkpoint_dir(run_.recovered).glob("checkpoint-*")
         )
+        cfg, choice = _recovery_config(recipe, run_)
         recover.run(
             run_.pruned,
             m.source,
-            _recovery_config(recipe, run_),
+            cfg,
             None,
             run_.recovered,
             resume=resume,
@@ -556,6 +557,7 @@ def _run(
             overwrite=True,
             teacher_revision=source["commit"] or m.revision,
             trust_remote_code=m.trust_remote_code,
+            mode_choice=choice,
         )
         run_.write_json(run_.report("train"), json.loads((run_.recovered / TRAIN_REPORT).read_text()))
         _plots(run_, "train")
@@ -652,15 +654,15 @@ def _gate(require: dict[str, float], run_: RunFolder) -> None:
 
 
 def _recovery_config(recipe: Recipe, run_: RunFolder):
-    """The recipe's `recover:` with `mode: auto` replaced by what the run's plan chose (a plan from before the
-    choice leaves it to `recover.prepare`)."""
-    cfg = recipe.recover
+    """(The recipe's `recover:` with `mode: auto` replaced by what the run's plan chose, that choice): a plan
+    from before the choice leaves it to `recover.prepare`."""
+    cfg, choice = recipe.recover, None
     if cfg is not None and cfg.mode == "auto":
         choice = json.loads(run_.plan.read_text()).get("recovery")
         if choice:
             log.info("recover.mode auto: %s (%s)", choice["mode"], choice["reason"])
             cfg = cfg.model_copy(update={"mode": choice["mode"]})
-    return cfg
+    return cfg, choice
 
 
 def card(run_dir: str | Path, repo_id: str | None = None) -> str:

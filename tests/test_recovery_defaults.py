@@ -300,3 +300,31 @@ def test_the_apps_form_keeps_and_edits_a_list_of_sources() -> None:
         {"dataset": "org/more", "weight": 2.0},
     ]
     assert parse_recipe(recipe_dict(base, values)).recover.sources[1].dataset == "org/more"
+
+
+def test_a_run_trains_in_the_mode_its_plan_chose_and_the_card_says_why(tiny_saved, tmp_path) -> None:
+    from compressor import api
+    from compressor.demo import write_dataset
+    from compressor.recipe import parse_recipe
+
+    data = write_dataset(tmp_path / "shapes", n=8)
+    recipe = parse_recipe(
+        {
+            "model": {"source": str(tiny_saved("llava"))},
+            "prune": {"method": "depth", "ratio": 0.3, "scorer": "last"},
+            "recover": {
+                "loss": {"ce": 1.0},
+                "fraction": 1.0,
+                "max_steps": 1,
+                "data": {"dataset": str(data)},
+                "sft": {"per_device_train_batch_size": 2},
+            },
+        }
+    )
+    run_dir = tmp_path / "run"
+    api.run(recipe, run_dir)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    train = json.loads((run_dir / "reports" / "train.json").read_text())
+    assert plan["recovery"]["mode"] == train["mode"] == train["mode_choice"]["mode"] == "full"
+    card = (run_dir / "recovered" / "README.md").read_text()
+    assert "chosen by `recover.mode: auto`: ratio 30% > 15%" in card

@@ -341,9 +341,11 @@ def prepare(
     trust_remote_code: bool = False,
     callbacks: list | None = None,
     teacher_options: dict[str, Any] | None = None,
+    mode_choice: dict[str, Any] | None = None,
 ) -> Session:
     """Load the student and the teacher, choose what trains, build the data and the trainer.
 
+    `mode_choice`: what the plan's `recover.mode: auto` chose (kept in the report; `cfg` carries the mode);
     `overwrite` replaces a non-empty `out`; `callbacks` are extra `TrainerCallback`s; `teacher_options` go to
     the teacher's `from_pretrained` (e.g. `max_memory`, `offload_folder` with `teacher_device: auto`).
     """
@@ -380,10 +382,10 @@ def prepare(
         )
     spec, backbone = spec_for(config, trust_remote_code)
     prune_report = _read_json(student_dir / PRUNE_REPORT) or {}
-    choice = None
+    choice = mode_choice
     if cfg.mode == "auto":
-        choice = auto_mode(cfg, config, spec, backbone, prune_report, student_dir)
-        cfg = cfg.model_copy(update={"mode": choice.mode})
+        choice = auto_mode(cfg, config, spec, backbone, prune_report, student_dir).model_dump()
+        cfg = cfg.model_copy(update={"mode": choice["mode"]})
     work, last = _prepare_run_dir(out, resume, cfg.mode)
 
     try:
@@ -504,7 +506,7 @@ def prepare(
             "sources": train.sources,
         },
         train_data=train,
-        mode_choice=choice.model_dump() if choice is not None else None,
+        mode_choice=choice,
         teacher_info=teacher_info,
         prune_report=prune_report,
         timer=timer,
