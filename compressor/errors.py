@@ -7,8 +7,10 @@ than 1".
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +22,12 @@ class CompressorError(ValueError):
 
     It subclasses ValueError so callers that catch bad input generically still catch it.
     """
+
+
+def closest(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'taylor'?)`` when a close match exists, else an empty string."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 # Recipe key (list indices dropped) -> the CLI flag that sets it. One table, used only for messages.
@@ -83,20 +91,6 @@ _KIND = {
 }
 
 
-def _roots() -> dict[str, tuple[type[BaseModel], str]]:
-    """pydantic's error title (the model's class name) -> (the model, its key in a recipe)."""
-    from compressor.evaluate.config import EvalTask, Evaluate
-    from compressor.recipe import Recipe
-    from compressor.recover.config import Recover
-
-    return {
-        "Recipe": (Recipe, ""),
-        "Recover": (Recover, "recover"),
-        "Evaluate": (Evaluate, "evaluate"),
-        "EvalTask": (EvalTask, "evaluate.tasks"),
-    }
-
-
 def _submodel(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation (Model, Model | None, tuple[Model, ...]), if any."""
     from pydantic import BaseModel
@@ -149,8 +143,6 @@ def _shown(value: Any) -> str:
 
 
 def _line(e: dict, shown_loc: str, key: str, root: type[BaseModel] | None, root_loc: tuple) -> str:
-    from compressor.registry import closest
-
     kind, value = e["type"], e.get("input")
     flag = FLAGS.get(key)
     name = f"{shown_loc} ({flag})" if flag else shown_loc
@@ -185,12 +177,16 @@ def _line(e: dict, shown_loc: str, key: str, root: type[BaseModel] | None, root_
     return f"{name} is {_shown(value)}: {msg}"
 
 
-def invalid(err: ValidationError, title: str, prefix: str = "") -> CompressorError:
+def invalid(
+    err: ValidationError, title: str, model: type[BaseModel], key: str = "", prefix: str = ""
+) -> CompressorError:
     """One CompressorError with a line per bad field: the key, its CLI flag, the value given and the fix.
 
-    A single bad field gives a one-line message (`title: line`); several give the title and one line each.
+    `model` is the pydantic model that was validated and `key` its place in a recipe ("" for the Recipe itself,
+    "recover" for a recover section); `prefix` goes before the keys shown. A single bad field gives a one-line
+    message (`title: line`); several give the title and one line each.
     """
-    root, root_key = _roots().get(err.title, (None, prefix))
+    root, root_key = model, key
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from compressor.plan_types import MemoryEstimate, RecoveryChoice, StageMemory
 
 if TYPE_CHECKING:
     from compressor.arch import ArchSpec, Backbone
@@ -117,49 +117,6 @@ FLAVORS: tuple[Flavor, ...] = (
     Flavor("h200x8", "H200", 8, None, None),
 )
 FLAVOR_BY_NAME = {f.name: f for f in FLAVORS}
-
-
-class StageMemory(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    stage: str  # "scoring", "recovery", "evaluation"
-    detail: str  # e.g. "taylor, 10 x 1024 tokens" or "lora, batch 4 x 2048"
-    gpu_bytes: int  # peak tensor bytes on a GPU (16-bit compute where the recipe's dtypes are auto)
-    cpu_bytes: int  # the same stage on the CPU (float32 where auto)
-    parts: dict[str, int]  # the GPU peak's terms: weights, teacher, grads, optimizer, activations, logits ...
-
-
-class MemoryEstimate(BaseModel):
-    """Peak memory of each stage, from config.json alone, and the hardware that fits the largest."""
-
-    model_config = ConfigDict(frozen=True)
-
-    stages: list[StageMemory]
-    gpu: str | None  # the smallest single GPU that fits every stage; None when none does
-    flavor: str  # the smallest Hugging Face Jobs flavour that fits
-    notes: list[str] = []
-
-    @property
-    def peak_gpu_bytes(self) -> int:
-        return max((s.gpu_bytes for s in self.stages), default=0)
-
-    @property
-    def peak_cpu_bytes(self) -> int:
-        return max((s.cpu_bytes for s in self.stages), default=0)
-
-
-class RecoveryChoice(BaseModel):
-    """What `recover.mode: auto` chose for a plan, and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    mode: str  # projector, lora or full
-    reason: str
-    device: str | None = (
-        None  # the device the memory was checked against, e.g. "cpu" or "cuda:0 (NVIDIA H100)"
-    )
-    need_bytes: int | None = None  # full training's peak there, with the allocator's margin and fixed costs
-    capacity_bytes: int | None = None
 
 
 # recover.mode auto: the projector alone up to this ratio (the seed's guide: projector-only up to ~15 %, full SFT +
@@ -308,7 +265,25 @@ class Shape:
 # ---------------------------------------------------------------------------- activations, per token
 
 
-def _layer_saved(h: int, q: int, kv: int, i: int, mlp_inputs: int, b: int) -> int:
+# Taylor scoring runs a decoder layer without activation checkpointing while the saved activations of the
+# layers run so fit in this share of the weights' bytes (compressor/prune/importance/taylor.py; the estimate
+# below models the same budget).
+UNCHECKED_SHARE = 0.3
+
+
+def unchecked_layers(
+    num_layers: int,
+    weight_bytes: int,
+    tokens: int,
+    per_token_layer_bytes: int,
+    share: float = UNCHECKED_SHARE,
+) -> int:
+    """How many decoder layers keep their activations (no recomputation) within the budget."""
+    per_layer = max(1, tokens * per_token_layer_bytes)
+    return max(0, min(num_layers, int(share * weight_bytes // per_layer)))
+
+
+def layer_saved(h: int, q: int, kv: int, i: int, mlp_inputs: int, b: int) -> int:
     """Bytes one decoder layer keeps for its backward, per token (read off the autograd graph of a Llama layer):
     each RMSNorm its input and normalised input in fp32 and its output in the compute dtype, the rotated q and k,
     v, the attention output, and the MLP's input projections, activation and product."""
@@ -351,9 +326,7 @@ def scoring(
     parts: dict[str, int] = {"weights": weights}
     seq = max_length
     if plan.scorer == "taylor":
-        from compressor.prune.importance.taylor import unchecked_layers
-
-        saved = _layer_saved(h, q, kv, i, s.mlp_inputs, b)
+        saved = layer_saved(h, q, kv, i, s.mlp_inputs, b)
         # the first layers keep their activations while they fit the budget; the last ones are checkpointed, and
         # the backward reaches them first, while the first ones' activations are still held
         free = unchecked_layers(s.layers_before, weights, seq, saved) if chunked else 0
@@ -454,7 +427,7 @@ def recovery(shape: Shape, r: RecoverySettings, device: str) -> tuple[int, dict]
     tokens = r.batch * r.seq
     # the residual stream is fp32 in full mode (fp32 embeddings), else the frozen embeddings' dtype
     b_res = 4 if r.mode == "full" else bc
-    saved = _layer_saved(h, q, kv, i, s.mlp_inputs, bc)
+    saved = layer_saved(h, q, kv, i, s.mlp_inputs, bc)
     if r.checkpointing:  # each layer's input is kept; one layer at a time is recomputed in the backward
         acts = s.layers_after * tokens * h * b_res
         layer = tokens * (saved + 2 * h * b_res)

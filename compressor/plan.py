@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict
 
 from compressor.arch import ArchSpec, Backbone
 from compressor.errors import CompressorError
-from compressor.hardware import MemoryEstimate, RecoveryChoice
+from compressor.plan_types import MemoryEstimate, RecoveryChoice, SpeedProbe, speed_rows
 from compressor.recipe import Prune, Recipe
-from compressor.speed_probe import SpeedProbe
 
 HIGH_RATIO = 0.5
 
@@ -666,9 +665,7 @@ def render_table(plan: Plan) -> str:
 
         rows += render(plan.memory)
     if plan.speed is not None:
-        from compressor import speed_probe
-
-        rows += speed_probe.render(plan.speed)
+        rows += speed_rows(plan.speed)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines += [f"warning: {w}" for w in plan.warnings]

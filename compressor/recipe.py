@@ -265,7 +265,7 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise invalid(err, f"invalid recipe {where or '(in memory)'}") from None
+        raise invalid(err, f"invalid recipe {where or '(in memory)'}", Recipe) from None
 
 
 def read_recipe_file(path: str | Path) -> dict[str, Any]:

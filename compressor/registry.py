@@ -5,19 +5,12 @@ A typo gets: ``unknown scorer 'taylr'; known: activation, magnitude, taylor``.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, closest
 
 T = TypeVar("T")
-
-
-def closest(name: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'taylor'?)`` when a close match exists, else an empty string."""
-    match = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 class Registry(Generic[T]):

@@ -27,9 +27,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from compressor.errors import CompressorError
+from compressor.plan_types import ProbeRow, SpeedProbe, speed_rows
 from compressor.recipe import Prune
 
 if TYPE_CHECKING:
@@ -39,35 +38,6 @@ if TYPE_CHECKING:
 BATCHES = (1, 8)
 # a student that reaches less than this share of the other method's batch-1 speed-up gets a note in the plan
 SLOWER = 0.9
-
-
-class ProbeRow(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    label: str  # "original", "planned: width 30%", "alternative: depth 30%"
-    layers: int
-    heads: int
-    kv_heads: int
-    mlp: int
-    params: int  # decoder + LM head, a tied embedding once
-    ideal: float  # original params / these params
-    tokens_per_s: dict[int, float]  # batch -> median decode tokens/s
-    speedup: dict[int, float]  # batch -> tokens/s ÷ the original's
-    prefill_tokens_per_s: float  # batch 1, `prefill_tokens` tokens in one forward (time to first token)
-    prefill_speedup: float
-
-    def shape(self) -> str:
-        return f"{self.layers} L, q {self.heads} / kv {self.kv_heads}, MLP {self.mlp}"
-
-
-class SpeedProbe(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    device: str
-    dtype: str
-    method: str
-    rows: list[ProbeRow]
-    note: str | None = None
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -341,18 +311,4 @@ def probe(
     )
 
 
-def render(probe_: SpeedProbe) -> list[tuple[str, str]]:
-    """Rows for the plan table."""
-    batches = list(probe_.rows[0].tokens_per_s)
-    out = [("speed here", probe_.method)]
-    for r in probe_.rows:
-        speeds = " / ".join(f"{r.tokens_per_s[b]:.1f}" for b in batches)
-        ups = " / ".join(f"{r.speedup[b]:.2f}x" for b in batches)
-        out.append(
-            (
-                f"  {r.label}",
-                f"{r.shape()}: decode {speeds} tok/s at batch {' / '.join(map(str, batches))} ({ups}), "
-                f"prefill {r.prefill_tokens_per_s:.0f} tok/s ({r.prefill_speedup:.2f}x); ideal {r.ideal:.2f}x",
-            )
-        )
-    return out
+render = speed_rows  # the plan table's rows (compressor.plan_types)

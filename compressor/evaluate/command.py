@@ -70,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="load dtype"
     )
     p.add_argument("--trust-remote-code", action="store_true", help="run the models' own code (Bunny)")
-    from compressor.cli import add_token_options
+    from compressor.tokens import add_token_options
 
     add_token_options(p)
     p.add_argument("--out", default="eval.json", help="where to write the JSON report (default eval.json)")
@@ -141,14 +141,14 @@ def config_from_args(args: argparse.Namespace) -> Evaluate:
         return Evaluate.model_validate(data)
     except ValidationError as err:
         where = f"in {args.recipe!r}" if args.recipe else "from the command line"
-        raise invalid(err, f"invalid eval settings {where}") from None
+        raise invalid(err, f"invalid eval settings {where}", Evaluate, "evaluate") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from compressor import evaluate
 
     cfg = config_from_args(args)
-    from compressor.cli import token_from
+    from compressor.tokens import token_from
 
     token = token_from(args)
     report = evaluate.run(

@@ -215,7 +215,7 @@ def parse_recover(data: Any, where: str = "(in memory)") -> Recover:
     try:
         return Recover.model_validate(data or {})
     except ValidationError as err:
-        raise invalid(err, f"invalid recover section {where}", prefix="recover") from None
+        raise invalid(err, f"invalid recover section {where}", Recover, "recover", prefix="recover") from None
 
 
 def parse_sources(values: list[str]) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from compressor import hardware
+from compressor.plan import head_dim_of
 from compressor.prune.importance.base import (
     WIDTH_SCORERS,
     WidthScores,
@@ -32,27 +34,23 @@ from compressor.prune.importance.width_common import layer_units, reduce_to_unit
 # Layers run without checkpointing while their saved activations fit in this share of the weights' bytes; the
 # rest recompute their forward in the backward. Scoring's peak then stays near 1.5x the weights (the other ~0.2 is
 # the checkpointed layers' inputs, one recomputed layer and one chunk of the loss), and short calibration samples
-# of a model pay no recomputation at all.
-UNCHECKED_SHARE = 0.3
+# of a model pay no recomputation at all. The value lives with the memory estimate, which models the same budget.
+UNCHECKED_SHARE = hardware.UNCHECKED_SHARE
 
 
 def unchecked_layers(num_layers: int, weight_bytes: int, tokens: int, per_token_layer_bytes: int) -> int:
-    """How many decoder layers keep their activations (no recomputation) within the budget."""
-    per_layer = max(1, tokens * per_token_layer_bytes)
-    return max(0, min(num_layers, int(UNCHECKED_SHARE * weight_bytes // per_layer)))
+    """How many decoder layers keep their activations (no recomputation) within this module's budget."""
+    return hardware.unchecked_layers(num_layers, weight_bytes, tokens, per_token_layer_bytes, UNCHECKED_SHARE)
 
 
 def _per_token_layer_bytes(model, spec, backbone, dtype_bytes: int) -> int:
-    from compressor.hardware import _layer_saved
-    from compressor.plan import head_dim_of
-
     text = spec.text_config(model.config.to_dict())
     d = head_dim_of(text)
     q, kv = (
         text["num_attention_heads"] * d,
         (text.get("num_key_value_heads") or text["num_attention_heads"]) * d,
     )
-    return _layer_saved(
+    return hardware.layer_saved(
         text["hidden_size"], q, kv, text["intermediate_size"], len(backbone.mlp_in), dtype_bytes
     )
 
