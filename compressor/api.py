@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, fill_in
 from compressor.plan import Plan
-from compressor.recipe import Recipe
+from compressor.recipe import Calibration, Recipe
 
 log = logging.getLogger("compressor")
 
@@ -188,10 +188,12 @@ def prune(recipe: Recipe, out: str | Path, token: str | None = None, overwrite: 
     log.debug("plan:\n%s", plan_.table())
     check_disk(out, estimated_bytes(plan_, recipe.model.dtype))
     if plan_.num_samples and recipe.prune.calibration.dataset is None:
-        raise CompressorError(
-            f"scorer {plan_.scorer!r} needs calibration data; pass --calibration DATA (a Hub dataset, a local "
-            "folder or a LLaVA json file), or choose a data-free scorer (depth: last; width: magnitude)"
+        text = (
+            f"scorer {plan_.scorer!r} needs calibration data; {{}} (a Hub dataset, a local folder or a LLaVA json "
+            "file), or choose a data-free scorer (depth: last; width: magnitude)"
         )
+        cli, page = fill_in(Calibration, "dataset")
+        raise CompressorError(text.format(cli), page=text.format(page))
     m = recipe.model
     # the snapshot is taken at the commit the plan was read at, even if the branch moves meanwhile
     local, commit = hub.pull(

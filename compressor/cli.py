@@ -7,9 +7,9 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compressor.errors import CompressorError, field_help
+from compressor.errors import CompressorError, field_help, flag_of
 from compressor.recipe import (
     Calibration,
     GGUFExport,
@@ -21,73 +21,51 @@ from compressor.recipe import (
 )
 from compressor.tokens import add_token_options, token_from
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+
+def _option(group, model: type[BaseModel], name: str, help_prefix: str = "", **kwargs: Any) -> None:
+    """A field's option: its flag and help are the field's own (json_schema_extra and description)."""
+    group.add_argument(flag_of(model, name), help=help_prefix + field_help(model, name), **kwargs)
+
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="Hub repo id, local model folder, or a recipe .yaml (then no other option)")
     g = p.add_argument_group("pruning")
-    g.add_argument("--method", choices=["depth", "width"], help=field_help(Prune, "method"))
-    g.add_argument("--ratio", type=float, help=field_help(Prune, "ratio"))
-    g.add_argument("--scorer", help=field_help(Prune, "scorer"))
-    g.add_argument("--targets", help="width only: comma-separated heads,mlp. " + field_help(Prune, "targets"))
-    g.add_argument("--round-to", type=int, help=field_help(Prune, "round_to"))
-    g.add_argument(
-        "--target",
-        choices=["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"],
-        help=field_help(Prune, "target"),
-    )
-    g.add_argument("--contiguous", action="store_true", default=None, help=field_help(Prune, "contiguous"))
+    _option(g, Prune, "method", choices=["depth", "width"])
+    _option(g, Prune, "ratio", type=float)
+    _option(g, Prune, "scorer")
+    _option(g, Prune, "targets", help_prefix="width only: comma-separated heads,mlp. ")
+    _option(g, Prune, "round_to", type=int)
+    _option(g, Prune, "target", choices=["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"])
+    _option(g, Prune, "contiguous", action="store_true", default=None)
     c = p.add_argument_group("calibration")
-    c.add_argument("--calibration", metavar="DATA", help=field_help(Calibration, "dataset"))
-    c.add_argument("--image-folder", help=field_help(Calibration, "image_folder"))
-    c.add_argument("--split", help=field_help(Calibration, "split"))
-    c.add_argument("--num-samples", type=int, help=field_help(Calibration, "num_samples"))
-    c.add_argument("--max-length", type=int, help=field_help(Calibration, "max_length"))
-    c.add_argument("--seed", type=int, help=field_help(Calibration, "seed"))
-    c.add_argument(
-        "--calibration-modality", choices=["image", "text", "mixed"], help=field_help(Calibration, "modality")
-    )
+    _option(c, Calibration, "dataset", metavar="DATA")
+    _option(c, Calibration, "image_folder")
+    _option(c, Calibration, "split")
+    _option(c, Calibration, "num_samples", type=int)
+    _option(c, Calibration, "max_length", type=int)
+    _option(c, Calibration, "seed", type=int)
+    _option(c, Calibration, "modality", choices=["image", "text", "mixed"])
     m = p.add_argument_group("model")
-    m.add_argument("--revision", help=field_help(ModelSource, "revision"))
-    m.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        default=None,
-        help=field_help(ModelSource, "trust_remote_code"),
-    )
-    m.add_argument(
-        "--allow-pickle", action="store_true", default=None, help=field_help(ModelSource, "allow_pickle")
-    )
-    m.add_argument(
-        "--dtype", choices=["auto", "float32", "bfloat16", "float16"], help=field_help(ModelSource, "dtype")
-    )
-    m.add_argument("--device-map", help=field_help(ModelSource, "device_map"))
+    _option(m, ModelSource, "revision")
+    _option(m, ModelSource, "trust_remote_code", action="store_true", default=None)
+    _option(m, ModelSource, "allow_pickle", action="store_true", default=None)
+    _option(m, ModelSource, "dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    _option(m, ModelSource, "device_map")
     add_token_options(m)
 
 
-_PRUNE_FLAGS = {
-    "method": "method",
-    "ratio": "ratio",
-    "scorer": "scorer",
-    "round_to": "round_to",
-    "target": "target",
-    "contiguous": "contiguous",
-}
-_CAL_FLAGS = {
-    "calibration": "dataset",
-    "image_folder": "image_folder",
-    "split": "split",
-    "num_samples": "num_samples",
-    "max_length": "max_length",
-    "seed": "seed",
-    "calibration_modality": "modality",
-}
-_MODEL_FLAGS = {
-    "revision": "revision",
-    "trust_remote_code": "trust_remote_code",
-    "allow_pickle": "allow_pickle",
-    "dtype": "dtype",
-    "device_map": "device_map",
-}
+def _dests(model: type[BaseModel]) -> dict[str, str]:
+    """argparse dest → field name, for the fields a plain `--flag` of prune/plan sets (from the fields' flags)."""
+    flags = {name: flag_of(model, name) or "" for name in model.model_fields}
+    return {f[2:].replace("-", "_"): n for n, f in flags.items() if f.startswith("--") and " " not in f}
+
+
+_PRUNE_FLAGS = {dest: name for dest, name in _dests(Prune).items() if name != "targets"}  # targets: a list
+_CAL_FLAGS = _dests(Calibration)
+_MODEL_FLAGS = _dests(ModelSource)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:

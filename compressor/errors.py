@@ -2,7 +2,10 @@
 
 `invalid` turns a pydantic ValidationError into one line per bad field that names the recipe key, the CLI
 flag that sets it, the value given and what would be accepted, instead of pydantic's "Input should be less
-than 1".
+than 1". Each field carries its own words (`json_schema_extra=words(flag, label)`): the CLI flag that sets it
+and, where the app has a widget for it, that widget's label; the messages for the command line ("set --ratio")
+and for the app ("set the field “Share of parameters to remove”") are both made from them, and the error keeps
+the app's (`CompressorError.page`). This module imports nothing of the package: callers pass the model.
 """
 
 from __future__ import annotations
@@ -20,8 +23,20 @@ if TYPE_CHECKING:
 class CompressorError(ValueError):
     """A user-facing error. The message names the offending value and how to fix it.
 
-    It subclasses ValueError so callers that catch bad input generically still catch it.
+    It subclasses ValueError so callers that catch bad input generically still catch it. `page` is the same
+    message in the app's words (its fields instead of the CLI's flags) where the two differ.
     """
+
+    def __init__(self, message: str, page: str | None = None) -> None:
+        super().__init__(message)
+        self.page = page
+
+
+def page_words(err: BaseException | str) -> str:
+    """A message as the app shows it: the error's page wording where it has one, else its message."""
+    if isinstance(err, str):
+        return err
+    return getattr(err, "page", None) or str(err)
 
 
 def closest(name: str, known: Iterable[str]) -> str:
@@ -30,49 +45,47 @@ def closest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-# Recipe key (list indices dropped) -> the CLI flag that sets it. One table, used only for messages.
-FLAGS = {
-    "model.source": "SRC",
-    "model.revision": "--revision",
-    "model.trust_remote_code": "--trust-remote-code",
-    "model.allow_pickle": "--allow-pickle",
-    "model.dtype": "--dtype",
-    "model.device_map": "--device-map",
-    "prune.method": "--method",
-    "prune.ratio": "--ratio",
-    "prune.scorer": "--scorer",
-    "prune.targets": "--targets",
-    "prune.round_to": "--round-to",
-    "prune.target": "--target",
-    "prune.contiguous": "--contiguous",
-    "prune.calibration.dataset": "--calibration",
-    "prune.calibration.image_folder": "--image-folder",
-    "prune.calibration.split": "--split",
-    "prune.calibration.num_samples": "--num-samples",
-    "prune.calibration.max_length": "--max-length",
-    "prune.calibration.seed": "--seed",
-    "prune.calibration.modality": "--calibration-modality",
-    "recover.mode": "recover --mode",
-    "recover.fraction": "recover --fraction",
-    "recover.loss": "recover --loss",
-    "recover.max_steps": "recover --max-steps",
-    "recover.seed": "recover --seed",
-    "recover.lora.r": "recover --lora-r",
-    "recover.data.dataset": "recover --data",
-    "recover.data.split": "recover --split",
-    "recover.data.image_folder": "recover --image-folder",
-    "recover.data.weight": "recover --data DATA:WEIGHT",
-    "evaluate.tasks.name": "eval --task NAME=…",
-    "evaluate.tasks.dataset": "eval --task …=DATASET",
-    "evaluate.tasks.split": "eval --split",
-    "evaluate.tasks.limit": "eval --limit",
-    "evaluate.tasks.sample": "eval --sample",
-    "evaluate.tasks.seed": "eval --seed",
-    "evaluate.tasks.max_new_tokens": "eval --max-new-tokens",
-    "publish.repo_id": "push --repo-id",
-    "publish.private": "push --private",
-    "publish.overwrite": "push --overwrite",
-}
+def words(flag: str | None = None, label: str | None = None, metavar: str | None = None) -> dict[str, str]:
+    """A field's `json_schema_extra`: the CLI flag that sets it, as messages name it (`--ratio`, `recover --mode`,
+    `SRC`), its label in the app, and the flag's metavar where messages ask for a value (`DATA`)."""
+    given = {"flag": flag, "label": label, "metavar": metavar}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _words(info: Any) -> dict[str, str]:
+    extra = getattr(info, "json_schema_extra", None)
+    return extra if isinstance(extra, dict) else {}
+
+
+def flag_of(model: type[BaseModel], name: str) -> str | None:
+    """The CLI flag that sets a field (None where no flag does)."""
+    return _words(model.model_fields[name]).get("flag")
+
+
+def label_of(model: type[BaseModel], name: str) -> str | None:
+    """A field's label in the app (None where the app has no widget for it)."""
+    return _words(model.model_fields[name]).get("label")
+
+
+def field_words(model: type[BaseModel], prefix: str = "") -> dict[str, dict[str, str]]:
+    """Recipe key (list indices dropped) → that field's words, for every field of `model` and its sections."""
+    out: dict[str, dict[str, str]] = {}
+    for name, info in model.model_fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if _words(info):
+            out[key] = _words(info)
+        section = _submodel(info.annotation)
+        if section is not None:
+            out.update(field_words(section, key))
+    return out
+
+
+def fill_in(model: type[BaseModel], name: str) -> tuple[str, str]:
+    """How a message asks for a field's value: ("pass --calibration DATA", "fill in “Calibration data”")."""
+    w = _words(model.model_fields[name])
+    flag = " ".join(x for x in (w.get("flag"), w.get("metavar")) if x)
+    return f"pass {flag}", f"fill in “{w['label']}”" if "label" in w else f"set {name}"
+
 
 _KIND = {
     "int_parsing": "an integer",
@@ -142,12 +155,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "…"
 
 
-def _line(e: dict, shown_loc: str, key: str, root: type[BaseModel] | None, root_loc: tuple) -> str:
+def _line(e: dict, shown_loc: str, root: type[BaseModel], root_loc: tuple, page: bool) -> str:
+    """One bad field's line, in the CLI's words (its flag) or, with `page`, in the app's (its field's label)."""
     kind, value = e["type"], e.get("input")
-    flag = FLAGS.get(key)
-    name = f"{shown_loc} ({flag})" if flag else shown_loc
-    setter = flag or shown_loc
     holder, info = _field_at(root, root_loc)
+    flag, label = _words(info).get("flag"), _words(info).get("label")
+    if page:
+        name = f"“{label}” ({shown_loc})" if label else shown_loc
+        setter = f"the field “{label}”" if label else shown_loc
+    else:
+        name = f"{shown_loc} ({flag})" if flag else shown_loc
+        setter = flag or shown_loc
     if kind == "extra_forbidden":
         bad = str(e["loc"][-1])
         known = list(holder.model_fields) if holder is not None else []
@@ -177,25 +195,27 @@ def _line(e: dict, shown_loc: str, key: str, root: type[BaseModel] | None, root_
     return f"{name} is {_shown(value)}: {msg}"
 
 
-def invalid(
-    err: ValidationError, title: str, model: type[BaseModel], key: str = "", prefix: str = ""
-) -> CompressorError:
-    """One CompressorError with a line per bad field: the key, its CLI flag, the value given and the fix.
+def invalid(err: ValidationError, title: str, model: type[BaseModel], prefix: str = "") -> CompressorError:
+    """One CompressorError with a line per bad field: the key, its CLI flag, the value given and the fix; its
+    `page` says the same with the app's field labels instead of the flags.
 
-    `model` is the pydantic model that was validated and `key` its place in a recipe ("" for the Recipe itself,
-    "recover" for a recover section); `prefix` goes before the keys shown. A single bad field gives a one-line
-    message (`title: line`); several give the title and one line each.
+    `model` is the pydantic model that was validated; `prefix` (its key in a recipe, e.g. "recover") goes before
+    the keys shown. A single bad field gives a one-line message (`title: line`); several give the title and one
+    line each.
     """
-    root, root_key = model, key
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        shown_loc = ".".join([*([prefix] if prefix else []), *(str(p) for p in loc)]) or "(top level)"
-        key = ".".join([*([root_key] if root_key else []), *(p for p in loc if isinstance(p, str))])
-        lines.append(_line(e, shown_loc, key, root, loc))
-    if len(lines) == 1:
-        return CompressorError(f"{title}: {lines[0]}")
-    return CompressorError("\n".join([f"{title}:", *(f"  {line}" for line in lines)]))
+
+    def message(page: bool) -> str:
+        lines = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            shown_loc = ".".join([*([prefix] if prefix else []), *(str(p) for p in loc)]) or "(top level)"
+            lines.append(_line(e, shown_loc, model, loc, page))
+        if len(lines) == 1:
+            return f"{title}: {lines[0]}"
+        return "\n".join([f"{title}:", *(f"  {line}" for line in lines)])
+
+    cli, page = message(page=False), message(page=True)
+    return CompressorError(cli, page=page if page != cli else None)
 
 
 def field_help(model: type[BaseModel], name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compressor.errors import CompressorError, invalid
+from compressor.errors import CompressorError, field_words, invalid, words
 from compressor.evaluate.config import Evaluate
 from compressor.recover.config import Recover
 
@@ -31,19 +31,34 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    source: str = Field(description="Hub repo id (org/name) or local folder of the MLLM to compress.")
-    revision: str | None = Field(None, description="Branch, tag or commit of the Hub repo (default: main).")
+    source: str = Field(
+        description="Hub repo id (org/name) or local folder of the MLLM to compress.",
+        json_schema_extra=words(flag="SRC", label="Model"),
+    )
+    revision: str | None = Field(
+        None,
+        description="Branch, tag or commit of the Hub repo (default: main).",
+        json_schema_extra=words(flag="--revision", label="Revision"),
+    )
     trust_remote_code: bool = Field(
-        False, description="Run the repo's own modeling code (needed by Bunny). Read it first."
+        False,
+        description="Run the repo's own modeling code (needed by Bunny). Read it first.",
+        json_schema_extra=words(flag="--trust-remote-code"),
     )
     allow_pickle: bool = Field(
-        False, description="Also load pickle weights (*.bin); safetensors only otherwise."
+        False,
+        description="Also load pickle weights (*.bin); safetensors only otherwise.",
+        json_schema_extra=words(flag="--allow-pickle"),
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Load dtype; auto = bfloat16 on a GPU, float32 on the CPU."
+        "auto",
+        description="Load dtype; auto = bfloat16 on a GPU, float32 on the CPU.",
+        json_schema_extra=words(flag="--dtype"),
     )
     device_map: str | None = Field(
-        None, description="accelerate device map, e.g. auto when the model does not fit one device."
+        None,
+        description="accelerate device map, e.g. auto when the model does not fit one device.",
+        json_schema_extra=words(flag="--device-map"),
     )
 
 
@@ -52,53 +67,82 @@ class Calibration(_Strict):
         None,
         description="Calibration rows with images + messages: a Hub dataset id, a local folder, "
         "or a LLaVA json file (llava_v1_5_mix665k.json) with --image-folder.",
+        json_schema_extra=words(flag="--calibration", label="Calibration data", metavar="DATA"),
     )
-    image_folder: str | None = Field(None, description="Image root for a LLaVA json file.")
-    split: str = Field("train", description="Dataset split to draw calibration samples from.")
+    image_folder: str | None = Field(
+        None, description="Image root for a LLaVA json file.", json_schema_extra=words(flag="--image-folder")
+    )
+    split: str = Field(
+        "train",
+        description="Dataset split to draw calibration samples from.",
+        json_schema_extra=words(flag="--split"),
+    )
     num_samples: int | None = Field(
         None,
         ge=1,
         description="Calibration samples; default 50 for depth scoring and 10 for Taylor, as in the seed.",
+        json_schema_extra=words(flag="--num-samples", label="Calibration samples"),
     )
-    max_length: int = Field(1024, ge=8, description="Longest tokenised sample (text + image tokens) kept.")
-    seed: int = Field(42, description="Seed of the calibration sample draw.")
+    max_length: int = Field(
+        1024,
+        ge=8,
+        description="Longest tokenised sample (text + image tokens) kept.",
+        json_schema_extra=words(flag="--max-length"),
+    )
+    seed: int = Field(
+        42, description="Seed of the calibration sample draw.", json_schema_extra=words(flag="--seed")
+    )
     modality: Literal["image", "text", "mixed"] = Field(
         "image",
         description="What importance is measured on. image (default): image + text rows, and rows without images "
         "are refused (the seed measures an MLLM on image + text); text: text only, any images in the rows are "
         "dropped (the seed's InternVL scripts calibrate on C4); mixed: the rows as they come, image + text and "
         "text-only together.",
+        json_schema_extra=words(flag="--calibration-modality"),
     )
 
 
 class Prune(_Strict):
     method: Literal["depth", "width"] = Field(
         description="depth: drop whole decoder layers; width: remove attention heads (whole KV groups) "
-        "and MLP channels, the same ratio in every layer."
+        "and MLP channels, the same ratio in every layer.",
+        json_schema_extra=words(flag="--method", label="Pruning method"),
     )
     ratio: float = Field(
         gt=0.0,
         lt=1.0,
         description="Share of language-backbone parameters to remove (the seed's compression ratio).",
+        json_schema_extra=words(flag="--ratio", label="Share of parameters to remove"),
     )
     scorer: str | None = Field(
         None,
         description="Importance scorer. depth: block_influence (default), angular, last; "
         "width: taylor (default), activation, magnitude.",
+        json_schema_extra=words(flag="--scorer", label="Importance scorer"),
     )
     targets: tuple[Literal["heads", "mlp"], ...] | None = Field(
-        None, description="Width only: what to prune; default both where the family allows heads."
+        None,
+        description="Width only: what to prune; default both where the family allows heads.",
+        json_schema_extra=words(flag="--targets", label="What to prune"),
     )
     round_to: int = Field(
-        64, ge=1, description="MLP widths are snapped to a multiple of this (GPU-friendly)."
+        64,
+        ge=1,
+        description="MLP widths are snapped to a multiple of this (GPU-friendly).",
+        json_schema_extra=words(flag="--round-to", label="Round MLP widths to a multiple of"),
     )
     target: Literal["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"] = Field(
         "default",
         description="Width only: the serving stack the widths are made for. gpu: MLP multiples of 128; gguf: "
         "multiples of 256 (llama.cpp k-quants); vllm: 128 (Marlin kernels); vllm-tp2 / vllm-tp4: 128 per "
         "tensor-parallel shard, head counts divisible by 2 / 4. Combined with round_to; default: round_to only.",
+        json_schema_extra=words(flag="--target"),
     )
-    contiguous: bool = Field(False, description="angular only: drop the best contiguous block of layers.")
+    contiguous: bool = Field(
+        False,
+        description="angular only: drop the best contiguous block of layers.",
+        json_schema_extra=words(flag="--contiguous"),
+    )
     calibration: Calibration = Field(default_factory=Calibration)
 
     @model_validator(mode="before")
@@ -146,9 +190,20 @@ class Prune(_Strict):
 
 
 class Publish(_Strict):
-    repo_id: str = Field(description="Hub repo to push the compressed model to (owner/name).")
-    private: bool = Field(False, description="Create the repo private.")
-    overwrite: bool = Field(False, description="Replace the files of a non-empty repo (one commit).")
+    repo_id: str = Field(
+        description="Hub repo to push the compressed model to (owner/name).",
+        json_schema_extra=words(flag="push --repo-id", label="Output repo on the Hub"),
+    )
+    private: bool = Field(
+        False,
+        description="Create the repo private.",
+        json_schema_extra=words(flag="push --private", label="Private repo"),
+    )
+    overwrite: bool = Field(
+        False,
+        description="Replace the files of a non-empty repo (one commit).",
+        json_schema_extra=words(flag="push --overwrite"),
+    )
     require: dict[str, float] = Field(
         default_factory=dict,
         description="Quality gate: shares of the original's scores the model must keep to be pushed, e.g. "
@@ -184,6 +239,7 @@ class GGUFExport(_Strict):
         ("f16", "q8_0"),
         description="GGUF types to write, one text file each (f32, f16, bf16, q8_0 from llama.cpp's converter; "
         "q4_k_m, q5_k_m, q6_k need llama-quantize). Every file is checked against transformers in llama.cpp.",
+        json_schema_extra=words(label="GGUF types"),
     )
     repo_id: str | None = Field(
         None,
@@ -224,6 +280,7 @@ class Export(_Strict):
         None,
         description="llama.cpp files (text GGUF per quant + mmproj where llama.cpp has the projector), written "
         "into RUN/gguf after eval and before push.",
+        json_schema_extra=words(label="Export to GGUF"),
     )
 
 
@@ -231,9 +288,15 @@ class Recipe(_Strict):
     model: ModelSource
     prune: Prune
     recover: Recover | None = Field(
-        None, description="Recovery training; omit to publish the pruned model as is."
+        None,
+        description="Recovery training; omit to publish the pruned model as is.",
+        json_schema_extra=words(label="Recover after pruning"),
     )
-    evaluate: Evaluate | None = Field(None, description="Evaluation of original against compressed.")
+    evaluate: Evaluate | None = Field(
+        None,
+        description="Evaluation of original against compressed.",
+        json_schema_extra=words(label="Evaluate against the original"),
+    )
     export: Export | None = Field(None, description="Exports of the compressed model (GGUF for llama.cpp).")
     publish: Publish | None = Field(None, description="Where to push; omit to stop after the model card.")
 
@@ -259,6 +322,12 @@ class Recipe(_Strict):
                     "one of them or average_retained"
                 )
         return self
+
+
+# Recipe key (list indices dropped) → its field's words (CLI flag, app label), read off the fields themselves;
+# FLAGS: the keys a CLI flag sets.
+FIELD_WORDS = field_words(Recipe)
+FLAGS = {key: w["flag"] for key, w in FIELD_WORDS.items() if "flag" in w}
 
 
 def parse_recipe(data: Any, where: str = "") -> Recipe:

@@ -102,15 +102,19 @@ def test_form_defaults_are_the_recipe_defaults():
 
 def test_messages_speak_the_page_not_the_cli():
     from app import error_md, for_page
+    from compressor.errors import CompressorError, fill_in
+    from compressor.recipe import Calibration, parse_recipe
 
     token = for_page("the Hub rejected the token (401): create one and pass it with --token or HF_TOKEN")
     assert "--token" not in token and "HF_TOKEN" not in token and "Hub token box" in token
-    ratio = for_page(
-        "invalid recipe from the form: prune.ratio (--ratio) is 1.5: set --ratio to a number < 1"
-    )
+    # a field's words come from the field (its flag for the CLI, its label for the page): nothing is rewritten
+    with pytest.raises(CompressorError) as bad:
+        parse_recipe({"model": {"source": "x"}, "prune": {"method": "depth", "ratio": 1.5}}, "from the form")
+    assert "prune.ratio (--ratio) is 1.5: set --ratio to a number" in str(bad.value)
+    ratio = for_page(bad.value)
     assert "--ratio" not in ratio and "“Share of parameters to remove” (prune.ratio) is 1.5" in ratio
-    cal = for_page("scorer 'taylor' needs calibration data; pass --calibration DATA (a Hub dataset)")
-    assert "fill in “Calibration data” (a Hub dataset)" in cal
+    assert "set the field “Share of parameters to remove” to a number" in ratio
+    assert fill_in(Calibration, "dataset") == ("pass --calibration DATA", "fill in “Calibration data”")
     shown = error_md("a\nmulti_line *message*")
     assert "```" not in shown and "multi\\_line \\*message\\*" in shown
 

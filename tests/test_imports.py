@@ -150,3 +150,8 @@ def test_the_check_finds_a_planted_cycle(tmp_path):
     graph = import_graph(pkg)
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c"]]  # d <-> e only under TYPE_CHECKING
     assert "pkg.a -> pkg.b" in _describe(cycles(graph)[0], graph)
+
+
+def test_errors_needs_nothing_above_it():
+    """errors.py is imported by nearly every module: it imports none of the package (callers pass the model)."""
+    assert import_graph(REPO / "compressor")["compressor.errors"] == set()

@@ -62,7 +62,7 @@ def _child() -> None:
     import yaml
 
     from compressor import api
-    from compressor.errors import CompressorError
+    from compressor.errors import CompressorError, page_words
     from compressor.recipe import parse_recipe
 
     try:
@@ -76,7 +76,7 @@ def _child() -> None:
         )
         send("done", summary)
     except CompressorError as err:
-        send("error", str(err))
+        send("error", page_words(err))  # the page shows it: its words, not the CLI's
     except Exception as err:  # the server log keeps the traceback; the page gets one clear line
         traceback.print_exc()
         send("error", f"{type(err).__name__}: {err} (the server log has the details)")

@@ -36,7 +36,7 @@ def api_plan(recipe: str, token: str | None) -> tuple[str, str]:
     try:
         parsed = recipe_from_yaml(recipe)
     except CompressorError as err:
-        return error_md(str(err)), ""
+        return error_md(err), ""
     return on_plan(token, parsed.model_dump(mode="json", exclude_unset=True), None, *_form_values(parsed))
 
 
@@ -51,7 +51,7 @@ def api_run(
     try:
         parsed = recipe_from_yaml(recipe)
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        yield error_md(err), "", "", "", "", "", gr.skip()
         return
     yield from run_stream(parsed, _text(token), request, None, progress)
 
@@ -75,6 +75,6 @@ def api_run_on_jobs(
         if not _text(token):
             raise CompressorError("a Hugging Face Job runs with your own token: give a write token")
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        yield error_md(err), "", "", "", "", "", gr.skip()
         return
     yield from job_stream(parsed, _text(flavor), _text(token), _session(request), progress)

@@ -15,7 +15,7 @@ import yaml
 from compressor import api
 from compressor.app.messages import error_md
 from compressor.app.texts import LABELS, NAMES, SCORERS, label
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, page_words
 from compressor.evaluate.config import Evaluate
 from compressor.recipe import DEFAULT_SCORER, GGUFExport, Recipe, dump_recipe, parse_recipe
 from compressor.recover.config import DEFAULT_LOSS, Recover
@@ -249,9 +249,9 @@ def yaml_view(base: dict[str, Any] | None, *args: Any) -> tuple[str, str]:
         refusal = export_refusal(recipe)
         return dump_recipe(recipe), error_md(refusal, "Check the form") if refusal else ""
     except CompressorError as err:
-        comments = "".join(f"# {line}\n" for line in str(err).splitlines())
+        comments = "".join(f"# {line}\n" for line in page_words(err).splitlines())
         return comments + yaml.safe_dump(data, sort_keys=False), error_md(
-            str(err).replace("invalid recipe from the form: ", ""), "Check the form"
+            page_words(err).replace("invalid recipe from the form: ", ""), "Check the form"
         )
 
 
@@ -313,7 +313,7 @@ def load_yaml(text: str) -> tuple[Any, ...]:
     try:
         recipe = parse_recipe(data, "(pasted)")
     except CompressorError as err:
-        return refused(str(err))
+        return refused(page_words(err))
     base = recipe.model_dump(mode="json", exclude_unset=True)
     return (base, "Recipe loaded into the form.", *widget_updates(recipe))
 

@@ -102,7 +102,7 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
         try:
             job = jobs.submit(recipe, flavor or jobs.AUTO, token)
         except CompressorError as err:
-            yield error_md(str(err)), "", "", "", "", "", gr.skip()
+            yield error_md(err), "", "", "", "", "", gr.skip()
             return
         log.info("job %s submitted (%s)", job.id, job.flavor)
         lines: list[str] = []
@@ -197,6 +197,6 @@ def on_job(
         recipe = recipe_of(base, args)
         token = jobs_token(token, oauth_token, profile)
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        yield error_md(err), "", "", "", "", "", gr.skip()
         return
     yield from job_stream(recipe, flavor, token, _session(request), progress)

@@ -1,16 +1,19 @@
 """Messages for the page: the package's errors in the page's words (its fields and buttons, not the CLI's flags
-and HF_TOKEN), as wrapped Markdown, and the plan as a table with its warnings."""
+and HF_TOKEN), as wrapped Markdown, and the plan as a table with its warnings.
+
+A recipe field's words come with the error itself (`CompressorError.page`, made from the field's label by
+compressor.errors); only the few sentences about things that are not recipe fields (the token, the run folder)
+have a page version here."""
 
 from __future__ import annotations
 
 import re
 
-from compressor.app.texts import LABELS
-from compressor.errors import FLAGS
+from compressor.errors import page_words
 from compressor.plan import Plan
 
-# The CLI's words in the package's messages → the page's. Tried in order; the first ones are the longest.
-_TOKEN_FIXES = (
+# The CLI's sentences about the token and the run folder → the page's. Whole sentences, tried in order.
+_SENTENCES = (
     (
         "pass --token, set HF_TOKEN, or run `hf auth login`",
         "sign in with the button, or paste a token in the Hub token box",
@@ -24,27 +27,12 @@ _TOKEN_FIXES = (
 )
 
 
-def _key_words(key: str) -> str | None:
-    """'prune.ratio' → '“Share of parameters to remove”': the widget that sets a recipe key, if one does."""
-    for name, (text, widget_key) in LABELS.items():
-        if widget_key == key and name not in ("hidden_mse",):
-            return f"“{text}”"
-    return None
-
-
-def for_page(message: str) -> str:
-    """A package message with the CLI's flags and HF_TOKEN replaced by the form's fields and buttons."""
-    for old, new in _TOKEN_FIXES:
+def for_page(message: str | BaseException) -> str:
+    """A package message as the page shows it: the error's page wording (fields, not flags), and the token's and
+    the run folder's sentences in the page's words."""
+    message = page_words(message)
+    for old, new in _SENTENCES:
         message = message.replace(old, new)
-    for key, flag in sorted(FLAGS.items(), key=lambda kv: -len(kv[1])):
-        words = _key_words(key)
-        if words is None or "--" not in flag:
-            continue
-        message = message.replace(f"{key} ({flag})", f"{words} ({key})")
-        message = re.sub(
-            rf"\b(?:pass|give) {re.escape(flag)}(?![\w-])(?: [A-Z]+\b)?", f"fill in {words}", message
-        )
-        message = re.sub(rf"{re.escape(flag)}(?![\w-])(?: [A-Z]+\b)?", words, message)
     return message
 
 
@@ -58,7 +46,7 @@ def _html_escape(text: str) -> str:
     return html.escape(text)
 
 
-def error_md(message: str, title: str = "Error") -> str:
+def error_md(message: str | BaseException, title: str = "Error") -> str:
     """An error as wrapped text in the page's words (never a one-line code block that cuts it off)."""
     lines = "\n\n".join(_escape(line) for line in for_page(message).splitlines() if line.strip())
     return f"**{title}:** {lines}"

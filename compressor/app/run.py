@@ -66,7 +66,7 @@ def on_plan(
         recipe = recipe_of(base, args)
         plan = api.plan(recipe, resolve_token(token, oauth_token))
     except CompressorError as err:
-        return error_md(str(err)), ""
+        return error_md(err), ""
     except Exception as err:  # the server log keeps the traceback; the page gets one clear line
         log.exception("plan failed")
         return error_md(unexpected(err)), ""
@@ -87,7 +87,7 @@ def run_stream(
     try:
         ticket = LINE.join(key)
     except CompressorError as err:
-        yield error_md(str(err)), *(gr.skip() for _ in range(6))
+        yield error_md(err), *(gr.skip() for _ in range(6))
         return
     try:
         shown = None
@@ -201,7 +201,7 @@ def on_run(
     try:
         recipe = recipe_of(base, args)
     except CompressorError as err:
-        yield error_md(str(err)), "", "", "", "", "", gr.skip()
+        yield error_md(err), "", "", "", "", "", gr.skip()
         return
     yield from run_stream(recipe, resolve_token(token, oauth_token), request, profile, progress)
 

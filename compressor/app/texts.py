@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from compressor.recipe import DEPTH_SCORERS, WIDTH_SCORERS
+from compressor.recipe import DEPTH_SCORERS, FIELD_WORDS, WIDTH_SCORERS
 
 SCORERS = {"depth": DEPTH_SCORERS, "width": WIDTH_SCORERS}
 
@@ -56,32 +56,45 @@ TOKEN_INFO = "Hub token (read for private/gated sources, write to publish); neve
 JOBS_INFO = "On Hub hardware billed to you, for runs that need a GPU; it pushes to the output repo."
 
 
-# Each widget's label (plain words) and the recipe key it sets (named in its help text and in error messages).
-LABELS = {
-    "source": ("Model", "model.source"),
-    "revision": ("Revision", "model.revision"),
-    "method": ("Pruning method", "prune.method"),
-    "ratio": ("Share of parameters to remove", "prune.ratio"),
-    "scorer": ("Importance scorer", "prune.scorer"),
-    "targets": ("What to prune", "prune.targets"),
-    "round_to": ("Round MLP widths to a multiple of", "prune.round_to"),
-    "calibration": ("Calibration data", "prune.calibration.dataset"),
-    "num_samples": (f"Calibration samples {DEFAULT_IF_ZERO}", "prune.calibration.num_samples"),
-    "recover_on": ("Recover after pruning", "recover"),
-    "mode": ("What trains", "recover.mode"),
-    "ce": ("Cross-entropy weight", "recover.loss"),
-    "hidden_mse": ("Hidden-state distillation weight", "recover.loss"),
-    "fraction": ("Share of the training data", "recover.fraction"),
-    "max_steps": (f"Training steps {DEFAULT_IF_ZERO}", "recover.max_steps"),
-    "train_data": ("Training data", "recover.data.dataset"),
-    "eval_on": ("Evaluate against the original", "evaluate"),
-    "tasks": ("Evaluation tasks", "evaluate.tasks"),
-    "speed": ("Measure speed", "evaluate.speed"),
-    "export_on": ("Export to GGUF", "export.gguf"),
-    "quants": ("GGUF types", "export.gguf.quants"),
-    "repo_id": ("Output repo on the Hub", "publish.repo_id"),
-    "private": ("Private repo", "publish.private"),
+# Each widget → the recipe key it sets (named in its help text). Its label is that field's own (the field's
+# json_schema_extra, where the CLI flag and the error messages read it too), except for the two loss weights:
+# they are entries of recover.loss, not fields of their own.
+KEYS = {
+    "source": "model.source",
+    "revision": "model.revision",
+    "method": "prune.method",
+    "ratio": "prune.ratio",
+    "scorer": "prune.scorer",
+    "targets": "prune.targets",
+    "round_to": "prune.round_to",
+    "calibration": "prune.calibration.dataset",
+    "num_samples": "prune.calibration.num_samples",
+    "recover_on": "recover",
+    "mode": "recover.mode",
+    "ce": "recover.loss",
+    "hidden_mse": "recover.loss",
+    "fraction": "recover.fraction",
+    "max_steps": "recover.max_steps",
+    "train_data": "recover.data.dataset",
+    "eval_on": "evaluate",
+    "tasks": "evaluate.tasks",
+    "speed": "evaluate.speed",
+    "export_on": "export.gguf",
+    "quants": "export.gguf.quants",
+    "repo_id": "publish.repo_id",
+    "private": "publish.private",
 }
+_LOSS_LABELS = {"ce": "Cross-entropy weight", "hidden_mse": "Hidden-state distillation weight"}
+_ZERO_IS_DEFAULT = ("num_samples", "max_steps")
+
+
+def _label(name: str, key: str) -> str:
+    text = _LOSS_LABELS.get(name) or FIELD_WORDS[key]["label"]
+    return f"{text} {DEFAULT_IF_ZERO}" if name in _ZERO_IS_DEFAULT else text
+
+
+# Each widget's label (plain words) and the recipe key it sets.
+LABELS = {name: (_label(name, key), key) for name, key in KEYS.items()}
 
 
 # Tables and messages wrap instead of scrolling off to the right in one-line code blocks.

@@ -141,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> Evaluate:
         return Evaluate.model_validate(data)
     except ValidationError as err:
         where = f"in {args.recipe!r}" if args.recipe else "from the command line"
-        raise invalid(err, f"invalid eval settings {where}", Evaluate, "evaluate") from None
+        raise invalid(err, f"invalid eval settings {where}", Evaluate) from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

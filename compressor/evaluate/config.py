@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from compressor.errors import words
+
 # The LLaVA-1.5 benchmark suite, as lmms-eval names its tasks.
 LLAVA_SUITE = ("gqa", "scienceqa_img", "textvqa_val", "pope", "mme", "mmbench_en")
 
@@ -22,14 +24,16 @@ class EvalTask(_Strict):
     name: str = Field(
         description="Task: vqa (VQA accuracy), yes_no (POPE-style accuracy/precision/recall/F1), "
         "multiple_choice (option-letter accuracy), perplexity (on held-out conversations) or "
-        "teacher_agreement (top-1 next-token agreement with the original)."
+        "teacher_agreement (top-1 next-token agreement with the original).",
+        json_schema_extra=words(flag="eval --task NAME=…"),
     )
     dataset: str = Field(
         description="Rows to evaluate on: a Hub dataset id, a local folder of json/jsonl/parquet rows (image "
         "paths relative to it), a save_to_disk folder or a LLaVA json file. Row formats: see "
-        "compressor.evaluate.tasks."
+        "compressor.evaluate.tasks.",
+        json_schema_extra=words(flag="eval --task …=DATASET"),
     )
-    split: str = Field("test", description="Dataset split.")
+    split: str = Field("test", description="Dataset split.", json_schema_extra=words(flag="eval --split"))
     subset: str | None = Field(
         None, description="Dataset configuration (subset) name, for Hub datasets with several."
     )
@@ -37,15 +41,30 @@ class EvalTask(_Strict):
     image_folder: str | None = Field(
         None, description="Image root, when image paths are not relative to the rows."
     )
-    limit: int = Field(100, ge=1, description="Most samples evaluated, the same ones for both models.")
+    limit: int = Field(
+        100,
+        ge=1,
+        description="Most samples evaluated, the same ones for both models.",
+        json_schema_extra=words(flag="eval --limit"),
+    )
     sample: Literal["random", "first"] = Field(
         "random",
         description="Which `limit` rows are scored: random (default), a uniform random draw with `seed`, so a "
         "dataset stored in order (POPE is grouped by category) gives an unbiased sample; first, the first "
         "`limit` rows in stored order. The report records the row ids scored either way.",
+        json_schema_extra=words(flag="eval --sample"),
     )
-    seed: int = Field(0, description="Seed of the random draw (sample: random); ignored for sample: first.")
-    max_new_tokens: int = Field(16, ge=1, description="Longest generated answer (greedy decoding).")
+    seed: int = Field(
+        0,
+        description="Seed of the random draw (sample: random); ignored for sample: first.",
+        json_schema_extra=words(flag="eval --seed"),
+    )
+    max_new_tokens: int = Field(
+        16,
+        ge=1,
+        description="Longest generated answer (greedy decoding).",
+        json_schema_extra=words(flag="eval --max-new-tokens"),
+    )
     prompt: str | None = Field(
         None,
         description="Instruction after the question; default: the LLaVA-1.5 evaluation prompt of the task "
@@ -113,12 +132,15 @@ class LmmsEval(_Strict):
 
 class Evaluate(_Strict):
     tasks: tuple[EvalTask, ...] = Field(
-        (), description="Our tasks, each run on both models with the same samples."
+        (),
+        description="Our tasks, each run on both models with the same samples.",
+        json_schema_extra=words(label="Evaluation tasks"),
     )
     speed: bool = Field(
         True,
         description="Measure both models in the same run: parameters, disk size, prefill latency, decode "
         "tokens/s and peak memory.",
+        json_schema_extra=words(label="Measure speed"),
     )
     speed_prompt_tokens: int = Field(
         32, ge=1, description="Prompt length of the speed test, in tokens (text only)."

@@ -55,12 +55,15 @@ def apply(
     start = time.perf_counter()
     batches = list(batches or [])
     if plan.num_samples and not batches:
-        from compressor.errors import CompressorError
+        from compressor.errors import CompressorError, fill_in
+        from compressor.recipe import Calibration
 
-        raise CompressorError(
-            f"scorer {plan.scorer!r} needs calibration data; pass --calibration DATA or choose a data-free "
-            "scorer (depth: last; width: magnitude)"
+        text = (
+            f"scorer {plan.scorer!r} needs calibration data; {{}} or choose a data-free scorer (depth: last; "
+            "width: magnitude)"
         )
+        cli, page = fill_in(Calibration, "dataset")
+        raise CompressorError(text.format(cli), page=text.format(page))
     ctx = ScoreContext(model, spec, backbone, batches, plan.drop_count, False, progress)
     fields: dict[str, Any] = {}
     if plan.method == "depth":

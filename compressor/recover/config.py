@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compressor.errors import CompressorError, invalid
+from compressor.errors import CompressorError, invalid, words
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DEFAULT_LOSS = {"ce": 0.5, "hidden_mse": 0.5}
@@ -20,7 +20,12 @@ class _Strict(BaseModel):
 
 
 class LoraOptions(_Strict):
-    r: int = Field(16, ge=1, description="LoRA rank (the seed's Mini-InternVL scripts used 16).")
+    r: int = Field(
+        16,
+        ge=1,
+        description="LoRA rank (the seed's Mini-InternVL scripts used 16).",
+        json_schema_extra=words(flag="recover --lora-r"),
+    )
     alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
     target: str | None = Field(
@@ -48,13 +53,21 @@ class RecoverData(_Strict):
         None,
         description="Training rows with images + messages (or text-only messages): a Hub dataset id, a local folder "
         "(json/jsonl/parquet or save_to_disk), or a LLaVA json file (llava_v1_5_mix665k.json) with image_folder.",
+        json_schema_extra=words(flag="recover --data", label="Training data"),
     )
-    split: str = Field("train", description="Dataset split to train on.")
-    image_folder: str | None = Field(None, description="Image root for a LLaVA json file.")
+    split: str = Field(
+        "train", description="Dataset split to train on.", json_schema_extra=words(flag="recover --split")
+    )
+    image_folder: str | None = Field(
+        None,
+        description="Image root for a LLaVA json file.",
+        json_schema_extra=words(flag="recover --image-folder"),
+    )
     weight: float = Field(
         1.0,
         gt=0.0,
         description="In a list of sources: this source's share of the training rows is weight / sum of weights.",
+        json_schema_extra=words(flag="recover --data DATA:WEIGHT"),
     )
     fraction: float | None = Field(
         None,
@@ -72,12 +85,14 @@ class Recover(_Strict):
         "plain checkpoint at the end; full: language model + projector. The vision tower is frozen in every mode. "
         "auto (default): projector up to 15 percent, full above it, lora when the plan's memory estimate says full "
         "training does not fit this machine's device; the plan says which it chose and why.",
+        json_schema_extra=words(flag="recover --mode", label="What trains"),
     )
     loss: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_LOSS),
         description="Weighted loss terms: ce (SFT cross-entropy), hidden_mse (MSE of the final normalised "
         "hidden states, the seed's best), hidden_cosine, logit_kl (KL at temperature T, times T^2). "
         "Default 0.5*ce + 0.5*hidden_mse, as in the seed. Only ce: plain SFT, no teacher is loaded.",
+        json_schema_extra=words(flag="recover --loss"),
     )
     temperature: float = Field(2.0, gt=0.0, description="logit_kl temperature T (the seed's default is 2).")
     kl_direction: Literal["forward", "reverse"] = Field(
@@ -99,12 +114,18 @@ class Recover(_Strict):
         le=1.0,
         description="Share of the dataset trained on, a seeded uniform subset (in the seed 5 percent kept over 95 "
         "percent of the scores).",
+        json_schema_extra=words(flag="recover --fraction", label="Share of the training data"),
     )
     seed: int = Field(
-        42, description="Seed of the data subset, the shuffling, LoRA initialisation and training."
+        42,
+        description="Seed of the data subset, the shuffling, LoRA initialisation and training.",
+        json_schema_extra=words(flag="recover --seed"),
     )
     max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimiser steps (default: one pass over the subset)."
+        None,
+        ge=1,
+        description="Stop after this many optimiser steps (default: one pass over the subset).",
+        json_schema_extra=words(flag="recover --max-steps", label="Training steps"),
     )
     divergence_factor: float | None = Field(
         20.0,
@@ -215,7 +236,7 @@ def parse_recover(data: Any, where: str = "(in memory)") -> Recover:
     try:
         return Recover.model_validate(data or {})
     except ValidationError as err:
-        raise invalid(err, f"invalid recover section {where}", Recover, "recover", prefix="recover") from None
+        raise invalid(err, f"invalid recover section {where}", Recover, prefix="recover") from None
 
 
 def parse_sources(values: list[str]) -> list[dict[str, Any]]:
