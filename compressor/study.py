@@ -584,8 +584,8 @@ def main(args) -> int:
     if args.render:
         render(study, root)
     else:
-        from compressor.cli import _token
+        from compressor.tokens import token_from
 
-        run_study(study, root, token=_token(args), groups=args.group)
+        run_study(study, root, token=token_from(args), groups=args.group)
     print((root / "results.md").read_text())
     return 0
