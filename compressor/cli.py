@@ -149,9 +149,11 @@ def cmd_run(args) -> int:
 
     if args.on_jobs is not None:
         return _run_on_jobs(args)
+    from compressor.runs import run_folder, runs_root
+
     recipe = _run_recipe(args.recipe)
-    name = "recipe" if args.recipe.startswith(jobs.RECIPE_PREFIX) else Path(args.recipe).stem
-    run_dir = args.run_dir or str(Path("runs") / name)
+    name = None if args.recipe.startswith(jobs.RECIPE_PREFIX) else Path(args.recipe).stem
+    run_dir = args.run_dir or str(run_folder(runs_root(), recipe, name))
     summary = api.run(recipe, run_dir, token=_token(args))
     eval_report = api.RunFolder(run_dir).report("eval")
     if eval_report.is_file():
@@ -198,13 +200,11 @@ def _follow(job, token: str | None, namespace: str | None) -> int:
     from compressor import jobs
 
     job_id = getattr(job, "id", job)
-    pushed = None
     try:
-        for line in jobs.logs(job, token, follow=True, namespace=namespace):
-            print(line, flush=True)
-            if match := jobs.PUSHED.match(line):
-                pushed = match.group(1)
-        state = jobs.wait(job, token, namespace=namespace)
+        for seen in jobs.follow(job, token, namespace=namespace):
+            for line in seen.lines:
+                print(line, flush=True)
+        state, pushed = seen.state, seen.pushed
     except KeyboardInterrupt:
         print(
             f"\nstopped following; job {job_id} goes on: `python -m compressor jobs logs {job_id} --follow` "
@@ -367,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline: plan, prune, recover, eval, card, push (resumable)")
     p.add_argument("recipe", help="recipe .yaml (or base64: and the recipe's YAML in URL-safe base64)")
     p.add_argument(
-        "--run-dir", help="run folder (default runs/RECIPE_NAME); a rerun resumes after the last stage"
+        "--run-dir",
+        help="run folder (default: runs/RECIPE_NAME, $COMPRESSOR_RUNS in place of runs/; a base64: recipe's "
+        "is named by its content, see compressor.runs); a rerun resumes after the last stage",
     )
     add_token_options(p)
     j = p.add_argument_group("Hugging Face Jobs (heavy runs on the Hub's hardware)")

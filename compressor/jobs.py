@@ -25,9 +25,12 @@ huggingface_hub's 5 s read timeout; follow a Job with `logs(follow=True)` rather
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from compressor.errors import CompressorError
-from compressor.recipe import Recipe, dump_recipe, load_recipe, parse_recipe
+from compressor.recipe import Recipe, dump_recipe, load_recipe, recipe_from_text
 
 DISTRIBUTION = "mllm-compressor"  # the package's name in pyproject.toml
 PACKAGE_ENV = (
@@ -122,17 +125,14 @@ def encode_recipe(recipe: Recipe) -> str:
 
 def decode_recipe(word: str) -> Recipe:
     """The recipe `encode_recipe` wrote (what `python -m compressor run base64:…` runs)."""
-    import yaml
-
     try:
         text = base64.urlsafe_b64decode(word.removeprefix(RECIPE_PREFIX).encode()).decode()
-        data = yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except ValueError as exc:
         raise CompressorError(
             f"RECIPE {word[:40]!r}… is not a base64-encoded recipe ({exc}); give a recipe .yaml file, or "
             "base64: followed by the URL-safe base64 of its YAML"
         ) from None
-    return parse_recipe(data, "from the command line (base64)")
+    return recipe_from_text(text, "from the command line (base64)")
 
 
 def package_spec(package: str | None = None) -> str:
@@ -472,3 +472,70 @@ def pushed_url(job: Job | str, token: str | None = None, *, namespace: str | Non
         if match := PUSHED.match(line):
             found = match.group(1)
     return found
+
+
+@dataclass
+class Followed:
+    """What following a Job has seen: the log lines that came since the last look, its latest state (None
+    before the first poll), the pushed repos' URLs its logs named, and `ended` on the last look."""
+
+    lines: list[str]
+    state: JobState | None = None
+    pushed: str | None = None
+    pushed_gguf: str | None = None
+    ended: bool = False
+
+
+def follow(
+    job: Job | str,
+    token: str | None = None,
+    *,
+    namespace: str | None = None,
+    poll_s: float = 2.0,
+    beat_s: float = 0.5,
+) -> Iterator[Followed]:
+    """Follow a Job to its end (the one follower of the CLI's `--follow` and the app's Jobs view): its log lines
+    as they come (read by a thread of their own), its state polled every `poll_s` seconds, the pushed model's
+    URLs read off the logs (or, for a completed Job whose lines did not say, from its whole log).
+
+    Yields at least every `beat_s` seconds (with or without new lines: a heartbeat a page can use), and a last
+    time with `ended` once the Job is done and its logs are closed, or 1.5 s after a poll saw it done. A failed
+    log stream ends with a line that says so; a state that cannot be read raises CompressorError."""
+    incoming: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for line in logs(job, token, follow=True, namespace=namespace):
+                incoming.put(line)
+        except Exception as err:  # the status poll still sees the Job end; the reader says the logs stopped
+            incoming.put(f"(the logs stopped: {err})")
+        incoming.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen, polled, logs_open = Followed([]), 0.0, True
+    while True:
+        seen.lines = []
+        with contextlib.suppress(queue.Empty):
+            line = incoming.get(timeout=beat_s)
+            while True:
+                if line is None:
+                    logs_open = False
+                else:
+                    seen.lines.append(line.rstrip("\n"))
+                    if match := PUSHED.match(line.strip()):
+                        seen.pushed = match.group(1)
+                    elif match := PUSHED_GGUF.match(line.strip()):
+                        seen.pushed_gguf = match.group(1)
+                line = incoming.get_nowait()
+        done = seen.state is not None and seen.state.done
+        if time.monotonic() - polled > poll_s or (done and not logs_open):
+            polled = time.monotonic()
+            seen.state = status(job, token, namespace=namespace)
+        if seen.state.done and (not logs_open or time.monotonic() - polled > 1.5):
+            if seen.state.stage == "COMPLETED" and seen.pushed is None:
+                with contextlib.suppress(CompressorError):
+                    seen.pushed = pushed_url(job, token, namespace=namespace)
+            seen.ended = True
+            yield seen
+            return
+        yield seen

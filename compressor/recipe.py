@@ -337,35 +337,48 @@ def parse_recipe(data: Any, where: str = "") -> Recipe:
         raise invalid(err, f"invalid recipe {where or '(in memory)'}", Recipe) from None
 
 
-def read_recipe_file(path: str | Path) -> dict[str, Any]:
-    """A recipe file's YAML mapping, unvalidated (commands that read one section of it start here)."""
+def recipe_data(text: str, where: str) -> dict[str, Any]:
+    """A recipe's YAML text → its mapping, unvalidated; `where` names it in messages (a file, "(pasted)")."""
     import yaml
 
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CompressorError(
+            f"recipe {where} is not valid YAML{at}: {problem}; fix that line (indent with spaces, "
+            "quote values that contain ': ')"
+        ) from None
+    if data is None:
+        raise CompressorError(
+            f"recipe {where} is empty; write model: and prune: sections (see recipes/ for examples)"
+        )
+    if not isinstance(data, dict):
+        raise CompressorError(
+            f"recipe {where} holds a {type(data).__name__}, not a mapping; write model: and prune: "
+            "sections at the top level"
+        )
+    return data
+
+
+def recipe_from_text(text: str | None, where: str) -> Recipe:
+    """A recipe's YAML text → Recipe: the one parser of recipe text (a recipe file, the CLI's `base64:` recipe,
+    the app's pasted YAML and API, a run's child), with a CompressorError that says what to fix."""
+    return parse_recipe(recipe_data(text or "", where), where)
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """A recipe file's YAML mapping, unvalidated (commands that read one section of it start here)."""
     path = Path(path)
     if not path.is_file():
         raise CompressorError(f"recipe file {str(path)!r} does not exist; check the path")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise CompressorError(
-            f"recipe {str(path)!r} is not valid YAML{where}: {problem}; fix that line (indent with spaces, "
-            "quote values that contain ': ')"
-        ) from None
+        text = path.read_text()
     except UnicodeDecodeError:
         raise CompressorError(f"recipe {str(path)!r} is not a text file; give a YAML recipe") from None
-    if data is None:
-        raise CompressorError(
-            f"recipe {str(path)!r} is empty; write model: and prune: sections (see recipes/ for examples)"
-        )
-    if not isinstance(data, dict):
-        raise CompressorError(
-            f"recipe {str(path)!r} holds a {type(data).__name__}, not a mapping; write model: and prune: "
-            "sections at the top level"
-        )
-    return data
+    return recipe_data(text, repr(str(path)))
 
 
 def load_recipe(path: str | Path) -> Recipe:

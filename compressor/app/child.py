@@ -59,14 +59,12 @@ def _child() -> None:
     logger = logging.getLogger("compressor")
     logger.addHandler(Forward(logging.INFO))
     logger.setLevel(logging.INFO)
-    import yaml
-
     from compressor import api
     from compressor.errors import CompressorError, page_words
-    from compressor.recipe import parse_recipe
+    from compressor.recipe import recipe_from_text
 
     try:
-        recipe = parse_recipe(yaml.safe_load(job["recipe"]), "(run)")
+        recipe = recipe_from_text(job["recipe"], "(run)")
         summary = api.run(
             recipe,
             job["run_dir"],

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
-import yaml
 
 from compressor.app.board import Shown
 from compressor.app.form import _text, widget_values
@@ -17,18 +16,12 @@ from compressor.app.messages import error_md
 from compressor.app.run import on_plan, run_stream
 from compressor.app.texts import NAMES
 from compressor.errors import CompressorError
-from compressor.recipe import Recipe, parse_recipe
+from compressor.recipe import Recipe, recipe_from_text
 
 
 def recipe_from_yaml(text: str | None) -> Recipe:
     """A recipe's YAML text (as the API takes it) → Recipe, or a CompressorError that says what is wrong."""
-    try:
-        data = yaml.safe_load(text or "")
-    except yaml.YAMLError as err:
-        raise CompressorError(f"the recipe is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise CompressorError("a recipe is a YAML mapping with model: and prune: sections")
-    return parse_recipe(data, "(api)")
+    return recipe_from_text(text, "(api)")
 
 
 def api_plan(recipe: str, token: str | None) -> tuple[str, str]:

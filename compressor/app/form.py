@@ -17,7 +17,7 @@ from compressor.app.messages import error_md
 from compressor.app.texts import LABELS, NAMES, SCORERS, label
 from compressor.errors import CompressorError, page_words
 from compressor.evaluate.config import Evaluate
-from compressor.recipe import DEFAULT_SCORER, GGUFExport, Recipe, dump_recipe, parse_recipe
+from compressor.recipe import DEFAULT_SCORER, GGUFExport, Recipe, dump_recipe, parse_recipe, recipe_from_text
 from compressor.recover.config import DEFAULT_LOSS, Recover
 
 # The project's root: app.py, compressor/ and recipes/ sit together there (the checkout, the Space, the Docker
@@ -305,13 +305,7 @@ def load_yaml(text: str) -> tuple[Any, ...]:
         return (gr.update(), error_md(message), *(gr.update() for _ in NAMES))
 
     try:
-        data = yaml.safe_load(text or "")
-    except yaml.YAMLError as err:
-        return refused(f"the recipe is not valid YAML: {err}")
-    if not isinstance(data, dict):
-        return refused("a recipe is a YAML mapping with model: and prune: sections")
-    try:
-        recipe = parse_recipe(data, "(pasted)")
+        recipe = recipe_from_text(text, "(pasted)")
     except CompressorError as err:
         return refused(page_words(err))
     base = recipe.model_dump(mode="json", exclude_unset=True)

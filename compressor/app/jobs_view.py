@@ -4,11 +4,8 @@ model's link at the end (compressor.jobs does the talking to the Hub)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,17 +69,6 @@ def job_board(job: Any, stage: str, message: str | None = None) -> str:
     return f'<table class="stage-board job-board">{rows}</table>'
 
 
-def _follow_logs(job: Any, token: str | None, lines: queue.Queue) -> None:
-    from compressor import jobs
-
-    try:
-        for line in jobs.logs(job, token, follow=True):
-            lines.put(line)
-    except Exception as err:  # the status poll still sees the job end; the page says the logs stopped
-        lines.put(f"(the logs stopped: {err})")
-    lines.put(None)
-
-
 def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, progress) -> Iterator[Shown]:
     """Submit the recipe as a Hugging Face Job, then follow it: its stage, its logs as they come, Cancel, and
     the pushed model's link at the end. The Job runs on the Hub: a visitor leaving the page does not stop it
@@ -106,52 +92,33 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
             return
         log.info("job %s submitted (%s)", job.id, job.flavor)
         lines: list[str] = []
-        incoming: queue.Queue = queue.Queue()
-        threading.Thread(target=_follow_logs, args=(job, token, incoming), daemon=True).start()
-        state, polled, cancelled, logs_open, pushed, pushed_gguf = None, 0.0, False, True, None, None
-        while True:
-            with contextlib.suppress(queue.Empty):
-                line = incoming.get(timeout=0.5)
-                while True:
-                    if line is None:
-                        logs_open = False
-                    else:
-                        lines.append(line.rstrip("\n"))
-                        if match := jobs.PUSHED.match(line.strip()):
-                            pushed = match.group(1)
-                        elif match := jobs.PUSHED_GGUF.match(line.strip()):
-                            pushed_gguf = match.group(1)
-                    line = incoming.get_nowait()
-            del lines[:-JOB_LOG_LINES]
-            if cancel.is_set() and not cancelled:
-                cancelled = True
-                try:
-                    state = jobs.cancel(job, token)
-                except CompressorError as err:
-                    yield error_md(f"cannot cancel job {job.id}: {err}"), *(gr.skip() for _ in range(6))
-            if time.monotonic() - polled > 2.0 or (state is not None and state.done and not logs_open):
-                polled = time.monotonic()
-                try:
-                    state = jobs.status(job, token)
-                except CompressorError as err:
-                    yield (
-                        error_md(f"lost track of job {job.id} ({err}); its page: {job.url}"),
-                        *(gr.skip() for _ in range(6)),
-                    )
-                    return
-            stage = state.stage if state else "SUBMITTED"
-            if state is not None and state.done and (not logs_open or time.monotonic() - polled > 1.5):
-                break
-            progress(None, desc=f"job {stage.lower()}")
-            status = (
-                f"**Job {_escape(job.id)}: {stage.lower()}** on {job.flavor}. It runs on the Hub: leaving this "
-                f"page does not stop it ([its page]({job.url})); Cancel does."
+        cancelled, state, url, pushed_gguf = False, None, None, None
+        try:
+            for seen in jobs.follow(job, token):
+                lines += seen.lines
+                del lines[:-JOB_LOG_LINES]
+                state, url, pushed_gguf = seen.state, seen.pushed, seen.pushed_gguf
+                if cancel.is_set() and not cancelled:
+                    cancelled = True
+                    try:
+                        jobs.cancel(job, token)
+                    except CompressorError as err:
+                        yield error_md(f"cannot cancel job {job.id}: {err}"), *(gr.skip() for _ in range(6))
+                if seen.ended:
+                    break
+                stage = state.stage
+                progress(None, desc=f"job {stage.lower()}")
+                status = (
+                    f"**Job {_escape(job.id)}: {stage.lower()}** on {job.flavor}. It runs on the Hub: leaving "
+                    f"this page does not stop it ([its page]({job.url})); Cancel does."
+                )
+                yield status, job_board(job, stage), "\n".join(lines), "", "", "", gr.skip()
+        except CompressorError as err:
+            yield (
+                error_md(f"lost track of job {job.id} ({err}); its page: {job.url}"),
+                *(gr.skip() for _ in range(6)),
             )
-            yield status, job_board(job, stage), "\n".join(lines), "", "", "", gr.skip()
-        url = pushed
-        if state.stage == "COMPLETED" and url is None:
-            with contextlib.suppress(CompressorError):
-                url = jobs.pushed_url(job, token)
+            return
         board = job_board(job, state.stage, state.message)
         text = "\n".join(lines)
         if state.stage == "COMPLETED":

@@ -5,11 +5,8 @@ log and plots streamed to the page; Cancel, and the visitor leaving, stop it."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
 import queue
-import re
 import shutil
 import subprocess
 import uuid
@@ -28,13 +25,10 @@ from compressor.app.jobs_view import _JOBS
 from compressor.app.line import LINE, Ticket, ordinal, waiting_md
 from compressor.app.messages import error_md, plan_md, unexpected
 from compressor.errors import CompressorError
-from compressor.recipe import Recipe, dump_recipe
+from compressor.recipe import Recipe
+from compressor.runs import run_folder, runs_root, safe_name
 
 log = logging.getLogger("compressor.app")
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("COMPRESSOR_RUNS") or "runs")
 
 
 def visitor_root(root: Path, request: gr.Request | None, profile: gr.OAuthProfile | None) -> Path:
@@ -43,14 +37,7 @@ def visitor_root(root: Path, request: gr.Request | None, profile: gr.OAuthProfil
     the visitor who runs it (the token is passed per run, never kept)."""
     user = getattr(profile, "username", None) if profile is not None else None
     who = f"user-{user}" if user else f"session-{getattr(request, 'session_hash', None) or uuid.uuid4().hex}"
-    return root / re.sub(r"[^\w.-]+", "-", who)
-
-
-def run_folder(root: Path, recipe: Recipe) -> Path:
-    """One folder per recipe (named by its content), so running the same recipe again resumes it."""
-    digest = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()[:10]
-    name = re.sub(r"[^\w.-]+", "-", Path(recipe.model.source.rstrip("/")).name).strip("-") or "model"
-    return root / f"{name}-{recipe.prune.method}{round(recipe.prune.ratio * 100)}-{digest}"
+    return root / safe_name(who)
 
 
 def _heavy_stage_done(run_dir: Path) -> bool:

@@ -1,0 +1,37 @@
+"""Where a run's folder is: one naming policy for the CLI (`compressor run`) and the app.
+
+Runs go under `runs_root()` ($COMPRESSOR_RUNS, else `runs/`). A recipe with a name (a recipe file: its stem)
+runs in ROOT/NAME; one without (the app's form and API, a `base64:` recipe) in a folder named by its content:
+the model's name, the method and ratio, and a hash of the recipe. Running the same recipe again resumes its
+folder; an edited unnamed recipe gets a folder of its own (an edited named one is refused by the run folder,
+which says how to start over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from compressor.recipe import Recipe, dump_recipe
+
+RUNS_ENV = "COMPRESSOR_RUNS"
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
+def safe_name(text: str) -> str:
+    """A folder name from any text: runs of other characters than letters, digits, '.', '_' and '-' become '-'."""
+    return re.sub(r"[^\w.-]+", "-", text)
+
+
+def run_folder(root: Path, recipe: Recipe, name: str | None = None) -> Path:
+    """The run folder of `recipe` under `root`: ROOT/NAME for a named recipe, else named by its content."""
+    if name:
+        return root / name
+    digest = hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()[:10]
+    model = safe_name(Path(recipe.model.source.rstrip("/")).name).strip("-") or "model"
+    return root / f"{model}-{recipe.prune.method}{round(recipe.prune.ratio * 100)}-{digest}"
