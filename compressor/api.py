@@ -301,13 +301,15 @@ class RunFolder:
     gguf = property(lambda self: self.root / "gguf")
 
     def report(self, stage: str) -> Path:
-        return self.reports / f"{stage}.json"
+        from compressor.runs import report_path
+
+        return report_path(self.root, stage)
 
     def done(self, stage: str) -> bool:
         return self.report(stage).is_file()
 
     def final_model(self) -> Path:
-        return self.recovered if self.done("train") else self.pruned
+        return self.recovered if self.done("recover") else self.pruned
 
     @property
     def lock_file(self) -> Path:
@@ -537,7 +539,7 @@ def _run(
         _plots(run_, "prune")
         notify("prune", "done")
 
-    if recipe.recover is not None and stage("recover", run_.done("train")):
+    if recipe.recover is not None and stage("recover", run_.done("recover")):
         from compressor import recover
         from compressor.recover import TRAIN_REPORT, checkpoint_dir
 
@@ -561,8 +563,8 @@ def _run(
             trust_remote_code=m.trust_remote_code,
             mode_choice=choice,
         )
-        run_.write_json(run_.report("train"), json.loads((run_.recovered / TRAIN_REPORT).read_text()))
-        _plots(run_, "train")
+        run_.write_json(run_.report("recover"), json.loads((run_.recovered / TRAIN_REPORT).read_text()))
+        _plots(run_, "recover")
         notify("recover", "done")
 
     final = run_.final_model()
@@ -631,7 +633,7 @@ def _run(
         "model": str(final),
         "url": url,
         "gguf_url": (pushed.get("gguf") or {}).get("url"),
-        "stages": [s for s in ("prune", "train", "eval", "export", "push") if run_.done(s)],
+        "stages": [s for s in ("prune", "recover", "eval", "export", "push") if run_.done(s)],
     }
 
 

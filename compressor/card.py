@@ -1,6 +1,6 @@
 """The model card, rendered only from the run folder's files (so it can be re-rendered without re-running).
 
-Reads `recipe.yaml`, `plan.json`, `source.json`, `reports/{prune,train,eval}.json` and the final model folder's
+Reads `recipe.yaml`, `plan.json`, `source.json`, `reports/{prune,recover,eval}.json` (an old run folder's `reports/train.json`) and the final model folder's
 config.json and safetensors sizes (`recovered/` after recovery, else `pruned/`); writes nothing. It embeds the
 run's importance and retention pictures (`plots/*.png`, see `compressor.plots`) by links relative to the repo,
 which `place_pictures` copies into the model folder so that the push carries them.
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressorError
+from compressor.runs import report_path
 
 CITATION = """@inproceedings{huang2025investigating,
   title     = {Investigating Structural Pruning and Recovery Techniques for Compressing Multimodal Large Language Models: An Empirical Study},
@@ -81,14 +82,14 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
             f"{run} is not a finished run folder (recipe.yaml and reports/prune.json are missing): "
             "run `compressor run RECIPE.yaml` first"
         )
-    train = _read(run / "reports" / "train.json")
+    recovered = _read(report_path(run, "recover"))
     return {
-        "checkpoint": checkpoint_info(run / ("recovered" if train else "pruned")),
+        "checkpoint": checkpoint_info(run / ("recovered" if recovered else "pruned")),
         "recipe_yaml": (run / "recipe.yaml").read_text(),
         "plan": _read(run / "plan.json"),
         "source": _read(run / "source.json") or {},
         "prune": _read(run / "reports" / "prune.json"),
-        "train": train,
+        "recover": recovered,
         "eval": _read(run / "reports" / "eval.json"),
         "export": _read(run / "reports" / "export.json"),
         "pictures": pictures(run),
@@ -198,12 +199,12 @@ def front_matter(run: dict[str, Any], repo_id: str | None):
     plan, prune, source = run["plan"], run["prune"], run["source"]
     tags = ["pruned", "compressor", f"{plan['method']}-pruning", plan["scorer"].replace("_", "-")]
     datasets = []
-    for dataset in (source.get("calibration"), ((run["train"] or {}).get("data") or {}).get("source")):
+    for dataset in (source.get("calibration"), ((run["recover"] or {}).get("data") or {}).get("source")):
         hub_id = _hub_dataset(dataset)
         if hub_id and hub_id not in datasets:
             datasets.append(hub_id)
-    if run["train"]:
-        tags += ["distillation"] if set(run["train"].get("loss", {})) - {"ce"} else ["sft"]
+    if run["recover"]:
+        tags += ["distillation"] if set(run["recover"].get("loss", {})) - {"ce"} else ["sft"]
     results = []
     name = repo_id or "compressed-model"
     for task, metric, score in _eval_rows(run["eval"] or {}):
@@ -458,7 +459,7 @@ def render(run_dir: str | Path, repo_id: str | None = None) -> str:
     summary = (
         f"This is **{base}** with {plan['achieved_ratio']:.0%} of its language-backbone parameters removed by "
         f"{plan['method']} pruning"
-        + _recovery_phrase(run["train"])
+        + _recovery_phrase(run["recover"])
         + ". The vision tower and the projector are kept. "
         + _loading_sentence(plan)
     )
@@ -477,7 +478,7 @@ Made with compressor from `{base}`{f" at commit `{source['commit']}`" if source.
 
 ## Recovery
 
-{_recovery_section(run["train"])}
+{_recovery_section(run["recover"])}
 
 ## Scores, original vs compressed
 

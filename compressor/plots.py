@@ -7,7 +7,7 @@ Four PNGs go into `RUN/plots/` as the stages end (`update`, called by `api.run`)
   (KV groups, MLP channels);
 - `widths.png`: query heads and MLP channels kept per layer against the original's (`plan.json` and the
   prune report; a dropped layer keeps nothing);
-- `losses.png`: the recovery's loss per logging step, the weighted total and each term (`reports/train.json`);
+- `losses.png`: the recovery's loss per logging step, the weighted total and each term (`reports/recover.json`);
 - `scores.png`: retained % per task and metric as bars, each labelled with the original's and the compressed
   model's score (`reports/eval.json`).
 
@@ -26,12 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compressor.runs import report_path
+
 log = logging.getLogger("compressor")
 
 FOLDER = "plots"
 NAMES = ("importance", "widths", "losses", "scores")
 # which pictures a stage's report feeds
-OF_STAGE = {"prune": ("importance", "widths"), "train": ("losses",), "eval": ("scores",)}
+OF_STAGE = {"prune": ("importance", "widths"), "recover": ("losses",), "eval": ("scores",)}
 
 DPI = 100
 SIZE = (6.4, 4.0)
@@ -203,11 +205,11 @@ def widths_data(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def losses_data(run_dir: str | Path) -> dict[str, Any] | None:
-    """What losses.png shows, from reports/train.json: {"mode", "weights", "series": {name: (steps, values)}}.
+    """What losses.png shows, from reports/recover.json: {"mode", "weights", "series": {name: (steps, values)}}.
 
     "loss" is the weighted total the optimiser saw; each `loss_<term>` the term's own value, unweighted.
     """
-    train = _read(Path(run_dir) / "reports" / "train.json")
+    train = _read(report_path(run_dir, "recover"))
     if not train or not train.get("losses"):
         return None
     keys = ["loss"] + sorted({k for e in train["losses"] for k in e if k.startswith("loss_")})

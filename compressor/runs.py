@@ -1,4 +1,5 @@
-"""Where a run's folder is: one naming policy for the CLI (`compressor run`) and the app.
+"""Where a run's folder is: one naming policy for the CLI (`compressor run`) and the app; where a stage's report
+is in it (`report_path`, which also reads old run folders).
 
 Runs go under `runs_root()` ($COMPRESSOR_RUNS, else `runs/`). A recipe with a name (a recipe file: its stem)
 runs in ROOT/NAME; one without (the app's form and API, a `base64:` recipe) in a folder named by its content:
@@ -17,6 +18,22 @@ from pathlib import Path
 from compressor.recipe import Recipe, dump_recipe
 
 RUNS_ENV = "COMPRESSOR_RUNS"
+
+
+# The recovery stage's report was reports/train.json before it took the stage's name: old run folders are read
+# as they are.
+OLD_REPORT_NAMES = {"recover": "train"}
+
+
+def report_path(run_dir: str | Path, stage: str) -> Path:
+    """RUN/reports/STAGE.json (`train`, the recovery's old name, is `recover`); in an old run folder that has
+    only reports/train.json, that file."""
+    old_names = {old: new for new, old in OLD_REPORT_NAMES.items()}
+    stage = old_names.get(stage, stage)
+    reports = Path(run_dir) / "reports"
+    path = reports / f"{stage}.json"
+    old = reports / f"{OLD_REPORT_NAMES.get(stage, stage)}.json"
+    return old if not path.is_file() and old.is_file() else path
 
 
 def runs_root() -> Path:

@@ -474,7 +474,7 @@ def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir, shots):
     page.screenshot(path=str(shots / "cancelled.png"), full_page=True)
     # the visitor's own folder (runs/session-… or runs/user-…) holds the run
     folders = [p for p in runs_dir.glob("*/*") if (p / "reports" / "prune.json").is_file()]
-    assert any(not (p / "reports" / "train.json").exists() for p in folders), "pruned, not trained: resumable"
+    assert any(not (p / "reports" / "recover.json").exists() for p in folders), "pruned, not trained: resumable"
 
 
 PASTED = """\

@@ -302,7 +302,7 @@ def test_a_cancelled_run_resumes_from_its_last_checkpoint(client, api_runs):
     from app import recipe_from_yaml, run_folder
 
     name = run_folder(Path("x"), recipe_from_yaml(recipe)).name
-    (train,) = api_runs.glob(f"session-*/{name}/reports/train.json")
+    (train,) = api_runs.glob(f"session-*/{name}/reports/recover.json")
     resumed = json.loads(train.read_text()).get("resumed_from")
     assert resumed and resumed.startswith("checkpoint-"), resumed
 

@@ -122,7 +122,7 @@ RED, BLUE = (214, 39, 40), (31, 119, 180)  # matplotlib's tab:red and tab:blue
 
 def test_each_stage_leaves_its_picture(width_run):
     run_dir, summary, _ = width_run
-    assert summary["stages"] == ["prune", "train", "eval", "push"]
+    assert summary["stages"] == ["prune", "recover", "eval", "push"]
     for name in plots.NAMES:
         path = run_dir / "plots" / f"{name}.png"
         img, size = _image(path)
@@ -180,7 +180,7 @@ def test_widths_are_the_plans(width_run, depth_run):
 
 def test_losses_are_the_train_reports_terms(width_run):
     run_dir, _, _ = width_run
-    train = _report(run_dir, "train")
+    train = _report(run_dir, "recover")
     data = plots.losses_data(run_dir)
     assert set(data["series"]) == {"loss", "loss_ce", "loss_hidden_mse"}
     steps, values = data["series"]["loss_hidden_mse"]
@@ -302,6 +302,28 @@ def test_a_resumed_run_draws_the_missing_pictures(depth_run, tmp_path):
         assert (run_dir / "plots" / f"{name}.png").read_bytes() == data
     assert "](plots/importance.png)" in (run_dir / "pruned" / "README.md").read_text()
     assert not (run_dir / "plots" / "losses.png").exists(), "no recovery, no loss curves"
+
+
+def test_an_old_run_folder_with_train_json_resumes_and_renders_its_card(width_run, tmp_path):
+    """Run folders written before the recovery stage took its name keep reports/train.json: a rerun reads it
+    as the recovery's report (no recovery again), redraws its loss curves and renders the card's Recovery."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(width_run[0], run_dir)
+    (run_dir / "reports" / "recover.json").rename(run_dir / "reports" / "train.json")
+    (run_dir / "plots" / "losses.png").unlink()
+    (run_dir / "recovered" / "README.md").unlink()
+    weights = (run_dir / "recovered" / "model.safetensors").stat().st_mtime_ns
+    from compressor.recipe import load_recipe
+
+    summary = api.run(load_recipe(run_dir / "recipe.yaml"), run_dir, token=ALICE_WRITE)
+    assert summary["stages"] == ["prune", "recover", "eval", "push"]
+    assert not (run_dir / "reports" / "recover.json").exists(), "the old report is read where it is"
+    assert (run_dir / "recovered" / "model.safetensors").stat().st_mtime_ns == weights, "no recovery again"
+    assert (run_dir / "plots" / "losses.png").read_bytes() == (
+        width_run[0] / "plots" / "losses.png"
+    ).read_bytes()
+    card = (run_dir / "recovered" / "README.md").read_text()
+    assert "## Recovery" in card and summary["model"] == str(run_dir / "recovered")
 
 
 def test_a_picture_that_fails_leaves_the_run_whole_with_a_warning(inputs, tmp_path, monkeypatch, caplog):

@@ -324,7 +324,7 @@ def test_a_run_trains_in_the_mode_its_plan_chose_and_the_card_says_why(tiny_save
     run_dir = tmp_path / "run"
     api.run(recipe, run_dir)
     plan = json.loads((run_dir / "plan.json").read_text())
-    train = json.loads((run_dir / "reports" / "train.json").read_text())
+    train = json.loads((run_dir / "reports" / "recover.json").read_text())
     assert plan["recovery"]["mode"] == train["mode"] == train["mode_choice"]["mode"] == "full"
     card = (run_dir / "recovered" / "README.md").read_text()
     assert "chosen by `recover.mode: auto`: ratio 30% > 15%" in card

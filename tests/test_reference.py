@@ -266,9 +266,9 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     assert "## 4-calibration" in md and "| width | 50% (" in md
     cells = sorted((out / "cells").iterdir())
     train = [
-        json.loads((c / "reports" / "train.json").read_text())
+        json.loads((c / "reports" / "recover.json").read_text())
         for c in cells
-        if (c / "reports" / "train.json").is_file()
+        if (c / "reports" / "recover.json").is_file()
     ]
     assert len(cells) == 2 and len(train) == 1
     sources = train[0]["data"]["sources"]
@@ -277,7 +277,7 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     plan = next(
         json.loads((c / "plan.json").read_text())
         for c in cells
-        if not (c / "reports" / "train.json").is_file()
+        if not (c / "reports" / "recover.json").is_file()
     )
     assert any("measured on text only" in w for w in plan["warnings"])
 

@@ -75,7 +75,7 @@ def test_run_pushes_a_model_that_loads_from_the_hub(recipe_file, tmp_path, capsy
         "plan.json",
         "source.json",
         "reports/prune.json",
-        "reports/train.json",
+        "reports/recover.json",
         "reports/eval.json",
         "reports/push.json",
     ):
@@ -116,13 +116,13 @@ def test_rerun_resumes_after_the_last_finished_stage(recipe_file, tmp_path, caps
     path, _ = recipe_file
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "--run-dir", str(run_dir)]) == 0
-    train_before = (run_dir / "reports" / "train.json").read_text()
+    train_before = (run_dir / "reports" / "recover.json").read_text()
     (run_dir / "reports" / "eval.json").unlink()  # as if the run had died during evaluation
     capsys.readouterr()
     assert main(["-v", "run", str(path), "--run-dir", str(run_dir)]) == 0
     err = capsys.readouterr().err
     assert "prune: skip" in err and "recover: skip" in err and "eval: start" in err
-    assert (run_dir / "reports" / "train.json").read_text() == train_before
+    assert (run_dir / "reports" / "recover.json").read_text() == train_before
     assert (run_dir / "reports" / "eval.json").is_file()
 
 
