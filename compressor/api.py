@@ -270,8 +270,8 @@ def check_disk(out: Path, needed: int) -> None:
 
 # ---------------------------------------------------------------------------- the whole pipeline
 
-# The stages `run` goes through, in order (app.py's stage board lists them; a recipe without recover, evaluate,
-# export.gguf or publish skips that stage, and the board says so: `skipped_stages`).
+# The stages `run` goes through, in order (the app's stage board, compressor/app/board.py, lists them; a recipe
+# without recover, evaluate, export.gguf or publish skips that stage, and the board says so: `skipped_stages`).
 STAGES = ("plan", "prune", "recover", "eval", "export", "card", "push")
 
 

@@ -17,8 +17,8 @@ comes from another server (MAX_SERVERS are kept; the least recently used retires
 The server never touches CUDA, starts a thread or draws a progress bar (tqdm's cross-process lock would be
 shared by every child), so forking it is safe; each child sets its torch thread count from its own `OMP_NUM_THREADS`.
 
-Users: the app's run children (app.Child), the embedded Hub's Jobs (hubserver.Jobs), eval's peak-memory
-measurement (evaluate.speed) and llama.cpp's converter (export.convert).
+Users: the app's run children (compressor.app.child.Child), the embedded Hub's Jobs (compressor.hubserver.jobs),
+eval's peak-memory measurement (evaluate.speed) and llama.cpp's converter (export.convert).
 """
 
 from __future__ import annotations

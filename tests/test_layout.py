@@ -26,3 +26,40 @@ def test_no_file_of_the_package_is_over_600_lines(package):
 def test_the_root_app_is_a_few_lines():
     assert not (REPO / "compressor" / "hubserver.py").exists(), "the embedded Hub is the package only"
     assert _lines(REPO / "app.py") < 40, "app.py only imports the app from compressor/app and serves it"
+
+
+def test_the_readme_layout_names_every_module():
+    """README's Layout section names each module and package of compressor/ (the tree and the text agree)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())
+    names = [p.stem for p in (REPO / "compressor").glob("*.py") if p.stem not in ("__init__", "__main__")]
+    names += [p.name for p in (REPO / "compressor").iterdir() if (p / "__init__.py").is_file()]
+    missing = [n for n in sorted(names) if f"compressor/{n}" not in section and f"`{n}.py`" not in section]
+    assert not missing, f"README's Layout section does not name: {missing}"
+    for path in {w.strip("`(),;.") for w in section.split() if w.strip("`(),;").startswith("compressor/")}:
+        assert (REPO / path).exists() or (REPO / f"{path}.py").exists(), (
+            f"README names {path}, not in the tree"
+        )
+
+
+# Files of compressor/ allowed over 600 lines, and why (issue 21: "except where you say why").
+LONG = {
+    "compressor/api.py": "the one orchestrator: every stage of `run` and the Python API in one place, to be split "
+    "by stage once issue 20's edits to its recovery choice have landed",
+    "compressor/reference.py": "the real-weights reference MLLM build (issue 20 is changing it now)",
+    "compressor/card.py": "the model card: mostly the card's own prose and tables, read top to bottom",
+    "compressor/plan.py": "the planner: depth and width shapes, parameter counts and the plan table",
+}
+
+
+def test_no_file_of_compressor_is_over_600_lines_but_those_said_why():
+    too_long = {
+        str(p.relative_to(REPO)): _lines(p)
+        for p in (REPO / "compressor").glob("**/*.py")
+        if _lines(p) > MAX_LINES
+    }
+    unexplained = {k: v for k, v in too_long.items() if k not in LONG}
+    assert not unexplained, f"over {MAX_LINES} lines with no reason in LONG: {unexplained}"
+    stale = sorted(set(LONG) - set(too_long))
+    assert not stale, f"no longer over {MAX_LINES} lines (remove them from LONG): {stale}"
