@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressorError, fill_in
+from compressor.errors import CompressorError, fill_in, worded
 from compressor.plan import Plan
 from compressor.recipe import Calibration, Recipe
 
@@ -335,9 +335,10 @@ class RunFolder:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                    raise CompressorError(
+                    raise worded(
                         f"run folder {self.root} is in use by another run ({holder}); wait for it to finish, "
-                        "or give another --run-dir"
+                        "{ask}",
+                        ask="other_run_dir",
                     ) from None
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
@@ -363,9 +364,9 @@ def _start_run(recipe: Recipe, run: RunFolder) -> None:
     text = dump_recipe(recipe)
     if run.recipe.is_file():
         if run.recipe.read_text() != text:
-            raise CompressorError(
-                f"{run.root} holds a run of a different recipe ({_difference(run.recipe, recipe)}); use "
-                "another --run-dir, or delete that folder to start over"
+            raise worded(
+                f"{run.root} holds a run of a different recipe ({_difference(run.recipe, recipe)}); {{ask}}",
+                ask="start_over",
             )
         log.info("resuming the run in %s", run.root)
     else:

@@ -39,6 +39,46 @@ def page_words(err: BaseException | str) -> str:
     return getattr(err, "page", None) or str(err)
 
 
+# How a message asks for what is not a recipe field (the Hub token, the run folder), in the CLI's words and
+# the page's: {slot} → (CLI, page), filled by `worded`.
+ASK = {
+    "token": (
+        "pass --token, set HF_TOKEN, or run `hf auth login`",
+        "sign in with the button, or paste a token in the Hub token box",
+    ),
+    "token_file": (
+        "pass --token-file, set HF_TOKEN, or run `hf auth login`",
+        "sign in with the button, or paste a token in the Hub token box",
+    ),
+    "pass_it": (
+        "pass it with --token or HF_TOKEN",
+        "paste it in the Hub token box (or sign in with the button)",
+    ),
+    "pass_it_file": (
+        "pass it with --token-file or HF_TOKEN",
+        "paste it in the Hub token box (or sign in with the button)",
+    ),
+    "token_aside": ("(--token or HF_TOKEN)", "(paste it in the Hub token box, or sign in with the button)"),
+    "other_run_dir": (
+        "or give another --run-dir",
+        "or change the recipe (each recipe has its own run folder)",
+    ),
+    "start_over": (
+        "use another --run-dir, or delete that folder to start over",
+        "change the recipe to start another run",
+    ),
+}
+
+
+def worded(template: str, **slots: str) -> CompressorError:
+    """A CompressorError from a template whose {slots} name `ASK` entries: the CLI's words in its message, the
+    page's in `page` (e.g. worded("this needs a Hub token: {ask}", ask="token"))."""
+    cli, page = template, template
+    for slot, ask in slots.items():  # only the named slots: the rest of the text may hold braces of its own
+        cli, page = cli.replace(f"{{{slot}}}", ASK[ask][0]), page.replace(f"{{{slot}}}", ASK[ask][1])
+    return CompressorError(cli, page=page)
+
+
 def closest(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'taylor'?)`` when a close match exists, else an empty string."""
     match = difflib.get_close_matches(name, list(known), n=1)
@@ -195,24 +235,27 @@ def _line(e: dict, shown_loc: str, root: type[BaseModel], root_loc: tuple, page:
     return f"{name} is {_shown(value)}: {msg}"
 
 
-def invalid(err: ValidationError, title: str, model: type[BaseModel], prefix: str = "") -> CompressorError:
+def invalid(
+    err: ValidationError, title: str, model: type[BaseModel], prefix: str = "", page_title: str | None = None
+) -> CompressorError:
     """One CompressorError with a line per bad field: the key, its CLI flag, the value given and the fix; its
     `page` says the same with the app's field labels instead of the flags.
 
     `model` is the pydantic model that was validated; `prefix` (its key in a recipe, e.g. "recover") goes before
     the keys shown. A single bad field gives a one-line message (`title: line`); several give the title and one
-    line each.
+    line each. `page_title` is the title the page shows, where it says it otherwise.
     """
 
     def message(page: bool) -> str:
+        head = (page_title or title) if page else title
         lines = []
         for e in err.errors():
             loc = tuple(e["loc"])
             shown_loc = ".".join([*([prefix] if prefix else []), *(str(p) for p in loc)]) or "(top level)"
             lines.append(_line(e, shown_loc, model, loc, page))
         if len(lines) == 1:
-            return f"{title}: {lines[0]}"
-        return "\n".join([f"{title}:", *(f"  {line}" for line in lines)])
+            return f"{head}: {lines[0]}"
+        return "\n".join([f"{head}:", *(f"  {line}" for line in lines)])
 
     cli, page = message(page=False), message(page=True)
     return CompressorError(cli, page=page if page != cli else None)

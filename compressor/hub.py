@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, worded
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +223,10 @@ def check_token(token: str | None = None, write: bool = False) -> str:
         info = HfApi().whoami(token=token)
     role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
     if write and role == "read":
-        raise CompressorError(
+        raise worded(
             f"the Hub token of '{info['name']}' is read-only and pushing needs write access: create a write "
-            f"token at {constants.ENDPOINT}/settings/tokens and pass it with --token or HF_TOKEN"
+            f"token at {constants.ENDPOINT}/settings/tokens and {{ask}}",
+            ask="pass_it",
         )
     return info["name"]
 
@@ -433,7 +434,7 @@ def _hub_errors(
         message = _explain(exc, repo_id, revision, token, entry, writing, kind)
         if message is None:
             raise
-        raise CompressorError(message) from exc
+        raise (message if isinstance(message, CompressorError) else CompressorError(message)) from exc
 
 
 def _explain(
@@ -444,8 +445,9 @@ def _explain(
     entry: str | None,
     writing: bool,
     kind: str = "model",
-) -> str | None:
-    """What went wrong and how to fix it, naming the repo, revision or endpoint (never the token)."""
+) -> str | CompressorError | None:
+    """What went wrong and how to fix it, naming the repo, revision or endpoint (never the token); an error where
+    the fix is said otherwise on the page (the token)."""
     from huggingface_hub import constants, errors, get_token
 
     endpoint = constants.ENDPOINT
@@ -461,9 +463,10 @@ def _explain(
             "(e.g. one started with `python -m compressor serve-hub`)"
         )
     if isinstance(exc, errors.GatedRepoError):
-        return (
+        return worded(
             f"{where} is gated: accept its conditions at {endpoint}/{repo_id} and pass a token of an account "
-            "that has access (--token or HF_TOKEN)"
+            "that has access {ask}",
+            ask="token_aside",
         )
     if isinstance(exc, errors.RepositoryNotFoundError) and repo_id and not writing:
         other = _other_kind(repo_id, token, kind)
@@ -472,8 +475,12 @@ def _explain(
                 " (datasets go to --calibration, recover --data or eval --task)" if other == "dataset" else ""
             )
     if isinstance(exc, errors.RepositoryNotFoundError):
-        fix = "check the repo id" if has_token else "if it is private, pass a token (--token or HF_TOKEN)"
-        return f"repo {where} was not found or is not visible to you: {fix}"
+        if has_token:
+            return f"repo {where} was not found or is not visible to you: check the repo id"
+        return worded(
+            f"repo {where} was not found or is not visible to you: if it is private, pass a token {{ask}}",
+            ask="token_aside",
+        )
     if isinstance(exc, errors.RevisionNotFoundError):
         return (
             f"revision '{revision}' does not exist in {where}: use a branch, tag or commit sha of that repo"
@@ -481,11 +488,12 @@ def _explain(
     if isinstance(exc, errors.RemoteEntryNotFoundError) and entry:
         return f"{where} has no {entry} at revision '{revision or 'main'}'"
     if isinstance(exc, errors.LocalTokenNotFoundError) or (status == 401 and not has_token):
-        return "this needs a Hub token: pass --token, set HF_TOKEN, or run `hf auth login`"
+        return worded("this needs a Hub token: {ask}", ask="token")
     if status == 401:
-        return (
+        return worded(
             f"the Hub at {endpoint} rejected the token (401): it is invalid or expired; create one at "
-            f"{endpoint}/settings/tokens and pass it with --token or HF_TOKEN"
+            f"{endpoint}/settings/tokens and {{ask}}",
+            ask="pass_it",
         )
     if status == 403:
         return (

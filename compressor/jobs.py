@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, worded
 from compressor.recipe import Recipe, dump_recipe, load_recipe, recipe_from_text
 
 DISTRIBUTION = "mllm-compressor"  # the package's name in pyproject.toml
@@ -268,9 +268,9 @@ def _token(token: str | None) -> str:
 
     token = token or os.environ.get("HF_TOKEN") or get_token()
     if not token:
-        raise CompressorError(
-            "Hugging Face Jobs need a Hub token with write access (the Job pushes the model): pass --token-file, "
-            "set HF_TOKEN, or run `hf auth login`"
+        raise worded(
+            "Hugging Face Jobs need a Hub token with write access (the Job pushes the model): {ask}",
+            ask="token_file",
         )
     return token
 
@@ -304,9 +304,10 @@ def _job_errors(job_id: str | None = None):
         if _unreachable(exc):
             message = f"cannot reach the Hub at {endpoint}: check your network, or set HF_ENDPOINT to a Hub that is up"
         elif status == 401:
-            message = (
+            message = worded(
                 f"the Hub at {endpoint} rejected the token (401): create a write token at {endpoint}/settings/"
-                "tokens and pass it with --token-file or HF_TOKEN"
+                "tokens and {ask}",
+                ask="pass_it_file",
             )
         elif status == 402:
             message = (
@@ -324,7 +325,7 @@ def _job_errors(job_id: str | None = None):
             message = f"the Hub answered {status} for {what}: {server or exc}"
         else:
             raise
-        raise CompressorError(message) from exc
+        raise (message if isinstance(message, CompressorError) else CompressorError(message)) from exc
 
 
 def submit(

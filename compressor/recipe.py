@@ -330,11 +330,15 @@ FIELD_WORDS = field_words(Recipe)
 FLAGS = {key: w["flag"] for key, w in FIELD_WORDS.items() if "flag" in w}
 
 
-def parse_recipe(data: Any, where: str = "") -> Recipe:
+def parse_recipe(data: Any, where: str = "", page_title: str | None = None) -> Recipe:
+    """A recipe mapping → Recipe, or a CompressorError naming each bad field (`page_title`: the page's title for
+    it, e.g. the form's)."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise invalid(err, f"invalid recipe {where or '(in memory)'}", Recipe) from None
+        raise invalid(
+            err, f"invalid recipe {where or '(in memory)'}", Recipe, page_title=page_title
+        ) from None
 
 
 def recipe_data(text: str, where: str) -> dict[str, Any]:

@@ -102,10 +102,12 @@ def test_form_defaults_are_the_recipe_defaults():
 
 def test_messages_speak_the_page_not_the_cli():
     from app import error_md, for_page
-    from compressor.errors import CompressorError, fill_in
+    from compressor.errors import CompressorError, fill_in, worded
     from compressor.recipe import Calibration, parse_recipe
 
-    token = for_page("the Hub rejected the token (401): create one and pass it with --token or HF_TOKEN")
+    said = worded("the Hub rejected the token (401): create one and {ask}", ask="pass_it")
+    assert str(said).endswith("create one and pass it with --token or HF_TOKEN")  # the CLI's words
+    token = for_page(said)
     assert "--token" not in token and "HF_TOKEN" not in token and "Hub token box" in token
     # a field's words come from the field (its flag for the CLI, its label for the page): nothing is rewritten
     with pytest.raises(CompressorError) as bad:
@@ -474,7 +476,9 @@ def test_cancel_stops_a_run_and_keeps_it_resumable(page, runs_dir, shots):
     page.screenshot(path=str(shots / "cancelled.png"), full_page=True)
     # the visitor's own folder (runs/session-… or runs/user-…) holds the run
     folders = [p for p in runs_dir.glob("*/*") if (p / "reports" / "prune.json").is_file()]
-    assert any(not (p / "reports" / "recover.json").exists() for p in folders), "pruned, not trained: resumable"
+    assert any(not (p / "reports" / "recover.json").exists() for p in folders), (
+        "pruned, not trained: resumable"
+    )
 
 
 PASTED = """\

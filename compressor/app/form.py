@@ -20,6 +20,9 @@ from compressor.evaluate.config import Evaluate
 from compressor.recipe import DEFAULT_SCORER, GGUFExport, Recipe, dump_recipe, parse_recipe, recipe_from_text
 from compressor.recover.config import DEFAULT_LOSS, Recover
 
+# How the page titles a form that does not validate (the CLI's title is "invalid recipe from the form").
+FORM_TITLE = "the form does not make a valid recipe yet"
+
 # The project's root: app.py, compressor/ and recipes/ sit together there (the checkout, the Space, the Docker
 # image), so recipes/ is beside app.py as before.
 HERE = Path(__file__).resolve().parents[2]
@@ -227,7 +230,7 @@ def values(args: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def recipe_of(base: dict[str, Any] | None, args: tuple[Any, ...]) -> Recipe:
-    return parse_recipe(recipe_dict(base, values(args)), "from the form")
+    return parse_recipe(recipe_dict(base, values(args)), "from the form", FORM_TITLE)
 
 
 def export_refusal(recipe: Recipe) -> str | None:
@@ -245,13 +248,13 @@ def yaml_view(base: dict[str, Any] | None, *args: Any) -> tuple[str, str]:
     YAML with the reasons as leading comments, and the check says what to change in the page's words."""
     data = recipe_dict(base, values(args))
     try:
-        recipe = parse_recipe(data, "from the form")
+        recipe = parse_recipe(data, "from the form", FORM_TITLE)
         refusal = export_refusal(recipe)
         return dump_recipe(recipe), error_md(refusal, "Check the form") if refusal else ""
     except CompressorError as err:
         comments = "".join(f"# {line}\n" for line in page_words(err).splitlines())
         return comments + yaml.safe_dump(data, sort_keys=False), error_md(
-            page_words(err).replace("invalid recipe from the form: ", ""), "Check the form"
+            page_words(err).removeprefix(f"{FORM_TITLE}: "), "Check the form"
         )
 
 

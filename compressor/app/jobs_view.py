@@ -16,7 +16,7 @@ from compressor.app.board import Shown, pushed_md
 from compressor.app.form import _text, recipe_of
 from compressor.app.identity import _session, jobs_token
 from compressor.app.messages import _escape, _html_escape, error_md
-from compressor.errors import CompressorError
+from compressor.errors import CompressorError, page_words
 from compressor.recipe import Recipe
 
 log = logging.getLogger("compressor.app")
@@ -103,7 +103,10 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
                     try:
                         jobs.cancel(job, token)
                     except CompressorError as err:
-                        yield error_md(f"cannot cancel job {job.id}: {err}"), *(gr.skip() for _ in range(6))
+                        yield (
+                            error_md(f"cannot cancel job {job.id}: {page_words(err)}"),
+                            *(gr.skip() for _ in range(6)),
+                        )
                 if seen.ended:
                     break
                 stage = state.stage
@@ -115,7 +118,7 @@ def job_stream(recipe: Recipe, flavor: str | None, token: str | None, key: str, 
                 yield status, job_board(job, stage), "\n".join(lines), "", "", "", gr.skip()
         except CompressorError as err:
             yield (
-                error_md(f"lost track of job {job.id} ({err}); its page: {job.url}"),
+                error_md(f"lost track of job {job.id} ({page_words(err)}); its page: {job.url}"),
                 *(gr.skip() for _ in range(6)),
             )
             return

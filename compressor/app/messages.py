@@ -1,9 +1,9 @@
 """Messages for the page: the package's errors in the page's words (its fields and buttons, not the CLI's flags
 and HF_TOKEN), as wrapped Markdown, and the plan as a table with its warnings.
 
-A recipe field's words come with the error itself (`CompressorError.page`, made from the field's label by
-compressor.errors); only the few sentences about things that are not recipe fields (the token, the run folder)
-have a page version here."""
+The page's words come with the error itself (`CompressorError.page`): compressor.errors makes them from a recipe
+field's label (`invalid`, `fill_in`) or from its table of what a message asks for that is not a field (`ASK`:
+the Hub token, the run folder). Nothing here rewrites the CLI's sentences."""
 
 from __future__ import annotations
 
@@ -12,28 +12,10 @@ import re
 from compressor.errors import page_words
 from compressor.plan import Plan
 
-# The CLI's sentences about the token and the run folder → the page's. Whole sentences, tried in order.
-_SENTENCES = (
-    (
-        "pass --token, set HF_TOKEN, or run `hf auth login`",
-        "sign in with the button, or paste a token in the Hub token box",
-    ),
-    ("pass it with --token or HF_TOKEN", "paste it in the Hub token box (or sign in with the button)"),
-    ("(--token or HF_TOKEN)", "(paste it in the Hub token box, or sign in with the button)"),
-    ("--token-file", "the Hub token box"),
-    ("or give another --run-dir", "or change the recipe (each recipe has its own run folder)"),
-    ("use another --run-dir, or delete that folder to start over", "change the recipe to start another run"),
-    ("invalid recipe from the form: ", "the form does not make a valid recipe yet: "),
-)
-
 
 def for_page(message: str | BaseException) -> str:
-    """A package message as the page shows it: the error's page wording (fields, not flags), and the token's and
-    the run folder's sentences in the page's words."""
-    message = page_words(message)
-    for old, new in _SENTENCES:
-        message = message.replace(old, new)
-    return message
+    """A package message as the page shows it: the error's own page wording where it has one."""
+    return page_words(message)
 
 
 def _escape(text: str) -> str:
