@@ -343,7 +343,6 @@ def test_run_refuses_bad_inputs(pair, tiny_saved, data_dir, tmp_path) -> None:
 
 def test_fraction_is_a_seeded_subset(data_dir) -> None:
     from compressor.recover import data
-
     from compressor.recover.config import RecoverData
 
     def build(fraction: float, seed: int):
