@@ -224,7 +224,11 @@ def test_seed_miniature_v2_study_file_is_valid():
         for a, b in ((0.6, 70), (0.7, 80))
     ]
     avg = _averaged_row(rows)
-    assert (round(avg["open_acc_compressed"], 6), avg["avg_retained"], avg["avg_retained_spread"]) == (0.65, 75, 5)
+    assert (round(avg["open_acc_compressed"], 6), avg["avg_retained"], avg["avg_retained_spread"]) == (
+        0.65,
+        75,
+        5,
+    )
     assert round(avg["open_acc_retained"], 2) == 81.25 and avg["seeds"] == 2
 
 
