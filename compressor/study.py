@@ -358,6 +358,8 @@ def _varied(cells: list[Cell]) -> list[str]:
 
 
 def _short(key: str, value: Any) -> str:
+    if isinstance(value, dict) and "dataset" in value:  # one data source
+        return Path(str(value["dataset"])).name
     if isinstance(value, dict):
         return "+".join(f"{k}" if w == 1 else f"{w:g}·{k}" for k, w in value.items())
     if isinstance(value, list) and value and all(isinstance(v, dict) and "dataset" in v for v in value):
@@ -365,6 +367,18 @@ def _short(key: str, value: Any) -> str:
             f"{v.get('weight', 1):g}·{Path(v['dataset']).name}" for v in value
         )  # weighted sources
     return f"{key.split('.')[-1]}={value}"
+
+
+def _setting(cell: Cell, dotted: str) -> Any:
+    """A cell's value of a dotted recipe key: what it sets, else what its recipe (the base) holds."""
+    if dotted in cell.settings:
+        return cell.settings[dotted]
+    node: Any = cell.data
+    for k in dotted.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    return node
 
 
 SEED_KEY = "recover.seed"
@@ -470,7 +484,9 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
         for c, r in entries:
             vals = [r["method"], f"{100 * r['ratio']:.0f}% ({100 * r['achieved_ratio']:.1f}%)"]
             vals += [
-                _short(k, v) if isinstance(v := c.settings.get(k), (dict, list)) else str(v)
+                _short(k, v)
+                if isinstance(v := _setting(c, k), (dict, list))
+                else ("—" if v in (None, []) else str(v))
                 for k in varied
                 if k not in ("prune.method", "prune.ratio", SEED_KEY)
             ]

@@ -217,6 +217,13 @@ def test_seed_miniature_v2_study_file_is_valid():
         "mixed",
     }
     assert all(c.recipe.recover is None for c in groups["4-calibration"])
+    from compressor.study import _setting, _short
+
+    seed_recipe = groups["2-beyond-the-seed"][0]  # the base's own values show where a cell sets nothing
+    assert _setting(seed_recipe, "recover.hidden_layers") is None
+    assert _short("recover.loss", _setting(seed_recipe, "recover.loss")) == "0.5·ce+0.5·hidden_mse"
+    assert _short("recover.data", _setting(groups["3-recovery-data"][0], "recover.data")) == "easyvqa-train"
+    assert _short("recover.data", _setting(mixed[0], "recover.data")) == "3·easyvqa-train + 1·general-text"
     fractions = groups["5-data-fraction"]
     assert all(c.recipe.recover.max_steps is None for c in fractions)  # one pass over each share
     rows = [
