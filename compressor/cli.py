@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressor.errors import CompressorError, field_help, flag_of
+from compressor.errors import CompressorError, add_field_option, field_help, flag_of
 from compressor.recipe import (
     Calibration,
     GGUFExport,
@@ -25,9 +25,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-def _option(group, model: type[BaseModel], name: str, help_prefix: str = "", **kwargs: Any) -> None:
-    """A field's option: its flag and help are the field's own (json_schema_extra and description)."""
-    group.add_argument(flag_of(model, name), help=help_prefix + field_help(model, name), **kwargs)
+_option = add_field_option  # a field's option: its flag and help are the field's own
 
 
 def _add_prune_options(p: argparse.ArgumentParser) -> None:

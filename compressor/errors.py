@@ -264,3 +264,15 @@ def invalid(
 def field_help(model: type[BaseModel], name: str) -> str:
     """A pydantic field's description: field docs live once, on the field (CLI help, app labels, schema)."""
     return model.model_fields[name].description or ""
+
+
+def add_field_option(
+    group, model: type[BaseModel], name: str, help_prefix: str = "", help_suffix: str = "", **kwargs: Any
+) -> None:
+    """A field's command-line option on an argparse parser or group: its flag (`--ratio`; `recover --mode` gives
+    `--mode`) and its help are the field's own (json_schema_extra and description)."""
+    flag = flag_of(model, name)
+    if not flag or "--" not in flag:
+        raise ValueError(f"{model.__name__}.{name} names no --flag in its json_schema_extra")
+    option = next(part for part in flag.split() if part.startswith("--"))
+    group.add_argument(option, help=help_prefix + field_help(model, name) + help_suffix, **kwargs)

@@ -260,3 +260,27 @@ def test_llava_json_calibration(tiny_saved, demo_data, tmp_path):
     ]
     assert main(argv) == 0
     assert json.loads((out / "prune_report.json").read_text())["num_samples"] == 3
+
+
+def test_field_options_take_their_flag_and_help_from_the_field(capsys) -> None:
+    """recover's and eval's field options, like prune's, are generated from the recipe fields (flag and help)."""
+    import argparse
+
+    import pytest
+
+    from compressor.errors import add_field_option, field_help
+    from compressor.evaluate.config import EvalTask
+    from compressor.recipe import ModelSource
+    from compressor.recover.config import Recover, RecoverData
+
+    for argv, model, name, flag in (
+        (["recover", "--help"], Recover, "mode", "--mode"),
+        (["recover", "--help"], RecoverData, "dataset", "--data"),
+        (["eval", "--help"], EvalTask, "max_new_tokens", "--max-new-tokens"),
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert flag in text and " ".join(field_help(model, name).split())[:60] in text
+    with pytest.raises(ValueError, match="names no --flag"):
+        add_field_option(argparse.ArgumentParser(), ModelSource, "source")  # its flag is SRC, a positional

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from compressor.errors import CompressorError, field_help, invalid
+from compressor.errors import CompressorError, add_field_option, field_help, invalid
 from compressor.evaluate.config import LLAVA_SUITE, EvalTask, Evaluate
 
 
@@ -31,17 +31,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a task on a dataset, repeatable, e.g. vqa=lmms-lab/textvqa or perplexity=./held-out; replaces the "
         "recipe's tasks. " + field_help(EvalTask, "name"),
     )
-    p.add_argument("--split", help="split of every --task dataset (default test)")
-    p.add_argument(
-        "--limit", type=int, help="samples per task (overrides the recipe). " + field_help(EvalTask, "limit")
-    )
-    p.add_argument(
-        "--sample",
+    add_field_option(p, EvalTask, "split", help_suffix=" Here: every --task dataset's (default test).")
+    add_field_option(p, EvalTask, "limit", type=int, help_prefix="samples per task (overrides the recipe). ")
+    add_field_option(
+        p,
+        EvalTask,
+        "sample",
         choices=["random", "first"],
-        help="rows per task (overrides the recipe). " + field_help(EvalTask, "sample"),
+        help_prefix="rows per task (overrides the recipe). ",
     )
-    p.add_argument("--seed", type=int, help=field_help(EvalTask, "seed") + " Default 0.")
-    p.add_argument("--max-new-tokens", type=int, help=field_help(EvalTask, "max_new_tokens"))
+    add_field_option(p, EvalTask, "seed", type=int, help_suffix=" Default 0.")
+    add_field_option(p, EvalTask, "max_new_tokens", type=int)
     p.add_argument("--no-speed", action="store_true", help="skip the speed and memory measurements")
     p.add_argument(
         "--lmms-eval",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, get_args
 
-from compressor.errors import CompressorError, field_help
+from compressor.errors import CompressorError, add_field_option
 from compressor.recover.config import (
     LoraOptions,
     Recover,
@@ -31,23 +31,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("student", metavar="STUDENT_DIR", help="folder written by `compressor prune`")
     p.add_argument("--teacher", metavar="SRC", help="the original model: Hub repo id or local folder")
     p.add_argument("--teacher-revision", help="branch, tag or commit of the teacher's Hub repo")
-    p.add_argument(
-        "--data",
+    add_field_option(
+        p,
+        RecoverData,
+        "dataset",
         metavar="DATA[:WEIGHT]",
         action="append",
-        help="repeatable: several sources are mixed by weight, e.g. --data vqa-rows:3 --data text-rows:1. "
-        + field_help(RecoverData, "dataset"),
+        help_prefix="repeatable: several sources are mixed by weight, e.g. --data vqa-rows:3 --data text-rows:1. ",
     )
-    p.add_argument("--image-folder", help=field_help(RecoverData, "image_folder"))
-    p.add_argument("--split", help=field_help(RecoverData, "split"))
-    p.add_argument("--mode", choices=["auto", "projector", "lora", "full"], help=field_help(Recover, "mode"))
-    p.add_argument("--fraction", type=float, help=field_help(Recover, "fraction"))
-    p.add_argument(
-        "--loss", metavar="TERMS", help="e.g. ce=0.5,hidden_mse=0.5. " + field_help(Recover, "loss")
-    )
-    p.add_argument("--max-steps", type=int, help=field_help(Recover, "max_steps"))
-    p.add_argument("--seed", type=int, help=field_help(Recover, "seed"))
-    p.add_argument("--lora-r", type=int, help=field_help(LoraOptions, "r"))
+    add_field_option(p, RecoverData, "image_folder")
+    add_field_option(p, RecoverData, "split")
+    add_field_option(p, Recover, "mode", choices=list(get_args(Recover.model_fields["mode"].annotation)))
+    add_field_option(p, Recover, "fraction", type=float)
+    add_field_option(p, Recover, "loss", metavar="TERMS", help_prefix="e.g. ce=0.5,hidden_mse=0.5. ")
+    add_field_option(p, Recover, "max_steps", type=int)
+    add_field_option(p, Recover, "seed", type=int)
+    add_field_option(p, LoraOptions, "r", type=int)
     p.add_argument(
         "--recipe", metavar="FILE", help="a recipe .yaml: its recover: section (and model: as teacher)"
     )
