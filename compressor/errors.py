@@ -42,6 +42,10 @@ def page_words(err: BaseException | str) -> str:
 # How a message asks for what is not a recipe field (the Hub token, the run folder), in the CLI's words and
 # the page's: {slot} → (CLI, page), filled by `worded`.
 ASK = {
+    "datasets": (
+        "datasets go to --calibration, recover --data or eval --task",
+        "datasets go in “Calibration data”, “Training data” or the evaluation tasks' dataset column",
+    ),
     "token": (
         "pass --token, set HF_TOKEN, or run `hf auth login`",
         "sign in with the button, or paste a token in the Hub token box",

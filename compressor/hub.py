@@ -471,9 +471,8 @@ def _explain(
     if isinstance(exc, errors.RepositoryNotFoundError) and repo_id and not writing:
         other = _other_kind(repo_id, token, kind)
         if other is not None:
-            return f"{repo_id} on {endpoint} is a {other} repo, not a {kind}: give a {kind} repo id here" + (
-                " (datasets go to --calibration, recover --data or eval --task)" if other == "dataset" else ""
-            )
+            said = f"{repo_id} on {endpoint} is a {other} repo, not a {kind}: give a {kind} repo id here"
+            return worded(said + " ({hint})", hint="datasets") if other == "dataset" else said
     if isinstance(exc, errors.RepositoryNotFoundError):
         if has_token:
             return f"repo {where} was not found or is not visible to you: check the repo id"

@@ -208,3 +208,16 @@ def test_license_of_reads_only_the_card(tiny_llama, repo_name, tmp_path):
     assert hub.license_of(tmp_path) == "apache-2.0"
     (tmp_path / "no-card").mkdir()
     assert hub.license_of(tmp_path / "no-card") is None
+
+
+def test_a_dataset_given_as_a_model_says_where_datasets_go_in_each_audiences_words(repo_name):
+    api = HfApi(token=ALICE_WRITE)
+    repo = f"alice/{repo_name}-rows"
+    api.create_repo(repo, repo_type="dataset")
+    api.upload_file(
+        path_or_fileobj=b'{"a": 1}\n', path_in_repo="data.jsonl", repo_id=repo, repo_type="dataset"
+    )
+    with pytest.raises(CompressorError) as caught:
+        hub.pull_config(repo, token=ALICE_WRITE)
+    assert "is a dataset repo" in str(caught.value) and "--calibration, recover --data" in str(caught.value)
+    assert "“Training data”" in caught.value.page and "--" not in caught.value.page
