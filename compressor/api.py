@@ -34,6 +34,7 @@ def _plan_at(recipe: Recipe, token: str | None, speed: bool = False) -> tuple[Pl
     _refuse_text_only(recipe.model.source, config)
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
     plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe)
+    _check_matched_layers(recipe, plan_)
     extra = recovery_warnings(recipe) + calibration_notes(recipe)
     update: dict[str, Any] = {"warnings": [*plan_.warnings, *extra]} if extra else {}
     if speed:
@@ -161,6 +162,21 @@ class TextOnly:
 
     def sample(self, n: int, seed: int) -> list[int]:
         return self.rows.sample(n, seed)
+
+
+def _check_matched_layers(recipe: Recipe, plan_: Plan) -> None:
+    """recover.hidden_layers must be inner layers of the student this plan makes: refused now, not after pruning."""
+    r = recipe.recover
+    if r is None or not r.hidden_layers:
+        return
+    inner = plan_.num_layers_after - 2
+    bad = [i for i in r.hidden_layers if i > inner]
+    if bad:
+        raise CompressorError(
+            f"recover.hidden_layers {list(r.hidden_layers)}: {bad} {'is not an inner layer' if len(bad) == 1 else 'are not inner layers'} "
+            f"of the {plan_.num_layers_after}-layer student this plan makes: use layers 0..{inner} (the final "
+            "normalised state is always matched)"
+        )
 
 
 def calibration_notes(recipe: Recipe) -> list[str]:

@@ -231,9 +231,18 @@ def run_study(study: Study, root: Path, token: str | None = None, groups: list[s
     from compressor import api
 
     cells = [c for c in study.cells() if not groups or set(c.groups) & set(groups)]
+    for cell in cells:  # every cell planned (config only, seconds) before any runs: a bad one fails now
+        if not _finished(cell, root / "cells" / cell.name):
+            try:
+                api.plan(cell.recipe, token=token)
+            except CompressorError as err:
+                raise CompressorError(
+                    f"study cell {describe(cell.recipe)} ({', '.join(cell.groups)}): {err}"
+                ) from None
     root.mkdir(parents=True, exist_ok=True)
     (root / "cells").mkdir(exist_ok=True)
     spent: list[float] = []
+    failed: list[str] = []
     for i, cell in enumerate(cells, 1):
         folder = root / "cells" / cell.name
         done = _finished(cell, folder)
@@ -251,13 +260,24 @@ def run_study(study: Study, root: Path, token: str | None = None, groups: list[s
         if done:
             continue
         t = time.perf_counter()
-        api.run(cell.recipe, folder, token=token, eval_cache=root / "original-answers")
+        try:
+            api.run(cell.recipe, folder, token=token, eval_cache=root / "original-answers")
+        except CompressorError as err:  # the other cells still run; the study fails at the end, naming it
+            log.error("study %s: cell %s failed: %s", study.name, describe(cell.recipe), err)
+            failed.append(f"{describe(cell.recipe)}: {err}")
+            continue
         spent.append(time.perf_counter() - t)
         (folder / "cell.json").write_text(
             json.dumps({"groups": cell.groups, "settings": cell.settings, "seconds": spent[-1]}, indent=1)
         )
         render(study, root)  # partial results are readable while the study runs
-    return render(study, root)
+    out = render(study, root)
+    if failed:
+        raise CompressorError(
+            f"study {study.name}: {len(failed)} cell(s) failed, the others finished (rerun to retry them):\n"
+            + "\n".join(failed)
+        )
+    return out
 
 
 def _finished(cell: Cell, folder: Path) -> bool:

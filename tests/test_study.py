@@ -259,3 +259,32 @@ def test_eval_cache_reuses_the_originals_answers_only_for_the_same_weights(tiny_
     assert again.tasks[0].metrics == first.tasks[0].metrics
     fresh = evaluate.run(a, comp, cfg)  # and the same as without any cache
     assert fresh.tasks[0].metrics == first.tasks[0].metrics
+
+
+def test_a_failing_cell_does_not_stop_the_others_and_a_bad_plan_stops_them_all(study_file, tmp_path):
+    from compressor.study import load_study, run_study
+
+    path, model = study_file
+    data = yaml.safe_load(path.read_text())
+    data["base"]["evaluate"]["tasks"] = data["base"]["evaluate"]["tasks"][:1]
+    data["groups"] = [
+        {
+            "name": "two",
+            "cells": [
+                {"recover": None, "prune.ratio": 0.5},
+                # planned fine, fails when it trains: its data folder does not exist
+                {"recover.data.dataset": str(tmp_path / "missing"), "recover.max_steps": 1},
+            ],
+        }
+    ]
+    path.write_text(yaml.safe_dump(data))
+    root = tmp_path / "out"
+    with pytest.raises(CompressorError, match=r"(?s)1 cell\(s\) failed, the others finished.*missing"):
+        run_study(load_study(path, {"model": model}), root)
+    assert len(list(root.glob("cells/*/reports/eval.json"))) == 1  # the other cell ran to the end
+    # a layer the planned student does not have is refused for every cell before any runs
+    data["groups"] = [{"name": "bad", "cells": [{"recover.hidden_layers": [50]}]}]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(CompressorError, match=r"recover.hidden_layers \[50\]: \[50\] is not an inner layer"):
+        run_study(load_study(path, {"model": model}), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "cells").exists()
