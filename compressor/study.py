@@ -571,8 +571,8 @@ def plot(study: Study, rows: list[dict[str, Any]], root: Path) -> list[Path]:
         for c, r in got:
             if r.get("avg_retained") is None:
                 continue
-            label = ", ".join(_short(k, c.settings[k]) for k in varied if k != x_key) or r["method"]
-            series.setdefault(label, []).append((100 * float(c.settings[x_key]), r["avg_retained"]))
+            label = ", ".join(_short(k, _setting(c, k)) for k in varied if k != x_key) or r["method"]
+            series.setdefault(label, []).append((100 * float(_setting(c, x_key)), r["avg_retained"]))
         for label, pts in sorted(series.items()):
             pts.sort()
             plots.line(ax, [p[0] for p in pts], [p[1] for p in pts], f"ours: {label}", marker="o")

@@ -189,7 +189,7 @@ def test_seed_miniature_study_file_is_valid(tmp_path):
     assert sorted(c.recipe.recover.fraction for c in groups["4-data-fraction"]) == [0.01, 0.05, 0.1, 1.0]
 
 
-def test_seed_miniature_v2_study_file_is_valid():
+def test_seed_miniature_v2_study_file_is_valid(tmp_path):
     """Study v2 expands into valid recipes; shared cells run once; the seeds are averaged in its tables."""
     from pathlib import Path
 
@@ -224,6 +224,25 @@ def test_seed_miniature_v2_study_file_is_valid():
     assert _short("recover.loss", _setting(seed_recipe, "recover.loss")) == "0.5·ce+0.5·hidden_mse"
     assert _short("recover.data", _setting(groups["3-recovery-data"][0], "recover.data")) == "easyvqa-train"
     assert _short("recover.data", _setting(mixed[0], "recover.data")) == "3·easyvqa-train + 1·general-text"
+    # the tables and the plot of a group whose cells set different keys (hidden_layers only in some)
+    from compressor.study import markdown, plot
+
+    beyond = groups["2-beyond-the-seed"]
+    fake = {
+        c.name: {
+            "cell": c.name,
+            "method": c.recipe.prune.method,
+            "ratio": c.recipe.prune.ratio,
+            "achieved_ratio": c.recipe.prune.ratio,
+            "recovery": "full",
+            "loss": "ce=0.5+hidden_mse=0.5",
+            "avg_retained": 50.0 + i,
+        }
+        for i, c in enumerate(beyond)
+    }
+    only = type(study)(study.name, study.path, [("2-beyond-the-seed", beyond)], study.notes)
+    assert [p.name for p in plot(only, list(fake.values()), tmp_path)] == ["2-beyond-the-seed.png"]
+    assert "hidden_layers=[3, 7, 11, 15]" in markdown(only, list(fake.values()), [])
     fractions = groups["5-data-fraction"]
     assert all(c.recipe.recover.max_steps is None for c in fractions)  # one pass over each share
     rows = [
