@@ -169,6 +169,15 @@ def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
     assert warnings(0.3, "projector") and not warnings(0.3, "full") and not warnings(0.15, "lora")
     assert not warnings(0.3, None)  # no recovery asked for
 
+    def method_warnings(method, ratio, mode="auto"):
+        recipe = {"model": {"source": str(tmp_path)}, "prune": {"method": method, "ratio": ratio}}
+        recipe["recover"] = {"mode": mode}
+        return [w for w in plan(parse_recipe(recipe)).warnings if w.startswith("prune.method depth")]
+
+    said = method_warnings("depth", 0.3)
+    assert len(said) == 1 and "74%" in said[0] and "98%" in said[0] and "--method width" in said[0]
+    assert not method_warnings("width", 0.3) and not method_warnings("depth", 0.15)
+
 
 # LLaVA-1.5-7B at 30 %, hand-computed: a layer is 4·4096² attention (32 heads of 128) + 3·4096·11008 MLP =
 # 202 383 360, the backbone 6 738 939 904. Halving the heads (32 -> 16, KV too) removes 4·4096·2048 = 33 554 432
