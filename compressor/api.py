@@ -66,6 +66,13 @@ def recovery_warnings(recipe: Recipe) -> list[str]:
             "scores with mode full but 53% with lora and 33% with projector at 30% depth pruning (same steps); "
             "consider recover.mode: full where memory allows (README, Results)"
         )
+    if p.method == "width" and len(r.sources) == 1:
+        out.append(
+            f"recover.data has one source at ratio {p.ratio:.0%}: on real weights our study v2 kept 7% of the "
+            "held-out perplexity after width pruning at 30% and full recovery on VQA rows alone, 21% with general "
+            "text rows mixed in 3:1 (recover.data as a list with weights), at the same VQA score (97%) (README, "
+            "Results)"
+        )
     if p.method == "depth":
         out.append(
             f"prune.method depth at ratio {p.ratio:.0%}: on real weights our study v2 kept 74% of the scores after "

@@ -178,6 +178,14 @@ def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
     assert len(said) == 1 and "74%" in said[0] and "98%" in said[0] and "--method width" in said[0]
     assert not method_warnings("width", 0.3) and not method_warnings("depth", 0.15)
 
+    def data_warnings(data):
+        recipe = {"model": {"source": str(tmp_path)}, "prune": {"method": "width", "ratio": 0.3}}
+        recipe["recover"] = {"data": data}
+        return [w for w in plan(parse_recipe(recipe)).warnings if w.startswith("recover.data has one source")]
+
+    assert "21% with general text rows mixed in 3:1" in data_warnings({"dataset": "a"})[0]
+    assert not data_warnings([{"dataset": "a", "weight": 3}, {"dataset": "b"}])
+
 
 # LLaVA-1.5-7B at 30 %, hand-computed: a layer is 4·4096² attention (32 heads of 128) + 3·4096·11008 MLP =
 # 202 383 360, the backbone 6 738 939 904. Halving the heads (32 -> 16, KV too) removes 4·4096·2048 = 33 554 432
