@@ -506,7 +506,7 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
             vals += [
                 _short(k, v)
                 if isinstance(v := _setting(c, k), (dict, list))
-                else ("—" if v in (None, []) else str(v))
+                else ("—" if v in (None, []) else Path(v).name if isinstance(v, str) and "/" in v else str(v))
                 for k in varied
                 if k not in ("prune.method", "prune.ratio", SEED_KEY)
             ]
