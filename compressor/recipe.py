@@ -310,12 +310,14 @@ class Recipe(_Strict):
                 "publish.require gates the push on evaluation scores, but the recipe has no evaluate section; add "
                 "evaluate.tasks or remove publish.require"
             )
+        from compressor.gate import AVERAGE
+
         names = {t.name for t in self.evaluate.tasks}
         if self.evaluate.lmms_eval is not None:
             names |= set(self.evaluate.lmms_eval.tasks)
         for key in require:
             task = key.partition(".")[0]
-            if key != "average_retained" and task not in names:
+            if key != AVERAGE and task not in names:
                 known = ", ".join(sorted(names)) or "none"
                 raise ValueError(
                     f"publish.require names task {task!r}, which evaluate does not run (its tasks: {known}); use "

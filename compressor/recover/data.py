@@ -77,10 +77,7 @@ def build(sources, seed: int, token: str | None = None) -> TrainData:
         names.append(name)
         opened.append((rows, rows.sample(subset_size(len(rows), src.fraction), seed + k)))
     counts = shares([len(drawn) for _, drawn in opened], [s.weight for s in sources])
-    if len(sources) == 1:
-        picks = [0] * counts[0]
-    else:
-        picks = interleave(counts)
+    picks = interleave(counts)  # one source: all of it, in order
     cursor = [0] * len(sources)
     stream_source, stream_row = [], []
     for k in picks:
