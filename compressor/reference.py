@@ -452,15 +452,23 @@ class _Images:
         return self._cache[key]
 
 
-def _balanced(rows: list[dict[str, Any]], rng: random.Random):
-    """An endless stream of (image path, question, answer), half open questions and half yes/no."""
-    parts: dict[bool, list[tuple[str, str, str]]] = {True: [], False: []}
+def _balanced(
+    rows: list[dict[str, Any]], rng: random.Random, yes_no_share: float = 0.5, by_kind: bool = False
+):
+    """An endless stream of (image path, question, answer): open and yes/no questions, `yes_no_share` of them
+    yes/no. With `by_kind`, each yes/no question is drawn from a uniformly chosen `question_kind`, so that no
+    kind carries an answer prior (easy-VQA's own mix has one: negated colour questions are 88 % "yes")."""
+    parts: dict[str, list[tuple[str, str, str]]] = {}
     for r in rows:
         q = r["messages"][0]["content"][1]["text"].split("\n")[0]
         a = r["messages"][1]["content"][0]["text"]
-        parts[a in ("yes", "no")].append((r["images"][0], q, a))
-    while True:
-        yield rng.choice(parts[rng.random() < 0.5] or parts[True] or parts[False])
+        key = "open" if a not in ("yes", "no") else (question_kind(q, a) if by_kind else "yes/no")
+        parts.setdefault(key, []).append((r["images"][0], q, a))
+    kinds = sorted(k for k in parts if k != "open")
+    while True:  # one draw for the side, one per choice among several kinds, one for the row (v1/v2's stream)
+        yes_no = (rng.random() < yes_no_share and bool(kinds)) or "open" not in parts
+        kind = (rng.choice(kinds) if len(kinds) > 1 else kinds[0]) if yes_no else "open"
+        yield rng.choice(parts[kind])
 
 
 def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg: BuildConfig, name: str):
@@ -583,33 +591,62 @@ class Score:
     questions_yes_no: int
 
 
-def answer_accuracy(model, processor, ref: Reference, n_open: int, n_yes_no: int, seed: int = 0) -> Score:
-    """Exact-match accuracy of greedy one-word answers on a seeded sample of the easy-VQA test questions."""
+def _answers(model, processor, folder: Path, rows: list[dict[str, Any]]):
+    """(row, the model's greedy answer: lower case, no final full stop) for each test row, 32 at a time."""
     import torch
 
     images = _Images()
     tok = processor.tokenizer
+    for b in range(0, len(rows), 32):
+        chunk = rows[b : b + 32]
+        tok.padding_side = "left"
+        enc = processor(
+            text=[_prompt(processor, r["question"]) for r in chunk],
+            images=[images(folder / r["image"]) for r in chunk],
+            return_tensors="pt",
+            padding=True,
+        )
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+        for r, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
+            yield r, tok.decode(ids, skip_special_tokens=True).strip().lower().rstrip(".")
+
+
+def _sample(folder: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
+    return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def answer_accuracy(model, processor, ref: Reference, n_open: int, n_yes_no: int, seed: int = 0) -> Score:
+    """Exact-match accuracy of greedy one-word answers on a seeded sample of the easy-VQA test questions."""
     result = {}
     for kind, folder, n in (("open", ref.test_open, n_open), ("yes_no", ref.test_yes_no, n_yes_no)):
-        rows = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
-        rows = random.Random(seed).sample(rows, min(n, len(rows)))
-        right = 0
-        for b in range(0, len(rows), 32):
-            chunk = rows[b : b + 32]
-            tok.padding_side = "left"
-            enc = processor(
-                text=[_prompt(processor, r["question"]) for r in chunk],
-                images=[images(folder / r["image"]) for r in chunk],
-                return_tensors="pt",
-                padding=True,
-            )
-            with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-            for r, ids in zip(chunk, out[:, enc["input_ids"].shape[1] :]):
-                said = tok.decode(ids, skip_special_tokens=True).strip().lower().rstrip(".")
-                right += said == (r["answers"][0] if kind == "open" else r["answer"])
+        rows = _sample(folder, n, seed)
+        right = sum(
+            said == (r["answers"][0] if kind == "open" else r["answer"])
+            for r, said in _answers(model, processor, folder, rows)
+        )
         result[kind] = (right / max(1, len(rows)), len(rows))
     return Score(result["open"][0], result["yes_no"][0], result["open"][1], result["yes_no"][1])
+
+
+def question_kind(question: str, answer: str) -> str:
+    """A yes/no question's kind, e.g. "shape, negated, yes": what it asks about, whether it is negated (easy-VQA
+    negates with "not" or "is no ..."), and the right answer."""
+    words = question.lower().rstrip("?").split()
+    about = "shape" if any(w in SHAPES for w in words) else "colour"
+    negated = "not" in words or words[:2] == ["is", "no"]
+    return f"{about}, {'negated' if negated else 'plain'}, {answer}"
+
+
+def yes_no_breakdown(model, processor, ref: Reference, n: int, seed: int = 0) -> dict[str, tuple[int, int]]:
+    """(right, asked) per question kind on the same seeded yes/no sample `answer_accuracy` scores."""
+    got: dict[str, list[int]] = {}
+    for r, said in _answers(model, processor, ref.test_yes_no, _sample(ref.test_yes_no, n, seed)):
+        tally = got.setdefault(question_kind(r["question"], r["answer"]), [0, 0])
+        tally[0] += said == r["answer"]
+        tally[1] += 1
+    return {k: (v[0], v[1]) for k, v in sorted(got.items())}
 
 
 def text_perplexity(language_model, tokenizer, texts: list[str]) -> float:

@@ -120,6 +120,46 @@ def write_tiny_easy_vqa(root: Path, seed: int = 0) -> Path:
     return root
 
 
+def test_yes_no_question_kinds_and_a_stream_without_their_answer_prior():
+    """Each easy-VQA negation form is read as negated; `by_kind` draws the kinds evenly whatever the data's
+    prior, and the default stream (what v1 and v2 were built on) still draws yes/no questions as one pool."""
+    import collections
+
+    from compressor.reference import _balanced, question_kind
+
+    assert question_kind("does the image contain a circle?", "no") == "shape, plain, no"
+    assert question_kind("is no red shape present?", "yes") == "colour, negated, yes"
+    assert question_kind("is there not a triangle in the image?", "yes") == "shape, negated, yes"
+    assert question_kind("does the image not contain a gray shape?", "no") == "colour, negated, no"
+    assert question_kind("is a teal shape present?", "yes") == "colour, plain, yes"
+
+    def row(q, a):
+        return {
+            "images": ["images/0.png"],
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q + "\nAnswer."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": a}]},
+            ],
+        }
+
+    # a skewed mix, like easy-VQA's: negated colour questions are mostly "yes", plain ones mostly "no"
+    rows = [row("is there not a red shape?", "yes")] * 45 + [row("is there not a red shape?", "no")] * 5
+    rows += [row("is there a red shape?", "no")] * 45 + [row("is there a red shape?", "yes")] * 5
+    rows += [row("what color is the shape?", "red")] * 50
+    rng = random.Random(0)
+    drawn = [next(s) for s in [_balanced(rows, rng, yes_no_share=1.0, by_kind=True)] for _ in range(2000)]
+    kinds = collections.Counter(question_kind(q, a) for _, q, a in drawn)
+    assert len(kinds) == 4 and all(450 <= n <= 550 for n in kinds.values()), kinds
+    pooled = collections.Counter(
+        question_kind(q, a) for _, q, a in (next(s) for s in [_balanced(rows, rng, 1.0)] for _ in range(2000))
+    )
+    assert (
+        pooled["colour, negated, yes"] > 5 * pooled["colour, negated, no"]
+    )  # the data's prior, as v2 saw it
+    mixed = [a for _, _, a in (next(s) for s in [_balanced(rows, rng)] for _ in range(2000))]
+    assert 850 <= sum(a == "red" for a in mixed) <= 1150  # half open questions by default
+
+
 def test_gguf_converts_to_a_plain_checkpoint_with_equal_logits(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -220,6 +260,12 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     first = json.loads(rows[0])
     assert (ref.train / first["images"][0]).is_file() and first["messages"][1]["role"] == "assistant"
     assert torch.isfinite(model(**processor(text=["hi"], return_tensors="pt")).logits).all()
+    # the card's yes/no sample by kind (benchmarks/reference_yes_no.py): every question counted once
+    from compressor.reference import yes_no_breakdown
+
+    kinds = yes_no_breakdown(model, processor, ref, 4)
+    assert sum(n for _, n in kinds.values()) == 4 and all(0 <= r <= n for r, n in kinds.values())
+    assert set(kinds) <= {"colour, plain, yes", "colour, plain, no"}  # the tiny data asks only those
 
     # cached: a second build returns it untouched
     stamp = ref.report.stat().st_mtime_ns
