@@ -328,3 +328,29 @@ def test_a_run_trains_in_the_mode_its_plan_chose_and_the_card_says_why(tiny_save
     assert plan["recovery"]["mode"] == train["mode"] == train["mode_choice"]["mode"] == "full"
     card = (run_dir / "recovered" / "README.md").read_text()
     assert "chosen by `recover.mode: auto`: ratio 30% > 15%" in card
+
+
+def test_recovery_warnings_follow_the_studys_budgets() -> None:
+    """Depth is warned about only with a fixed step budget below the rows that brought it back in study v2;
+    one source with width, and a mode other than full/auto, are warned about above 20 %; nothing at 15 %."""
+    from compressor.api import DEPTH_ROWS_NEEDED, recovery_warnings
+    from compressor.recipe import parse_recipe
+
+    def warnings(method="depth", ratio=0.3, **recover):
+        recipe = parse_recipe(
+            {"model": {"source": "x/y"}, "prune": {"method": method, "ratio": ratio}, "recover": recover}
+        )
+        return recovery_warnings(recipe)
+
+    assert warnings() == []  # the default budget (one pass over 5 %) is the one that recovered depth
+    short = warnings(max_steps=40, sft={"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1})
+    assert len(short) == 1 and "recover.max_steps 40 (320 rows)" in short[0] and "98.9%" in short[0]
+    assert warnings(max_steps=40) and "(640 rows)" in warnings(max_steps=40)[0]  # our 4 x 4 rows a step
+    assert warnings(max_steps=-(-DEPTH_ROWS_NEEDED // 16)) == []  # enough rows: no warning
+    assert warnings(max_steps=40, ratio=0.15) == []
+    (lora,) = warnings(mode="lora")
+    assert "recover.mode lora at ratio 30%" in lora and "53%" in lora
+    (width,) = warnings(method="width")
+    assert "recover.data has one source" in width
+    two = [{"dataset": "a", "weight": 3}, {"dataset": "b", "weight": 1}]
+    assert warnings(method="width", data=two) == []

@@ -58,6 +58,15 @@ ALIASES = {
 LEARNING_RATE = {"projector": 1e-4, "lora": 2e-4, "full": 2e-5}
 
 
+BATCH = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}  # our defaults: 16 rows a step
+
+
+def rows_per_step(sft: dict[str, Any]) -> int:
+    """Training rows per optimiser step on one device: a recipe's `recover.sft` over our defaults."""
+    merged = {**BATCH, **sft}
+    return int(merged["per_device_train_batch_size"]) * int(merged["gradient_accumulation_steps"])
+
+
 def _bf16_available() -> bool:
     import torch
 
@@ -81,8 +90,7 @@ def defaults(cfg: Recover, compute: str | None = None) -> dict[str, Any]:
         "warmup_steps": 0.03,
         "weight_decay": 0.0,
         "num_train_epochs": 1,
-        "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 4,
+        **BATCH,
         "max_length": 2048,
         "logging_steps": 10,
         "save_strategy": "steps",
