@@ -199,10 +199,10 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
         Path(__file__).parent.parent / "studies" / "seed-miniature-v2.yaml", {"reference": "/ref"}
     )
     groups = dict(study.groups)
-    assert [len(groups[g]) for g in groups] == [12, 6, 5, 4, 6, 4, 4]
-    # shared: the seed's recipe at 30 % depth with 40 steps (groups 1, 2, 3, 4b), VQA-only width (1, 3, 4b), and
-    # one pass over 5 % at 30 % depth (2b and 5)
-    assert len(study.cells()) == 12 + 5 + 4 + 2 + 6 + 2 + 4
+    assert [len(groups[g]) for g in groups] == [12, 6, 5, 4, 6, 8, 4]
+    # shared: group 1's 0.5 CE + 0.5 hidden MSE cells (with groups 2, 3 and 4b's image calibration) and one pass
+    # over 5 % at 30 % depth (2b and 5)
+    assert len(study.cells()) == 12 + 5 + 4 + 2 + 6 + 4 + 4
     one_pass = groups["2b-beyond-the-seed-one-pass"]
     assert one_pass[0].name == groups["5-data-fraction"][1].name
     assert {(c.recipe.recover.max_steps, c.recipe.recover.sft.get("num_train_epochs")) for c in one_pass} == {
@@ -211,12 +211,10 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
     cosine = [c for c in one_pass if "hidden_cosine" in c.recipe.recover.loss]
     assert len(cosine) == 2 and all(c.recipe.recover.hidden_layers for c in cosine)
     recovered = groups["4b-calibration-recovered"]
-    assert sorted((c.recipe.prune.method, c.recipe.prune.calibration.modality) for c in recovered) == [
-        ("depth", "image"),
-        ("depth", "mixed"),
-        ("width", "image"),
-        ("width", "mixed"),
-    ]
+    assert sorted((c.recipe.prune.method, c.recipe.prune.calibration.modality) for c in recovered) == sorted(
+        2 * [("depth", "image"), ("depth", "mixed"), ("width", "image"), ("width", "mixed")]
+    )
+    assert len(seed_groups(recovered, {})) == 4  # 2 methods x 2 calibrations, 2 seeds each
     assert all(c.recipe.recover is not None for c in recovered)
     loss = groups["1-loss-full"]
     assert {c.recipe.recover.mode for c in loss} == {"full"} and {c.recipe.recover.seed for c in loss} == {
