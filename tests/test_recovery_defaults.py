@@ -354,3 +354,30 @@ def test_recovery_warnings_follow_the_studys_budgets() -> None:
     assert "recover.data has one source" in width
     two = [{"dataset": "a", "weight": 3}, {"dataset": "b", "weight": 1}]
     assert warnings(method="width", data=two) == []
+
+
+def test_the_plan_points_image_calibration_at_the_mixed_calibration_result() -> None:
+    """Image calibration followed by recovery above 20 % gets study v2's mixed-calibration numbers; mixed and text
+    calibration, no recovery, a light ratio or a data-free scorer do not."""
+    from compressor.api import calibration_notes
+    from compressor.recipe import parse_recipe
+
+    def notes(ratio=0.3, recover=True, **calibration):
+        recipe = parse_recipe(
+            {
+                "model": {"source": "x/y"},
+                "prune": {"method": "depth", "ratio": ratio, "calibration": {"dataset": "d", **calibration}},
+                **({"recover": {}} if recover else {}),
+            }
+        )
+        return calibration_notes(recipe)
+
+    (note,) = notes()
+    assert (
+        "modality image at ratio 30% with recovery" in note
+        and "94.9%" in note
+        and "--calibration-modality" in note
+    )
+    assert notes(ratio=0.15) == [] and notes(recover=False) == [] and notes(dataset=None) == []
+    assert "mixed" in notes(modality="mixed")[0] and "94.9%" not in notes(modality="mixed")[0]
+    assert "text only" in notes(modality="text")[0]
