@@ -169,14 +169,15 @@ def test_light_recovery_above_20_percent_gets_the_studys_warning(tmp_path):
     assert warnings(0.3, "projector") and not warnings(0.3, "full") and not warnings(0.15, "lora")
     assert not warnings(0.3, None)  # no recovery asked for
 
-    def method_warnings(method, ratio, mode="auto"):
+    def method_warnings(method, ratio, max_steps=40):
         recipe = {"model": {"source": str(tmp_path)}, "prune": {"method": method, "ratio": ratio}}
-        recipe["recover"] = {"mode": mode}
+        recipe["recover"] = {"max_steps": max_steps}
         return [w for w in plan(parse_recipe(recipe)).warnings if w.startswith("prune.method depth")]
 
     said = method_warnings("depth", 0.3)
     assert len(said) == 1 and "74%" in said[0] and "98%" in said[0] and "--method width" in said[0]
     assert not method_warnings("width", 0.3) and not method_warnings("depth", 0.15)
+    assert not method_warnings("depth", 0.3, max_steps=None)  # one pass over 5 %: what brought depth back
 
     def data_warnings(data):
         recipe = {"model": {"source": str(tmp_path)}, "prune": {"method": "width", "ratio": 0.3}}
