@@ -266,6 +266,18 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     kinds = yes_no_breakdown(model, processor, ref, 4)
     assert sum(n for _, n in kinds.values()) == 4 and all(0 <= r <= n for r, n in kinds.values())
     assert set(kinds) <= {"colour, plain, yes", "colour, plain, no"}  # the tiny data asks only those
+    # benchmarks/reference_yes_no.py on it, with a one-step stage 3 on an in-memory copy: nothing written to the cache
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_yes_no.py"
+    spec = importlib.util.spec_from_file_location("reference_yes_no", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir())
+    bench.main(["--root", str(ref.root), "--n", "4", "--stage3-steps", "1", "--out", str(tmp_path / "yn.md")])
+    table = (tmp_path / "yn.md").read_text()
+    assert "| question kind | ref | + stage 3: 1 steps" in table and "| **yes/no, all** | **" in table
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir()) == before
 
     # cached: a second build returns it untouched
     stamp = ref.report.stat().st_mtime_ns
