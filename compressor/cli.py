@@ -25,33 +25,30 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-_option = add_field_option  # a field's option: its flag and help are the field's own
-
-
 def _add_prune_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="Hub repo id, local model folder, or a recipe .yaml (then no other option)")
     g = p.add_argument_group("pruning")
-    _option(g, Prune, "method", choices=["depth", "width"])
-    _option(g, Prune, "ratio", type=float)
-    _option(g, Prune, "scorer")
-    _option(g, Prune, "targets", help_prefix="width only: comma-separated heads,mlp. ")
-    _option(g, Prune, "round_to", type=int)
-    _option(g, Prune, "target", choices=["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"])
-    _option(g, Prune, "contiguous", action="store_true", default=None)
+    add_field_option(g, Prune, "method", choices=["depth", "width"])
+    add_field_option(g, Prune, "ratio", type=float)
+    add_field_option(g, Prune, "scorer")
+    add_field_option(g, Prune, "targets", help_prefix="width only: comma-separated heads,mlp. ")
+    add_field_option(g, Prune, "round_to", type=int)
+    add_field_option(g, Prune, "target", choices=["default", "gpu", "gguf", "vllm", "vllm-tp2", "vllm-tp4"])
+    add_field_option(g, Prune, "contiguous", action="store_true", default=None)
     c = p.add_argument_group("calibration")
-    _option(c, Calibration, "dataset", metavar="DATA")
-    _option(c, Calibration, "image_folder")
-    _option(c, Calibration, "split")
-    _option(c, Calibration, "num_samples", type=int)
-    _option(c, Calibration, "max_length", type=int)
-    _option(c, Calibration, "seed", type=int)
-    _option(c, Calibration, "modality", choices=["image", "text", "mixed"])
+    add_field_option(c, Calibration, "dataset", metavar="DATA")
+    add_field_option(c, Calibration, "image_folder")
+    add_field_option(c, Calibration, "split")
+    add_field_option(c, Calibration, "num_samples", type=int)
+    add_field_option(c, Calibration, "max_length", type=int)
+    add_field_option(c, Calibration, "seed", type=int)
+    add_field_option(c, Calibration, "modality", choices=["image", "text", "mixed"])
     m = p.add_argument_group("model")
-    _option(m, ModelSource, "revision")
-    _option(m, ModelSource, "trust_remote_code", action="store_true", default=None)
-    _option(m, ModelSource, "allow_pickle", action="store_true", default=None)
-    _option(m, ModelSource, "dtype", choices=["auto", "float32", "bfloat16", "float16"])
-    _option(m, ModelSource, "device_map")
+    add_field_option(m, ModelSource, "revision")
+    add_field_option(m, ModelSource, "trust_remote_code", action="store_true", default=None)
+    add_field_option(m, ModelSource, "allow_pickle", action="store_true", default=None)
+    add_field_option(m, ModelSource, "dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    add_field_option(m, ModelSource, "device_map")
     add_token_options(m)
 
 
