@@ -379,6 +379,7 @@ class RecoverySettings:
 
     @classmethod
     def of(cls, recover, spec: ArchSpec) -> RecoverySettings:
+        from compressor.recover.args import BATCH
         from compressor.recover.losses import LOSSES
 
         sft = dict(recover.sft)
@@ -387,7 +388,7 @@ class RecoverySettings:
         logit_terms = any(LOSSES.get(n).uses_logits for n in weights)
         return cls(
             mode=recover.mode,
-            batch=int(sft.get("per_device_train_batch_size", 4)),
+            batch=int(sft.get("per_device_train_batch_size", BATCH["per_device_train_batch_size"])),
             seq=int(sft.get("max_length") or 2048),
             checkpointing=bool(checkpointing),
             student_dtype=recover.student_dtype,
