@@ -15,7 +15,6 @@ also goes to runs/reference-yes-no.md.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ref = R.find_reference(args.root, version=args.version or R.REFERENCE_VERSION)
     model = LlavaForConditionalGeneration.from_pretrained(ref.model, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(ref.model)
-    texts = [json.loads(line)["text"] for line in (ref.heldout_text / "data.jsonl").read_text().splitlines()]
+    texts = [r["text"] for r in R.read_jsonl(ref.heldout_text / "data.jsonl")]
 
     def measure(label: str) -> dict:
         t = time.perf_counter()
@@ -66,21 +65,13 @@ def main(argv: list[str] | None = None) -> None:
     columns = [measure(ref.root.name)]
     if args.stage3_steps:
         cfg = R.build_config(args.version or R.REFERENCE_VERSION)
-        rows = [json.loads(line) for line in (ref.train / "data.jsonl").read_text().splitlines()]
-        vision, projector = model.model.vision_tower, model.model.multi_modal_projector
-        for p in model.parameters():
-            p.requires_grad_(False)
-        trained = [*projector.parameters(), *model.model.language_model.parameters()]
+        rows = R.read_jsonl(ref.train / "data.jsonl")
+        trained = [*model.model.multi_modal_projector.parameters(), *model.model.language_model.parameters()]
         groups = [{"params": trained, "lr": args.lr}]
         if args.lr_vision > 0:
-            groups.append({"params": list(vision.parameters()), "lr": args.lr_vision})
-        for g in groups:
-            for p in g["params"]:
-                p.requires_grad_(True)
+            groups.append({"params": list(model.model.vision_tower.parameters()), "lr": args.lr_vision})
         stream = R._balanced(rows, random.Random(cfg.seed + 3), args.yes_no_share, by_kind=True)
         stage = R._train_stage(model, processor, stream, ref.train, groups, args.stage3_steps, cfg, "stage 3")
-        for p in model.parameters():
-            p.requires_grad_(False)
         tower = f", tower at {args.lr_vision:g}" if args.lr_vision > 0 else ", tower frozen"
         columns.append(
             measure(

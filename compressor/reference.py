@@ -227,6 +227,11 @@ def _conversation(image: str, question: str, answer: str) -> dict[str, Any]:
     }
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a data.jsonl the build wrote."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -289,7 +294,7 @@ def write_text_data(ref: Reference, tokenizer) -> dict[str, int]:
                     }
                 )
     _jsonl(ref.general_text / "data.jsonl", rows)
-    vqa = [json.loads(line) for line in (ref.train / "data.jsonl").read_text().splitlines()[: len(rows)]]
+    vqa = read_jsonl(ref.train / "data.jsonl")[: len(rows)]
     mixed = []
     for image_row, text_row in zip(vqa, rows):
         image_row = {**image_row, "images": [f"../easyvqa-train/{p}" for p in image_row["images"]]}
@@ -472,8 +477,14 @@ def _balanced(
 
 
 def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg: BuildConfig, name: str):
+    """`steps` AdamW steps on `groups` (param groups): only their parameters train, and all are frozen after."""
     import torch
 
+    trained = [p for g in groups for p in g["params"]]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
     images = _Images()
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     schedule = _schedule(optimizer, steps)
@@ -483,7 +494,7 @@ def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg
         items = [(images(folder / p), q, a) for p, q, a in (next(stream) for _ in range(cfg.batch_size))]
         loss = _answer_loss(model, _batch(processor, items))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
@@ -491,6 +502,8 @@ def _train_stage(model, processor, stream, folder: Path, groups, steps: int, cfg
         if (step + 1) % 25 == 0 or step + 1 == steps:
             log.info("%s step %d/%d loss %.4f", name, step + 1, steps, sum(losses[-25:]) / len(losses[-25:]))
     model.eval()
+    for p in trained:
+        p.requires_grad_(False)
     return {"steps": steps, "seconds": round(time.perf_counter() - start, 1), "final_loss": losses[-1]}
 
 
@@ -613,7 +626,7 @@ def _answers(model, processor, folder: Path, rows: list[dict[str, Any]]):
 
 
 def _sample(folder: Path, n: int, seed: int) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines()]
+    rows = read_jsonl(folder / "data.jsonl")
     return random.Random(seed).sample(rows, min(n, len(rows)))
 
 
@@ -719,9 +732,7 @@ def build(
         timings["convert_gguf"] = time.perf_counter() - t
         model, processor = assemble(lm_dir, cfg)
         counts = write_data(tmp, easy_vqa, processor.tokenizer, cfg)
-        texts = [
-            json.loads(line)["text"] for line in (tmp.heldout_text / "data.jsonl").read_text().splitlines()
-        ]
+        texts = [r["text"] for r in read_jsonl(tmp.heldout_text / "data.jsonl")]
         from transformers import AutoModelForCausalLM
 
         bare = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32).eval()
@@ -731,13 +742,9 @@ def build(
         stages: dict[str, Any] = {}
         log.info("stage 0: vision tower on the pictures' colour and shape labels")
         stages["stage0_vision"] = _stage0(model, processor.image_processor, tmp, easy_vqa, cfg)
-        rows = [json.loads(line) for line in (tmp.train / "data.jsonl").read_text().splitlines()]
+        rows = read_jsonl(tmp.train / "data.jsonl")
         rng = random.Random(cfg.seed)
-        for p in model.parameters():
-            p.requires_grad_(False)
         vision, projector = model.model.vision_tower, model.model.multi_modal_projector
-        for p in [*vision.parameters(), *projector.parameters()]:
-            p.requires_grad_(True)
         log.info("stage 1: vision tower + projector, language model frozen")
         stages["stage1_projector"] = _train_stage(
             model,
@@ -754,11 +761,7 @@ def build(
         )
         after1 = answer_accuracy(model, processor, tmp, cfg.eval_open, cfg.eval_yes_no, seed=cfg.seed)
         log.info("after stage 1: open %.3f, yes/no %.3f", after1.open_accuracy, after1.yes_no_accuracy)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        lm = [p for p in model.model.language_model.parameters()]
-        for p in [*lm, *projector.parameters()]:
-            p.requires_grad_(True)
+        lm = list(model.model.language_model.parameters())
         log.info("stage 2: projector + language model, vision tower frozen")
         stages["stage2_finetune"] = _train_stage(
             model,
@@ -770,8 +773,6 @@ def build(
             cfg,
             "stage 2",
         )
-        for p in model.parameters():
-            p.requires_grad_(False)
         score = answer_accuracy(model, processor, tmp, cfg.eval_open, cfg.eval_yes_no, seed=cfg.seed)
         ppl_after = text_perplexity(_lm_view(model), processor.tokenizer, texts)
         model.save_pretrained(tmp.model)

@@ -278,6 +278,16 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     table = (tmp_path / "yn.md").read_text()
     assert "| question kind | ref | + stage 3: 1 steps" in table and "| **yes/no, all** | **" in table
     assert sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir()) == before
+    # a training stage trains only its groups' parameters and leaves every parameter frozen
+    from compressor.reference import _balanced, _train_stage, read_jsonl
+
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stream = _balanced(read_jsonl(ref.train / "data.jsonl"), random.Random(0))
+    groups = [{"params": list(model.model.multi_modal_projector.parameters()), "lr": 1e-2}]
+    _train_stage(model, processor, stream, ref.train, groups, 1, cfg, "test")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, weights[n])}
+    assert changed and all("multi_modal_projector" in n for n in changed)
+    assert not any(p.requires_grad for p in model.parameters())
 
     # cached: a second build returns it untouched
     stamp = ref.report.stat().st_mtime_ns
