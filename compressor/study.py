@@ -389,6 +389,15 @@ def _short(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}={value}"
 
 
+def _table_value(key: str, value: Any) -> str:
+    """A setting as a table cell: terms and sources shortened, nothing set as "—", a path as its last part."""
+    if isinstance(value, (dict, list)):
+        return _short(key, value)
+    if value is None:
+        return "—"
+    return Path(value).name if isinstance(value, str) and "/" in value else str(value)
+
+
 def _setting(cell: Cell, dotted: str) -> Any:
     """A cell's value of a dotted recipe key: what it sets, else what its recipe (the base) holds."""
     if dotted in cell.settings:
@@ -504,9 +513,7 @@ def markdown(study: Study, rows: list[dict[str, Any]], plots: list[Path]) -> str
         for c, r in entries:
             vals = [r["method"], f"{100 * r['ratio']:.0f}% ({100 * r['achieved_ratio']:.1f}%)"]
             vals += [
-                _short(k, v)
-                if isinstance(v := _setting(c, k), (dict, list))
-                else ("—" if v in (None, []) else Path(v).name if isinstance(v, str) and "/" in v else str(v))
+                _table_value(k, _setting(c, k))
                 for k in varied
                 if k not in ("prune.method", "prune.ratio", SEED_KEY)
             ]
