@@ -34,14 +34,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--lr-vision", type=float, default=0.0, help="stage 3: vision tower learning rate (0: frozen)"
     )
+    ap.add_argument(
+        "--stream",
+        choices=("by-kind", "pairs"),
+        default="by-kind",
+        help="stage 3's yes/no questions: drawn evenly across the kinds, or as minimal pairs (reference._minimal_pairs)",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/reference-yes-no.md"))
     args = ap.parse_args(argv)
+
+    import logging
 
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from compressor import reference as R
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("compressor").setLevel(logging.INFO)
     ref = R.find_reference(args.root, version=args.version or R.REFERENCE_VERSION)
     model = LlavaForConditionalGeneration.from_pretrained(ref.model, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(ref.model)
@@ -70,13 +80,17 @@ def main(argv: list[str] | None = None) -> None:
         groups = [{"params": trained, "lr": args.lr}]
         if args.lr_vision > 0:
             groups.append({"params": list(model.model.vision_tower.parameters()), "lr": args.lr_vision})
-        stream = R._balanced(rows, random.Random(cfg.seed + 3), args.yes_no_share, by_kind=True)
+        rng = random.Random(cfg.seed + 3)
+        if args.stream == "pairs":
+            stream = R._minimal_pairs(rows, rng, args.yes_no_share)
+        else:
+            stream = R._balanced(rows, rng, args.yes_no_share, by_kind=True)
         stage = R._train_stage(model, processor, stream, ref.train, groups, args.stage3_steps, cfg, "stage 3")
         tower = f", tower at {args.lr_vision:g}" if args.lr_vision > 0 else ", tower frozen"
         columns.append(
             measure(
                 f"+ stage 3: {args.stage3_steps} steps ({stage['seconds']:.0f} s), {args.yes_no_share:.0%} yes/no "
-                f"by kind, lr {args.lr:g}{tower}"
+                f"{'minimal pairs' if args.stream == 'pairs' else 'by kind'}, lr {args.lr:g}{tower}"
             )
         )
 

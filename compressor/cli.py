@@ -466,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even when a built reference is cached")
     p.add_argument(
         "--version",
-        help="which build (default: the current one, reference-smollm2-llava-v2; reference-smollm2-llava-v1 is "
-        "the one the first study measured on)",
+        help="which build (default: the current one, reference-smollm2-llava-v3, which continues from a built v2; "
+        "reference-smollm2-llava-v1 is the one the first study measured on)",
     )
     p.set_defaults(func=cmd_reference)
 

@@ -160,6 +160,51 @@ def test_yes_no_question_kinds_and_a_stream_without_their_answer_prior():
     assert 850 <= sum(a == "red" for a in mixed) <= 1150  # half open questions by default
 
 
+def test_minimal_pairs_differ_only_in_the_word_that_decides_the_answer():
+    """Each yes/no question comes beside its twin: same picture, same wording, the picture's own colour (or
+    shape) in one and another in the other, with opposite answers that the picture's labels decide."""
+    import collections
+    import re
+
+    from compressor.reference import COLORS, SHAPES, _minimal_pairs, question_kind
+
+    def row(image, q, a):
+        return {
+            "images": [image],
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q + "\nAnswer."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": a}]},
+            ],
+        }
+
+    truth = {"a.png": ("red", "circle"), "b.png": ("teal", "triangle"), "c.png": ("gray", "rectangle")}
+    rows = []
+    for image, (color, shape) in truth.items():
+        rows += [row(image, "what color is the shape?", color), row(image, "what shape is this?", shape)]
+    # the data's yes/no questions only lend their wording: all "no" here, and about other pictures
+    rows += [row("a.png", "is there not a blue shape?", "yes"), row("b.png", "is a circle present?", "no")]
+    rows += [row("c.png", "is there a green shape in the image?", "no")]
+    stream = _minimal_pairs(rows, random.Random(0), yes_no_share=1.0)
+    drawn = [next(stream) for _ in range(2000)]
+    words = re.compile(r"\b(" + "|".join(COLORS + SHAPES) + r")\b")
+    kinds = collections.Counter()
+    for (img1, q1, a1), (img2, q2, a2) in zip(drawn[::2], drawn[1::2]):
+        assert img1 == img2 and words.sub("_", q1) == words.sub("_", q2) and q1 != q2, (q1, q2)
+        assert {a1, a2} == {"yes", "no"}
+        for q, a in ((q1, a1), (q2, a2)):
+            named = words.search(q).group(1)
+            own = truth[img1][1] if named in SHAPES else truth[img1][0]
+            negated = "negated" in question_kind(q, a)
+            assert a == ("yes" if (named == own) != negated else "no"), (img1, q, a)
+            kinds[question_kind(q, a)] += 1
+    assert len(kinds) == 6  # colour plain/negated and shape plain, each yes and no
+    assert kinds["colour, negated, yes"] == kinds["colour, negated, no"]
+    opened = [
+        a for _, _, a in (next(s) for s in [_minimal_pairs(rows, random.Random(1), 0.0)] for _ in range(50))
+    ]
+    assert set(opened) <= {"red", "teal", "gray", "circle", "triangle", "rectangle"} and len(set(opened)) > 3
+
+
 def test_gguf_converts_to_a_plain_checkpoint_with_equal_logits(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -218,6 +263,7 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
         stage0_epochs=1,
         stage1_steps=2,
         stage2_steps=2,
+        stage3_steps=0,
         batch_size=4,
         eval_open=4,
         eval_yes_no=4,
@@ -296,6 +342,36 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
         == stamp
     )
 
+    # a build with a stage 3 continues from a built one with the same first stages (v3 = v2 + stage 3): the earlier
+    # folder is left as it was, the new one records where stages 0-2 were trained and what stage 3 changed
+    from dataclasses import replace
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir())
+    ref3 = build(
+        tmp_path / "ref3", replace(cfg, stage3_steps=2), after=ref, version="reference-smollm2-llava-v2"
+    )
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir()) == before
+    report3 = json.loads(ref3.report.read_text())
+    assert (
+        report3["stages"]["stage3_pairs"]["steps"] == 2
+        and "built_in" not in report3["stages"]["stage3_pairs"]
+    )
+    assert report3["stages"]["stage2_finetune"]["built_in"] == report["version"]
+    assert (
+        report3["continued_from"]["version"] == report["version"] and report3["config"]["stage3_steps"] == 2
+    )
+    assert report3["accuracy_after_stage2"] == report["accuracy"]  # the same weights, scored the same way
+    assert report3["counts"] == report["counts"] and (ref3.train / "data.jsonl").is_file()
+    card3 = (ref3.model / "README.md").read_text()
+    assert "| 3 | projector + LM on yes/no minimal pairs, vision frozen | 2 |" in card3
+    assert f"continuing from {report['version']}'s weights" in card3 and "Before stage 3: open" in card3
+    reloaded = AutoModelForImageTextToText.from_pretrained(ref3.model)
+    assert any(
+        not torch.equal(p, dict(model.named_parameters())[n])
+        for n, p in reloaded.named_parameters()
+        if "language_model" in n
+    ), "stage 3 trains the language model"
+
     # the shipped study's base recipe runs on it (one no-recovery cell, small limits)
     import yaml
 
@@ -351,7 +427,7 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
 
 
 def test_each_reference_version_has_its_own_build_and_cache(tmp_path, monkeypatch):
-    """v1 stays buildable (the first study pins it); the current version is v2; an unknown one is named."""
+    """v1 and v2 stay buildable (the first study pins v1); the current version is v3; an unknown one is named."""
     import pytest
 
     from compressor.errors import CompressorError
@@ -360,7 +436,9 @@ def test_each_reference_version_has_its_own_build_and_cache(tmp_path, monkeypatc
 
     monkeypatch.setenv("COMPRESSOR_CACHE", str(tmp_path))
     v1 = build_config("reference-smollm2-llava-v1")
-    assert (v1.stage0_epochs, v1.stage2_steps) == (4, 200) and REFERENCE_VERSION.endswith("-v2")
+    assert (v1.stage0_epochs, v1.stage2_steps, v1.stage3_steps) == (4, 200, 0) and REFERENCE_VERSION.endswith(
+        "-v3"
+    )
     assert build_config().stage0_epochs > v1.stage0_epochs
     assert cache_root("reference-smollm2-llava-v1") == tmp_path / "reference-smollm2-llava-v1"
     with pytest.raises(CompressorError, match=r"reference build --version reference-smollm2-llava-v1"):
@@ -369,6 +447,20 @@ def test_each_reference_version_has_its_own_build_and_cache(tmp_path, monkeypatc
         CompressorError, match=r"unknown reference version 'v9'; known: reference-smollm2-llava-v1"
     ):
         cache_root("v9")
+    # v3 is v2 + stage 3: it continues from a cached v2 (found by their configs, not by name) and from nothing else
+    from dataclasses import replace
+
+    from compressor.reference import Reference, _earlier_build
+
+    v3 = build_config("reference-smollm2-llava-v3")
+    assert v3.stage3_steps > 0 and replace(v3, stage3_steps=0) == build_config("reference-smollm2-llava-v2")
+    assert _earlier_build("reference-smollm2-llava-v3", v3) is None  # nothing built yet
+    for version in ("reference-smollm2-llava-v1", "reference-smollm2-llava-v2"):
+        Reference(tmp_path / version).model.mkdir(parents=True)
+        Reference(tmp_path / version).report.write_text("{}")
+    assert _earlier_build("reference-smollm2-llava-v3", v3).root == tmp_path / "reference-smollm2-llava-v2"
+    assert _earlier_build("reference-smollm2-llava-v3", replace(v3, stage2_steps=1)) is None
+    assert _earlier_build("reference-smollm2-llava-v2", build_config("reference-smollm2-llava-v2")) is None
     study = tmp_path / "s.yaml"
     study.write_text("name: s\nreference: v9\nbase: {model: {source: x}}\ngroups: [{name: g}]\n")
     with pytest.raises(CompressorError, match="unknown reference version 'v9'"):
