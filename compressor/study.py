@@ -350,6 +350,11 @@ def collect(study: Study, root: Path) -> list[dict[str, Any]]:
 def render(study: Study, root: Path) -> Path:
     """results.csv, results.md and the plots, from the run folders alone."""
     rows = collect(study, root)
+    if not rows:  # e.g. `--render` after the reference changed: keep what an earlier render wrote
+        raise CompressorError(
+            f"study {study.name!r}: no finished cell in {str(root)!r}, so nothing was rendered and any results.md "
+            "there is left as it was; run the study first (python -m compressor study FILE [--group G])"
+        )
     root.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for row in rows:

@@ -139,6 +139,13 @@ def test_study_runs_resumes_and_renders(study_file, tmp_path, caplog):
     render(load_study(path, {"model": model}), root)
     assert len(list(csv.DictReader((root / "results.csv").open()))) == 4
     assert (root / "results.md").read_text().count("| depth |") == 2 and png.is_file()
+    # nothing finished in another folder: an error, and an earlier results.md there is kept
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.md").write_text("earlier")
+    with pytest.raises(CompressorError, match="no finished cell in .*other.* left as it was"):
+        render(load_study(path, {"model": model}), other)
+    assert (other / "results.md").read_text() == "earlier" and not (other / "results.csv").exists()
 
 
 def test_study_cli_dry_run_lists_cells(study_file, tmp_path, capsys, monkeypatch):
