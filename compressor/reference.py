@@ -468,6 +468,12 @@ class _Images:
         return self._cache[key]
 
 
+def _item(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(image path, question without the answer-format line, answer) of a training row."""
+    question = row["messages"][0]["content"][1]["text"].split("\n")[0]
+    return row["images"][0], question, row["messages"][1]["content"][0]["text"]
+
+
 def _balanced(
     rows: list[dict[str, Any]], rng: random.Random, yes_no_share: float = 0.5, by_kind: bool = False
 ):
@@ -475,11 +481,9 @@ def _balanced(
     yes/no. With `by_kind`, each yes/no question is drawn from a uniformly chosen `question_kind`, so that no
     kind carries an answer prior (easy-VQA's own mix has one: negated colour questions are 88 % "yes")."""
     parts: dict[str, list[tuple[str, str, str]]] = {}
-    for r in rows:
-        q = r["messages"][0]["content"][1]["text"].split("\n")[0]
-        a = r["messages"][1]["content"][0]["text"]
+    for image, q, a in map(_item, rows):
         key = "open" if a not in ("yes", "no") else (question_kind(q, a) if by_kind else "yes/no")
-        parts.setdefault(key, []).append((r["images"][0], q, a))
+        parts.setdefault(key, []).append((image, q, a))
     kinds = sorted(k for k in parts if k != "open")
     while True:  # one draw for the side, one per choice among several kinds, one for the row (v1/v2's stream)
         yes_no = (rng.random() < yes_no_share and bool(kinds)) or "open" not in parts
@@ -495,19 +499,15 @@ def _minimal_pairs(rows: list[dict[str, Any]], rng: random.Random, yes_no_share:
     labels: dict[str, dict[str, str]] = {}
     templates: dict[str, list[str]] = {"colour": [], "shape": []}
     opens = []
-    color_re = re.compile(r"\b(" + "|".join(COLORS) + r")\b")
-    shape_re = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
-    for r in rows:
-        q = r["messages"][0]["content"][1]["text"].split("\n")[0]
-        a = r["messages"][1]["content"][0]["text"]
-        image = r["images"][0]
+    choices = {"colour": COLORS, "shape": SHAPES}
+    named = {about: re.compile(r"\b(" + "|".join(words) + r")\b") for about, words in choices.items()}
+    for image, q, a in map(_item, rows):
         if a in COLORS or a in SHAPES:
             labels.setdefault(image, {})["colour" if a in COLORS else "shape"] = a
             opens.append((image, q, a))
         elif a in ("yes", "no"):
-            about = "shape" if shape_re.search(q) else "colour"
-            templates[about].append((shape_re if about == "shape" else color_re).sub("{}", q, count=1))
-    choices = {"colour": COLORS, "shape": SHAPES}
+            about = question_kind(q, a).split(", ")[0]
+            templates[about].append(named[about].sub("{}", q, count=1))
     for about in templates:
         templates[about] = sorted(set(templates[about]))
     images = sorted(i for i, got in labels.items() if len(got) == 2)
