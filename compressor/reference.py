@@ -511,6 +511,9 @@ def _minimal_pairs(rows: list[dict[str, Any]], rng: random.Random, yes_no_share:
     for about in templates:
         templates[about] = sorted(set(templates[about]))
     images = sorted(i for i, got in labels.items() if len(got) == 2)
+    subjects = sorted(
+        about for about, wordings in templates.items() if wordings
+    )  # what the data asks yes/no of
     pending: list[tuple[str, str, str]] = []
     while True:
         if pending:
@@ -520,7 +523,7 @@ def _minimal_pairs(rows: list[dict[str, Any]], rng: random.Random, yes_no_share:
             yield rng.choice(opens)
             continue
         image = rng.choice(images)
-        about = rng.choice(sorted(templates))
+        about = rng.choice(subjects)
         template = rng.choice(templates[about])
         own = labels[image][about]
         other = rng.choice([c for c in choices[about] if c != own])

@@ -323,6 +323,22 @@ def test_reference_build_end_to_end_and_a_study_cell_on_it(tmp_path, caplog):
     bench.main(["--root", str(ref.root), "--n", "4", "--stage3-steps", "1", "--out", str(tmp_path / "yn.md")])
     table = (tmp_path / "yn.md").read_text()
     assert "| question kind | ref | + stage 3: 1 steps" in table and "| **yes/no, all** | **" in table
+    assert "by kind, lr" in table
+    bench.main(
+        [
+            "--root",
+            str(ref.root),
+            "--n",
+            "4",
+            "--stage3-steps",
+            "1",
+            "--stream",
+            "pairs",
+            "--out",
+            str(tmp_path / "yn.md"),
+        ]
+    )
+    assert "minimal pairs, lr" in (tmp_path / "yn.md").read_text()
     assert sorted((p.name, p.stat().st_mtime_ns) for p in ref.model.iterdir()) == before
     # a training stage trains only its groups' parameters and leaves every parameter frozen
     from compressor.reference import _balanced, _train_stage, read_jsonl
