@@ -204,9 +204,20 @@ def validate_card(content: str) -> None:
     A card whose YAML does not parse fails here; when the Hub cannot be reached, the remote check is
     skipped with a warning (the push itself will need the Hub anyway).
     """
+    import yaml
     from huggingface_hub import ModelCard
 
-    card = ModelCard(content)  # parses the front matter locally
+    try:
+        card = ModelCard(content)  # parses the front matter locally
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CompressorError(
+            f"the model card's metadata (the YAML between the '---' lines) does not parse{where}: {problem}; "
+            "nothing was written or pushed. compressor writes its cards' metadata through huggingface_hub's "
+            "ModelCardData, so a card of ours that fails here is a bug: please report it with the run's recipe.yaml"
+        ) from None
     try:
         card.validate()
     except Exception as exc:

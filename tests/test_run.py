@@ -172,19 +172,21 @@ def test_card_validation_survives_an_unreachable_hub_and_refuses_bad_metadata(tm
     import sys
 
     code = (
-        "import yaml\n"
         "from compressor import hub\n"
+        "from compressor.errors import CompressorError\n"
         "hub.validate_card('---\\nlicense: mit\\n---\\n# ok\\n')\n"
         "try:\n"
         "    hub.validate_card('---\\nlicense: [mit\\n---\\n')\n"
-        "except yaml.YAMLError as e:\n"
-        "    print('refused', type(e).__name__, e.problem, e.problem_mark.line, e.problem_mark.column)\n"
+        "except CompressorError as e:\n"
+        "    print('refused:', e)\n"
     )
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    # the unclosed list is refused locally by the YAML parser, at the end of `license: [mit` (line 0, col 13)
-    assert proc.stdout.splitlines() == [
-        "refused ParserError expected ',' or ']', but got '<stream end>' 0 13"
-    ]
+    # the unclosed list is refused locally by the YAML parser, at the end of `license: [mit` (line 1, column 14),
+    # as a CompressorError that says where, what and how to fix it (not a raw yaml ParserError)
+    (line,) = proc.stdout.splitlines()
+    assert line.startswith("refused: the model card's metadata"), line
+    assert "does not parse at line 1, column 14: expected ',' or ']', but got '<stream end>'" in line
+    assert "nothing was written or pushed" in line
     assert proc.stderr.count("only checked locally") == 1  # the good card, checked without the Hub
