@@ -4,6 +4,7 @@ A study file is a base recipe and groups of cells::
 
     name: seed-miniature
     reference: reference-smollm2-llava-v1   # optional: the reference build it measures on (default: the current)
+    keep_weights: false        # optional: delete a cell's weights once it is scored (default true; --drop-weights)
     base:                      # an ordinary recipe; "{reference}" is the built reference MLLM's folder
       model: {source: "{reference}/model"}
       prune: {method: width, ratio: 0.3}
@@ -69,6 +70,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--group", action="append", help="run only this group (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    p.add_argument(
+        "--drop-weights",
+        action="store_true",
+        help="delete each cell's weights (*.safetensors, checkpoints) once it is scored; its reports, plan and "
+        "recipe stay, so the results render and the cell is not rerun (the study file's keep_weights: false)",
+    )
     p.add_argument(
         "--reference", help="folder of the built reference MLLM, for {reference} (default: the cache)"
     )
@@ -151,6 +158,7 @@ class Study:
     path: Path
     groups: list[tuple[str, list[Cell]]]
     notes: dict[str, str]
+    keep_weights: bool = True
 
     def cells(self) -> list[Cell]:
         """Unique cells in order of first appearance (a cell shared by two groups runs once)."""
@@ -173,11 +181,17 @@ def load_study(path: str | Path, names: dict[str, str] | None = None) -> Study:
 
     path = Path(path)
     data = read_recipe_file(path)
-    unknown = set(data) - {"name", "reference", "base", "groups", "notes"}
+    unknown = set(data) - {"name", "reference", "base", "groups", "notes", "keep_weights"}
     if unknown:
         raise CompressorError(
             f"study {str(path)!r}: unknown top-level keys {sorted(unknown)}; known: name, reference, base, groups, "
-            "notes"
+            "notes, keep_weights"
+        )
+    keep_weights = data.get("keep_weights", True)
+    if not isinstance(keep_weights, bool):
+        raise CompressorError(
+            f"study {str(path)!r}: keep_weights is {keep_weights!r}; write keep_weights: true (the default: every "
+            "cell keeps its pruned and recovered weights) or false (drop them once the cell is scored)"
         )
     if not isinstance(data.get("base"), dict) or not data.get("groups"):
         raise CompressorError(f"study {str(path)!r} needs a base: recipe and a non-empty groups: list")
@@ -215,7 +229,7 @@ def load_study(path: str | Path, names: dict[str, str] | None = None) -> Study:
                 recipe = parse_recipe(tree, f"(study {path.name}, group {gname}, cell {settings})")
                 cells.append(Cell(recipe, tree, settings))
         groups.append((gname, cells))
-    return Study(data.get("name") or path.stem, path, groups, data.get("notes") or {})
+    return Study(data.get("name") or path.stem, path, groups, data.get("notes") or {}, keep_weights)
 
 
 # ---------------------------------------------------------------------------- running
@@ -226,8 +240,19 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def run_study(study: Study, root: Path, token: str | None = None, groups: list[str] | None = None) -> Path:
-    """Run every cell not yet finished, in order, with progress and an ETA; then render the results."""
+def run_study(
+    study: Study,
+    root: Path,
+    token: str | None = None,
+    groups: list[str] | None = None,
+    keep_weights: bool | None = None,
+) -> Path:
+    """Run every cell not yet finished, in order, with progress and an ETA; then render the results.
+
+    `keep_weights` (default: the study file's, true unless it says otherwise) false deletes a cell's weights once
+    it is scored (`drop_weights`).
+    """
+    keep = study.keep_weights if keep_weights is None else keep_weights
     from compressor import api
 
     cells = [c for c in study.cells() if not groups or set(c.groups) & set(groups)]
@@ -267,8 +292,13 @@ def run_study(study: Study, root: Path, token: str | None = None, groups: list[s
             failed.append(f"{describe(cell.recipe)}: {err}")
             continue
         spent.append(time.perf_counter() - t)
+        dropped = [] if keep else drop_weights(folder)
         (folder / "cell.json").write_text(
-            json.dumps({"groups": cell.groups, "settings": cell.settings, "seconds": spent[-1]}, indent=1)
+            json.dumps(
+                {"groups": cell.groups, "settings": cell.settings, "seconds": spent[-1]}
+                | ({"weights_dropped": dropped} if dropped else {}),
+                indent=1,
+            )
         )
         render(study, root)  # partial results are readable while the study runs
     out = render(study, root)
@@ -278,6 +308,24 @@ def run_study(study: Study, root: Path, token: str | None = None, groups: list[s
             + "\n".join(failed)
         )
     return out
+
+
+def drop_weights(folder: Path) -> list[str]:
+    """Delete a scored cell's weights (safetensors, checkpoints); returns what went, relative to `folder`.
+
+    A study's cells are about 750 MB each on the reference MLLM, and its tables need only the reports: the plan,
+    recipe, reports, configs and cards stay, so the cell still renders and still counts as finished.
+    """
+    import shutil
+
+    gone = []
+    for ckpt in sorted(folder.glob("*.checkpoints/checkpoint-*")):
+        shutil.rmtree(ckpt)
+        gone.append(str(ckpt.relative_to(folder)))
+    for weights in sorted([*folder.rglob("*.safetensors"), *folder.rglob("*.bin"), *folder.rglob("*.gguf")]):
+        weights.unlink()
+        gone.append(str(weights.relative_to(folder)))
+    return gone
 
 
 def _finished(cell: Cell, folder: Path) -> bool:
@@ -634,6 +682,12 @@ def main(args) -> int:
     else:
         from compressor.tokens import token_from
 
-        run_study(study, root, token=token_from(args), groups=args.group)
+        run_study(
+            study,
+            root,
+            token=token_from(args),
+            groups=args.group,
+            keep_weights=False if args.drop_weights else None,
+        )
     print((root / "results.md").read_text())
     return 0

@@ -126,18 +126,39 @@ def test_study_runs_resumes_and_renders(study_file, tmp_path, caplog):
     assert sum("done, skipped" in m for m in caplog.messages) == 4
 
     # a killed study: the cell whose eval had not finished runs again, and only it
-    victim = next(iter(before))
+    # (rerun by the CLI with --drop-weights: the cell that runs loses its weights once scored, the others keep
+    # theirs; then a second one through the study file's keep_weights: false)
+    victim, second = list(before)[:2]
     (root / "cells" / victim / "reports" / "eval.json").unlink()
-    run_study(load_study(path, {"model": model}), root)
+    concrete = tmp_path / "concrete.yaml"
+    concrete.write_text(path.read_text().replace("{model}", model))
+    assert main(["study", str(concrete), "--run-dir", str(root), "--drop-weights"]) == 0
     after = _eval_mtimes(root)
     assert set(after) == set(before)
     assert [k for k in after if after[k] != before[k]] == [victim]
+    (root / "cells" / second / "reports" / "eval.json").unlink()
+    dropping = tmp_path / "dropping.yaml"
+    dropping.write_text(path.read_text() + "keep_weights: false\n")
+    assert load_study(path, {"model": model}).keep_weights is True
+    run_study(load_study(dropping, {"model": model}), root)
+    after = _eval_mtimes(root)
+    assert sorted(k for k in after if after[k] != before[k]) == sorted([victim, second])
+    weights = {c.name: sorted(p.name for p in c.rglob("*.safetensors")) for c in (root / "cells").iterdir()}
+    assert weights.pop(victim) == weights.pop(second) == [], weights
+    assert all(w == ["model.safetensors"] for w in weights.values()), weights
+    for cell in (victim, second):
+        dropped = json.loads((root / "cells" / cell / "cell.json").read_text())["weights_dropped"]
+        assert dropped == ["pruned/model.safetensors"]
+    # a cell without weights is still finished (not rerun) and still renders
+    run_study(load_study(path, {"model": model}), root)
+    assert _eval_mtimes(root) == after
 
     # the table and the plot are rebuilt from the run folders alone
     for name in ("results.csv", "results.md", "grid.png"):
         (root / name).unlink()
     render(load_study(path, {"model": model}), root)
-    assert len(list(csv.DictReader((root / "results.csv").open()))) == 4
+    rows = list(csv.DictReader((root / "results.csv").open()))
+    assert len(rows) == 4 and all(float(r["open_acc_original"]) >= 0 for r in rows)
     assert (root / "results.md").read_text().count("| depth |") == 2 and png.is_file()
     # nothing finished in another folder: an error, and an earlier results.md there is kept
     other = tmp_path / "other"
@@ -174,6 +195,11 @@ def test_study_errors_name_the_key_and_the_fix(study_file, tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(CompressorError, match=r"unknown top-level keys \['extra'\]"):
         load_study(path, {"model": model})
+    del data["extra"]
+    data["keep_weights"] = "no"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(CompressorError, match=r"keep_weights is 'no'; write keep_weights: true .* or false"):
+        load_study(path, {"model": model})
 
 
 def test_seed_miniature_study_file_is_valid(tmp_path):
@@ -207,6 +233,7 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
     )
     groups = dict(study.groups)
     assert [len(groups[g]) for g in groups] == [12, 6, 5, 4, 6, 8, 2, 4]
+    assert study.keep_weights is False  # 38 cells of ~750 MB: only their reports are kept
     # shared: group 1's 0.5 CE + 0.5 hidden MSE cells (with groups 2, 3 and 4b's image calibration) and one pass
     # over 5 % at 30 % depth (2b, 4c and 5)
     assert len(study.cells()) == 12 + 5 + 4 + 2 + 6 + 4 + 1 + 4
