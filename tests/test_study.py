@@ -232,11 +232,11 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
         Path(__file__).parent.parent / "studies" / "seed-miniature-v2.yaml", {"reference": "/ref"}
     )
     groups = dict(study.groups)
-    assert [len(groups[g]) for g in groups] == [12, 6, 5, 4, 6, 8, 2, 4]
-    assert study.keep_weights is False  # 38 cells of ~750 MB: only their reports are kept
+    assert [len(groups[g]) for g in groups] == [12, 6, 6, 4, 6, 8, 2, 4]
+    assert study.keep_weights is False  # 39 cells of ~750 MB: only their reports are kept
     # shared: group 1's 0.5 CE + 0.5 hidden MSE cells (with groups 2, 3 and 4b's image calibration) and one pass
     # over 5 % at 30 % depth (2b, 4c and 5)
-    assert len(study.cells()) == 12 + 5 + 4 + 2 + 6 + 4 + 1 + 4
+    assert len(study.cells()) == 12 + 5 + 5 + 2 + 6 + 4 + 1 + 4
     one_pass = groups["2b-beyond-the-seed-one-pass"]
     assert one_pass[0].name == groups["5-data-fraction"][1].name == groups["4c-calibration-one-pass"][0].name
     assert {(c.recipe.recover.max_steps, c.recipe.recover.sft.get("num_train_epochs")) for c in one_pass} == {
