@@ -20,7 +20,9 @@ log = logging.getLogger("compressor")
 PRUNE_REPORT = "prune_report.json"
 
 
-def _plan_at(recipe: Recipe, token: str | None, speed: bool = False) -> tuple[Plan, str | None]:
+def _plan_at(
+    recipe: Recipe, token: str | None, speed: bool = False, device: tuple[str, int | None] | None = None
+) -> tuple[Plan, str | None]:
     from compressor import hub
     from compressor.arch import spec_for
     from compressor.plan import resolve
@@ -33,7 +35,9 @@ def _plan_at(recipe: Recipe, token: str | None, speed: bool = False) -> tuple[Pl
     )
     _refuse_text_only(recipe.model.source, config)
     spec, backbone = spec_for(config, recipe.model.trust_remote_code)
-    plan_ = resolve(config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe)
+    plan_ = resolve(
+        config, spec, backbone, recipe.prune, source=recipe.model.source, recipe=recipe, device=device
+    )
     _check_matched_layers(recipe, plan_)
     extra = recovery_warnings(recipe) + calibration_notes(recipe)
     update: dict[str, Any] = {"warnings": [*plan_.warnings, *extra]} if extra else {}
@@ -114,12 +118,19 @@ def _refuse_text_only(source: str, config: dict[str, Any]) -> None:
     )
 
 
-def plan(recipe: Recipe, token: str | None = None, speed: bool = False) -> Plan:
+def plan(
+    recipe: Recipe,
+    token: str | None = None,
+    speed: bool = False,
+    device: tuple[str, int | None] | None = None,
+) -> Plan:
     """Read config.json only (no weights) and resolve the recipe into an exact Plan.
 
     speed: also measure how fast the planned shape, and the other method's at the same ratio, decode on this
-    machine (random weights of the language model, `compressor.speed_probe`; seconds to minutes)."""
-    return _plan_at(recipe, token, speed)[0]
+    machine (random weights of the language model, `compressor.speed_probe`; seconds to minutes).
+    device: (name, bytes) that `recover.mode: auto` chooses for, where the run will train (default: this machine;
+    `hardware.jobs_device()` for Hugging Face Jobs)."""
+    return _plan_at(recipe, token, speed, device)[0]
 
 
 def calibration_batches(recipe: Recipe, plan_: Plan, spec, processor, config, token: str | None = None):

@@ -144,6 +144,15 @@ def device_capacity() -> tuple[str, int | None]:
         return "cpu", None
 
 
+def jobs_device() -> tuple[str, int]:
+    """The device `recover.mode: auto` chooses for when the run goes to Hugging Face Jobs on a flavour still to be
+    picked (`--on-jobs auto`): the biggest one-GPU flavour. Full training is chosen when it fits there, and the
+    smallest flavour that fits it is then suggested; the Job, on that flavour, makes the same choice for its GPU.
+    (Not the multi-GPU flavours: a run trains its student on one GPU.)"""
+    best = max((f for f in FLAVORS if f.gpu and f.count == 1), key=lambda f: GPUS[f.gpu])
+    return f"the {best.name} Jobs flavour", int(GPUS[best.gpu] * GB)
+
+
 def choose_recovery(
     ratio: float,
     plan: Plan,

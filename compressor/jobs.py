@@ -106,13 +106,17 @@ def check_flavor(flavor: str) -> str:
 
 
 def resolve_flavor(flavor: str, recipe: Recipe, token: str | None = None) -> str:
-    """`flavor` checked; `auto` becomes hardware.suggest_flavor of the recipe's plan (config.json only)."""
+    """`flavor` checked; `auto` becomes hardware.suggest_flavor of the recipe's plan (config.json only).
+
+    With `recover.mode: auto` the plan chooses the mode for Jobs' hardware, not this machine's: full training when
+    the biggest one-GPU flavour holds it (`hardware.jobs_device`), so the flavour is sized for that, and the Job
+    chooses full again on it."""
     if check_flavor(flavor) != AUTO:
         return flavor
     from compressor import api
-    from compressor.hardware import suggest_flavor
+    from compressor.hardware import jobs_device, suggest_flavor
 
-    return suggest_flavor(api.plan(recipe, token=token))
+    return suggest_flavor(api.plan(recipe, token=token, device=jobs_device()))
 
 
 # ---------------------------------------------------------------------------------------------- the command

@@ -379,10 +379,12 @@ def resolve(
     prune: Prune,
     source: str = "",
     recipe: Recipe | None = None,
+    device: tuple[str, int | None] | None = None,
 ) -> Plan:
     """Turn a recipe's prune section into exact widths, layer counts and parameter counts.
 
     With the whole `recipe`, the memory estimate covers recovery and evaluation too (else scoring only).
+    `device` (name, bytes): what `recover.mode: auto` chooses for (default: this machine's, `device_capacity`).
     """
     text = spec.text_config(config)
     warnings: list[str] = []
@@ -541,7 +543,7 @@ def resolve(
 
     choice = None
     if recipe is not None and recipe.recover is not None and recipe.recover.mode == "auto":
-        choice = hardware.choose_recovery(prune.ratio, plan, config, spec, backbone, recipe.recover)
+        choice = hardware.choose_recovery(prune.ratio, plan, config, spec, backbone, recipe.recover, device)
         recipe = recipe.model_copy(
             update={"recover": recipe.recover.model_copy(update={"mode": choice.mode})}
         )

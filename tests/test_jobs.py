@@ -473,6 +473,20 @@ def test_on_jobs_auto_is_the_plans_flavour(hub_server, tiny_source, tmp_path, ca
         "7b",
     )
     assert jobs.resolve_flavor("auto", big) == "l40sx1"
+    # recover.mode auto (the default) chooses for Jobs' hardware, not this machine's: full training of the 30 %
+    # student needs ~100 GB, which the biggest one-GPU flavour (h200, 141 GB) holds, so the flavour is sized for
+    # full training (h200, where LoRA's l40sx1 would make the Job choose LoRA again); at 45 % it needs ~82 GB: the
+    # RTX PRO 6000 (96 GB)
+    from compressor import api
+    from compressor.hardware import jobs_device
+
+    assert jobs_device() == ("the h200 Jobs flavour", 141 * 10**9)
+    auto = big.model_copy(update={"recover": big.recover.model_copy(update={"mode": "auto"})})
+    planned = api.plan(auto, device=jobs_device())
+    assert planned.recovery.mode == "full" and "of the h200 Jobs flavour's 141 GB" in planned.recovery.reason
+    assert jobs.resolve_flavor("auto", auto) == "h200"
+    deeper = auto.model_copy(update={"prune": auto.prune.model_copy(update={"ratio": 0.45})})
+    assert jobs.resolve_flavor("auto", deeper) == "rtx-pro-6000"
     assert jobs.resolve_flavor("a10g-small", recipe, ALICE_WRITE) == "a10g-small"
     monkeypatch.setenv("HF_TOKEN", ALICE_WRITE)
     assert main(["run", str(path), "--on-jobs", "auto", "--no-follow"]) == 0
