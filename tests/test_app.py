@@ -7,6 +7,7 @@ package; the browser Playwright would download is never used.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -45,6 +46,29 @@ def test_a_loaded_recipe_comes_back_from_the_form(path):
     want = recipe.model_dump()
     want["prune"]["scorer"] = recipe.prune.scorer_name
     assert got == want
+
+
+def test_the_jobs_flavour_suggestion_sizes_auto_recovery_for_jobs_hardware(tmp_path):
+    """With the Jobs option on, the flavour the page suggests for LLaVA-1.5-7B at 30 % with recover.mode auto is
+    the one full training fits (h200), and its note says auto recovery will train in full there, as
+    `jobs.resolve_flavor` does; planning for this machine would have chosen LoRA and an L40S."""
+    from app import NAMES, load_yaml, widget_values
+    from compressor.app.jobs_view import flavor_suggestion
+    from compressor.recipe import dump_recipe, parse_recipe
+    from tests import real_shapes
+
+    (tmp_path / "config.json").write_text(json.dumps(real_shapes.llava_1_5_7b()))
+    recipe = parse_recipe(
+        {"model": {"source": str(tmp_path)}, "prune": {"method": "depth", "ratio": 0.3}, "recover": {}}, "t"
+    )
+    assert recipe.recover.mode == "auto"
+    form = widget_values(recipe)
+    update = flavor_suggestion(True, None, load_yaml(dump_recipe(recipe))[0], *(form[n] for n in NAMES))
+    assert update["value"] == "h200", update
+    assert (
+        update["info"].startswith("Suggested for this plan: h200")
+        and "recovery auto: full on Jobs" in update["info"]
+    )
 
 
 def test_the_export_option_makes_and_loads_the_recipes_export_section():

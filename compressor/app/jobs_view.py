@@ -40,17 +40,18 @@ def flavor_suggestion(on: bool, token: str | None, base: dict[str, Any] | None, 
     if not on:
         return gr.update(visible=False)
     from compressor import jobs
-    from compressor.hardware import suggest_flavor
+    from compressor.hardware import jobs_device, suggest_flavor
 
-    try:
-        plan = api.plan(recipe_of(base, args), _text(token))
+    try:  # recover.mode auto chooses for Jobs' hardware, as `jobs.resolve_flavor` does
+        plan = api.plan(recipe_of(base, args), _text(token), device=jobs_device())
     except Exception as err:  # the Plan button says what is wrong; the dropdown keeps "auto"
         log.info("no flavour suggestion: %s", err)
         return gr.update(visible=True, value=jobs.AUTO, info="auto: the smallest flavour that fits the plan.")
     flavor = suggest_flavor(plan)
     memory = getattr(plan, "memory", None)
     peak = f" (estimated peak {_size(memory.peak_gpu_bytes)} on a GPU)" if memory and memory.gpu else ""
-    return gr.update(visible=True, value=flavor, info=f"Suggested for this plan: {flavor}{peak}.")
+    mode = f"; recovery auto: {plan.recovery.mode} on Jobs" if getattr(plan, "recovery", None) else ""
+    return gr.update(visible=True, value=flavor, info=f"Suggested for this plan: {flavor}{peak}{mode}.")
 
 
 def _size(n: int) -> str:
