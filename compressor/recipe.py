@@ -189,6 +189,15 @@ class Prune(_Strict):
         return self.calibration.num_samples or DEFAULT_NUM_SAMPLES[self.method]
 
 
+def _repo_id(v: str, example: str) -> str:
+    """A Hub repo id as owner/name (for publish.repo_id and export.gguf.repo_id)."""
+    import re
+
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
+        raise ValueError(f"repo_id {v!r} must be owner/name, e.g. {example}")
+    return v
+
+
 class Publish(_Strict):
     repo_id: str = Field(
         description="Hub repo to push the compressed model to (owner/name).",
@@ -227,11 +236,7 @@ class Publish(_Strict):
     @field_validator("repo_id")
     @classmethod
     def _owner_name(cls, v: str) -> str:
-        import re
-
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
-            raise ValueError(f"repo_id {v!r} must be owner/name, e.g. alice/llava-1.5-7b-depth30")
-        return v
+        return _repo_id(v, "alice/llava-1.5-7b-depth30")
 
 
 class GGUFExport(_Strict):
@@ -250,11 +255,7 @@ class GGUFExport(_Strict):
     @field_validator("repo_id")
     @classmethod
     def _gguf_owner_name(cls, v: str | None) -> str | None:
-        import re
-
-        if v is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", v):
-            raise ValueError(f"repo_id {v!r} must be owner/name, e.g. alice/llava-1.5-7b-depth30-GGUF")
-        return v
+        return v if v is None else _repo_id(v, "alice/llava-1.5-7b-depth30-GGUF")
 
     def repo_for(self, model_repo: str | None) -> str | None:
         """Where the GGUF files go when the model goes to `model_repo` (None: nowhere)."""
