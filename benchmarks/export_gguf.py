@@ -15,6 +15,9 @@ In one run, on the real-weights reference MLLM (a LLaVA around the real SmolLM2-
    with the same metrics. So each row of the table has llama.cpp's accuracy beside transformers'.
 3. **Held-out perplexity** of every file with `llama-perplexity -c 256` on the reference's held-out text, beside the
    same chunks scored in torch by the transformers model (`benchmarks/serving.py`'s `torch_perplexity`).
+   `--phase tokens` explains the gap between the two: per model, how many tokens llama.cpp's tokenizer (the f16
+   GGUF's, llama-server's `/tokenize`) and transformers' make of that text, where they first differ, and torch's
+   perplexity on llama.cpp's own token ids beside llama-perplexity's (from OUT.quality.json; 2-5 minutes).
 4. **Speed**: `llama-bench -p 512 -n 64 -t THREADS -r 1` on every text file, --rounds interleaved rounds (order
    reversed every other round), medians. llama-bench, llama-perplexity and llama-quantize are built once from the
    pinned llama.cpp sources (`compressor.export.toolchain.build_tools`, minutes).
@@ -279,6 +282,61 @@ def perplexities(models: list[dict], tools: dict, threads: int, work: Path) -> d
     return out
 
 
+def llama_tokens(gguf: Path, text: str, threads: int) -> list[int]:
+    """How llama.cpp's tokenizer (the GGUF's, llama-server's /tokenize, special tokens as llama-perplexity adds
+    them) splits `text`."""
+    import urllib.request
+
+    import xllamacpp as xl
+
+    params = xl.CommonParams()
+    params.model.path = str(gguf)
+    params.n_ctx, params.warmup = 512, False
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
+    server = xl.Server(params)
+    url = server.listening_address.rstrip("/") + "/tokenize"
+    body = json.dumps({"content": text, "add_special": True}).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})) as r:
+        return [t if isinstance(t, int) else t["id"] for t in json.loads(r.read())["tokens"]]
+
+
+def tokens_table(out: Path, threads: int) -> str:
+    """Per model: llama.cpp's and transformers' token counts of the held-out text, the first difference, and
+    torch's perplexity on each side's ids beside llama-perplexity's (the f16 file's, from OUT.quality.json)."""
+    from serving import heldout_text, torch_perplexity
+
+    from compressor.arch import spec_for
+    from compressor.models import load_model, load_processor
+
+    data = json.loads((out.parent / f"{out.name}.quality.json").read_text())
+    ppl = {tuple(k): v for k, v in data["perplexity"]}
+    text = heldout_text()
+    rows = [
+        "| model | tokens: llama.cpp / transformers | first difference | llama-perplexity (f16) | torch on "
+        "transformers' ids | torch on llama.cpp's ids | llama.cpp / torch on its ids |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in data["models"]:
+        folder = Path(m["folder"])
+        f16 = next(f["file"] for f in m["report"]["files"] if f["kind"] == "text" and f["quant"] == "f16")
+        llama = llama_tokens(Path(m["gguf"]) / f16, text, threads)
+        tokenizer = getattr(load_processor(folder, False), "tokenizer", None)
+        ours = tokenizer(text)["input_ids"]
+        at = next((i for i, (a, b) in enumerate(zip(llama, ours)) if a != b), None)
+        where = "none" if at is None else f"token {at}: {tokenizer.decode(llama[at : at + 2])!r}"
+        spec = spec_for(json.loads((folder / "config.json").read_text()), False)[0]
+        model = load_model(folder, spec, "float32", None, False)
+        theirs = torch_perplexity(TextOnly(model), lambda _, ids=llama: {"input_ids": ids}, text, PPL_CTX)
+        mine = torch_perplexity(TextOnly(model), tokenizer, text, PPL_CTX)
+        del model
+        cpp = ppl[(m["name"], f16)]
+        rows.append(
+            f"| {m['name']} | {len(llama):,} / {len(ours):,} | {where} | {cpp:.3f} | {mine:.3f} | {theirs:.3f} | "
+            f"{cpp / theirs:.4f} |"
+        )
+    return "\n".join(rows)
+
+
 def speeds(models: list[dict], tools: dict, threads: int, rounds: int) -> dict:
     from serving import parse_bench
 
@@ -354,16 +412,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/export-gguf"))
     ap.add_argument(
         "--phase",
-        choices=["all", "quality", "speed"],
+        choices=["all", "quality", "speed", "tokens"],
         default="all",
         help="quality: models, accuracy and perplexity (saved in OUT.quality.json); speed: the timing rounds and the "
-        "table, from that file (run it on a quiet machine); all: both",
+        "table, from that file (run it on a quiet machine); all: both; tokens: the perplexity gap's cause (llama.cpp's "
+        "tokens against transformers', from that file)",
     )
     args = ap.parse_args(argv)
 
     from compressor.export import toolchain
 
     t0 = time.perf_counter()
+    if args.phase == "tokens":
+        print(tokens_table(args.out, args.threads))
+        return
     tools = toolchain.build_tools(("llama-quantize", "llama-bench", "llama-perplexity"), log)
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out.parent / f"{args.out.name}.quality.json"

@@ -290,6 +290,9 @@ def test_run_exports_the_pruned_model_and_resumes(run_dir, capsys):
     assert (
         f16["tokenizer_agrees"] is True and q8["tokenizer_agrees"] is True
     )  # the GGUF's tokenizer splits alike
+    assert (
+        f16["spacing_agrees"] is False and "runs of spaces" in f16["note"]
+    )  # but not whitespace runs (SmolLM2's)
     assert f16["answer"] == f16["expected"]  # llama.cpp's greedy tokens are transformers'
     # LLaVA-1.5's projector, written by compressor in llama.cpp's legacy clip layout and checked with the image
     # question against transformers fed what llama.cpp's graph keeps (CLS in place of patch 0)
@@ -417,6 +420,30 @@ def test_check_fails_on_a_different_model(run_dir, llava_dirs):
     check = verify.check(run_dir / "gguf" / "tiny-llava-depth-F16.gguf", "f16", same)
     assert check.top1_agreement == 1.0 and check.tokenizer_agrees is False and not check.passed
     assert "the GGUF's tokenizer is not the model's" in check.note
+
+
+def test_the_check_says_where_llama_cpp_splits_whitespace_runs_otherwise(run_dir):
+    """SmolLM2's vocabulary (the tiny models'): llama.cpp's pre-tokenizer splits "\\n\\n   3" into one whitespace
+    token + "3" where transformers makes two whitespace tokens + "3". The check passes (no file can change it) and
+    its note says so; with ids split as llama.cpp splits them, there is no note."""
+    from compressor.arch.spec import family_spec
+    from compressor.export import verify
+
+    gguf = run_dir / "gguf" / "tiny-llava-depth-F16.gguf"
+    ref = verify.Reference(run_dir / "pruned", family_spec("llava"))
+    llama = verify.llama_answers(gguf, ref.ids)["tokenized_spacing"]
+    assert llama != ref.spacing_ids and len(llama) < len(ref.spacing_ids)
+    first = next(i for i, (a, b) in enumerate(zip(llama, ref.spacing_ids)) if a != b)
+    assert ref.decode(llama[: first + 1]) == ref.decode(
+        ref.spacing_ids[: first + 2]
+    )  # the same text, split apart
+    assert ref.decode([llama[first]]).strip(" \t\n") == ""  # ... at a whitespace run
+    check = verify.check(gguf, "f16", ref)
+    assert check.passed and check.tokenizer_agrees is True and check.spacing_agrees is False
+    assert "llama.cpp splits runs of spaces and newlines" in check.note and f"at token {first}" in check.note
+    ref.spacing_ids = llama  # as if the model's tokenizer split them as llama.cpp does
+    check = verify.check(gguf, "f16", ref)
+    assert check.passed and check.spacing_agrees is True and check.note is None
 
 
 def _fake_model(folder: Path, config) -> Path:

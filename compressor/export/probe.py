@@ -3,7 +3,8 @@
 A subprocess because llama.cpp aborts the whole process on a file it cannot load (e.g. a tensor of an unexpected
 shape): the export then reports the error instead of dying. It loads the GGUF in xllamacpp (llama-server
 in-process) and prints one JSON line: for each prefix ids[:i] (i from `start`), the top token and its
-log-probability; the greedy continuation of ids[:start]; and, with "text", how the GGUF's own tokenizer splits it.
+log-probability; the greedy continuation of ids[:start]; and, with "text" (and "spacing"), how the GGUF's own
+tokenizer splits it.
 
 With "image" (a base64 PNG) and "prompt" (text with one `<__media__>`) in the request it asks the image question
 instead, through llama-server's own /completion endpoint (its Python `handle_completions` takes no image): the
@@ -76,7 +77,16 @@ def main() -> int:
         }
     )
     tokens = (greedy.get("__verbose") or {}).get("tokens") or []
-    print(json.dumps({"top": top, "greedy": tokens, "tokenized": _tokenize(server, request.get("text"))}))
+    print(
+        json.dumps(
+            {
+                "top": top,
+                "greedy": tokens,
+                "tokenized": _tokenize(server, request.get("text")),
+                "tokenized_spacing": _tokenize(server, request.get("spacing")),
+            }
+        )
+    )
     return 0
 
 

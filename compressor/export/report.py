@@ -59,6 +59,13 @@ class Check(BaseModel):
         description="Text checks: whether llama.cpp's tokenizer (the GGUF's) splits the probe text into the same ids "
         "as the model's tokenizer; a file whose tokenizer differs fails.",
     )
+    spacing_agrees: bool | None = Field(
+        None,
+        description="Text checks: whether llama.cpp splits a text with runs of spaces, tabs and newlines before "
+        "digits and words (code, tables; verify.SPACING) into the model's ids. Not a failure, since no file can change "
+        "it (it is llama.cpp's pre-tokenizer for this vocabulary); where it differs, llama.cpp gives the model other "
+        "token ids than it was trained on for such text, and the note says so.",
+    )
     unmodified_agreement: float | None = Field(
         None,
         description="Where llama.cpp's graph is known to differ from the model's (LLaVA: the CLS token's features "
