@@ -538,7 +538,11 @@ def _check_rows(report: dict[str, Any]) -> str:
             f"{c['top1_agreement']:.0%} of {c['positions']} (≥ {c['min_agreement']:.0%}) | {c.get('near_ties', 0)} | "
             f"{gap} | {'yes' if c['passed'] else 'no'} |"
         )
-    notes = list(dict.fromkeys(c["note"] for c in report.get("checks", []) if c.get("note")))
+    notes = list(
+        dict.fromkeys(
+            n for c in report.get("checks", []) for n in (c.get("note"), c.get("spacing_note")) if n
+        )
+    )
     return "\n".join(rows) + "".join(f"\n\nNote: {n}." for n in notes)
 
 

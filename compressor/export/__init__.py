@@ -141,7 +141,7 @@ def run(
                 + "; ".join(
                     f"{c.file}{' + ' + c.mmproj + ' (image question)' if c.kind == 'image' else ''}: "
                     + (
-                        (c.note if c.kind == "image" or c.tokenizer_agrees is False else None)
+                        c.note
                         or f"top-1 agreement {c.top1_agreement:.0%} of {c.positions} tokens (at least "
                         f"{c.min_agreement:.0%} required), largest log-probability gap {c.max_logprob_diff:.3f} nats "
                         f"(at most {c.max_gap} allowed)"

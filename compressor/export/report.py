@@ -64,7 +64,10 @@ class Check(BaseModel):
         description="Text checks: whether llama.cpp splits a text with runs of spaces, tabs and newlines before "
         "digits and words (code, tables; verify.SPACING) into the model's ids. Not a failure, since no file can change "
         "it (it is llama.cpp's pre-tokenizer for this vocabulary); where it differs, llama.cpp gives the model other "
-        "token ids than it was trained on for such text, and the note says so.",
+        "token ids than it was trained on for such text, and spacing_note says so.",
+    )
+    spacing_note: str | None = Field(
+        None, description="Where spacing_agrees is false: how the two split the text, and what it costs."
     )
     unmodified_agreement: float | None = Field(
         None,

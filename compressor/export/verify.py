@@ -172,12 +172,11 @@ def check(gguf: Path, quant: str, ref: Reference) -> Check:
         max_logprob_diff=round(gap, 4),
         max_gap=MAX_GAP[quant],
         passed=_meets(quant, positions, agreement, gap) and same_tokens is not False,
-        note=f"llama.cpp splits the probe text into {len(tokenized)} tokens, transformers into "
-        f"{len(ref.plain_ids)}: the GGUF's tokenizer is not the model's"
-        if same_tokens is False
-        else _spacing_note(spacing, ref.spacing_ids)
-        if same_spacing is False
-        else None,
+        note=None
+        if same_tokens is not False
+        else f"llama.cpp splits the probe text into {len(tokenized)} tokens, transformers into "
+        f"{len(ref.plain_ids)}: the GGUF's tokenizer is not the model's",
+        spacing_note=_spacing_note(spacing, ref.spacing_ids) if same_spacing is False else None,
         answer=ref.decode(answers["greedy"]),
         expected=ref.decode(ref.greedy),
         seconds=round(time.perf_counter() - t, 2),
