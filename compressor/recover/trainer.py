@@ -274,6 +274,24 @@ class DistillationSFTTrainer(SFTTrainer):
             self._metrics["train"][f"loss_{name}"].append(value)
         return loss
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Restore a whole checkpoint's weights through transformers' key mapping, or stop.
+
+        `save_pretrained` writes a checkpoint in the layout the model was read from (llava-hf's checkpoints on
+        the Hub: `language_model.model.*`), but `Trainer` (transformers 5.24) reads it back with a plain
+        `load_state_dict(strict=False)`: no key matches, nothing loads, and it logs every parameter as missing.
+        `recover.prepare` has already read the model from that checkpoint with `from_pretrained`, so the run
+        was right but its log said otherwise; a caller that builds the trainer on the pruned model would train
+        on from the pruned weights. Here the keys are renamed as `from_pretrained` renames them, and a weight
+        still missing stops the run.
+        """
+        from peft import PeftModel
+
+        model = self.model if model is None else model
+        if isinstance(model, PeftModel) or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)  # adapters / sharded engines
+        load_checkpoint_weights(model, resume_from_checkpoint)
+
     def _factors(self, labels, mask, num_items_in_batch) -> dict[str, float]:
         """Multipliers that turn each term's per-token mean on this micro-batch into its share of the step.
 
@@ -300,6 +318,58 @@ class DistillationSFTTrainer(SFTTrainer):
             n_labels = float((labels[:, 1:] != -100).sum())
             factors["ce"] = max(n_labels, 1.0) / max(float(num_items_in_batch), 1.0) * world
         return factors
+
+
+def load_checkpoint_weights(model, folder: str | Path) -> None:
+    """Load `folder`'s safetensors (one file or shards) into `model`, keys renamed as `from_pretrained` would.
+
+    Raises CompressorError naming the parameters the checkpoint lacks (tied weights excepted) or holds extra.
+    """
+    import json
+
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    folder = Path(folder)
+    index = folder / SAFE_WEIGHTS_INDEX_NAME
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / SAFE_WEIGHTS_NAME).is_file():
+        files = [SAFE_WEIGHTS_NAME]
+    else:
+        raise CompressorError(
+            f"{folder} holds no {SAFE_WEIGHTS_NAME}: it is not a whole checkpoint of this run; "
+            "delete it and pass --resume again to go on from the one before it"
+        )
+    expected = model.state_dict()
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        for key, tensor in load_file(folder / name, device="cpu").items():
+            if key not in expected:
+                key, _ = rename_source_key(key, renamings, converters, model.base_model_prefix, expected)
+            state[key] = tensor
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape mismatch: a checkpoint of another pruning
+        raise CompressorError(
+            f"checkpoint {folder} does not fit the model being trained ({str(e).splitlines()[-1].strip()}); "
+            "delete the run's checkpoints and run without --resume"
+        ) from None
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise CompressorError(
+            f"checkpoint {folder} does not match the model being trained: "
+            f"{len(missing)} of its {len(expected)} weights missing (first: {missing[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected (first: {result.unexpected_keys[:3]}). Resuming would "
+            "train on from the pruned weights, so it stopped; delete the run's checkpoints and run without --resume"
+        )
+    log.info("resumed weights: %d tensors from %s", len(state), folder)
 
 
 # ---------------------------------------------------------------------------- callbacks
