@@ -285,19 +285,15 @@ def perplexities(models: list[dict], tools: dict, threads: int, work: Path) -> d
 def llama_tokens(gguf: Path, text: str, threads: int) -> list[int]:
     """How llama.cpp's tokenizer (the GGUF's, llama-server's /tokenize, special tokens as llama-perplexity adds
     them) splits `text`."""
-    import urllib.request
-
     import xllamacpp as xl
+
+    from compressor.export.probe import tokenize
 
     params = xl.CommonParams()
     params.model.path = str(gguf)
     params.n_ctx, params.warmup = 512, False
     params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
-    server = xl.Server(params)
-    url = server.listening_address.rstrip("/") + "/tokenize"
-    body = json.dumps({"content": text, "add_special": True}).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})) as r:
-        return [t if isinstance(t, int) else t["id"] for t in json.loads(r.read())["tokens"]]
+    return tokenize(xl.Server(params), text, add_special=True)
 
 
 def tokens_table(out: Path, threads: int) -> str:

@@ -82,22 +82,23 @@ def main() -> int:
             {
                 "top": top,
                 "greedy": tokens,
-                "tokenized": _tokenize(server, request.get("text")),
-                "tokenized_spacing": _tokenize(server, request.get("spacing")),
+                "tokenized": tokenize(server, request.get("text")),
+                "tokenized_spacing": tokenize(server, request.get("spacing")),
             }
         )
     )
     return 0
 
 
-def _tokenize(server, text: str | None) -> list[int] | None:
-    """llama-server's /tokenize of `text` (no special tokens added): the GGUF's own tokenizer."""
+def tokenize(server, text: str | None, add_special: bool = False) -> list[int] | None:
+    """llama-server's /tokenize of `text`: the GGUF's own tokenizer; `add_special` adds BOS etc. as
+    llama-perplexity does."""
     import urllib.request
 
     if text is None:
         return None
     url = server.listening_address.rstrip("/") + "/tokenize"
-    body = json.dumps({"content": text, "add_special": False}).encode()
+    body = json.dumps({"content": text, "add_special": add_special}).encode()
     with urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"})) as r:
         return [t if isinstance(t, int) else t["id"] for t in json.loads(r.read())["tokens"]]
 
