@@ -363,13 +363,26 @@ def test_resume_after_a_kill_ends_with_the_same_weights(
         assert torch.equal(whole[key], resumed[key]), key
 
 
-def test_a_checkpoint_of_another_pruning_stops_the_resume(pair) -> None:
-    """Weights the checkpoint lacks stop the load with their count, instead of leaving them as they were."""
+def test_a_checkpoint_of_another_pruning_stops_the_resume(pair, tmp_path) -> None:
+    """A sharded Hub-layout checkpoint loads whole into a model with other weights; weights a checkpoint lacks
+    stop the load with their count, instead of being left as they were."""
+    import torch
     from transformers import AutoModelForImageTextToText
 
     from compressor.recover.trainer import load_checkpoint_weights
 
     student, teacher = pair("llava")
+    hub = AutoModelForImageTextToText.from_pretrained(hub_layout(student, student.parent / "llava-hub"))
+    hub.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")  # read in the Hub layout: saved in it
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    index = json.loads((tmp_path / "sharded/model.safetensors.index.json").read_text())
+    assert "language_model.model.embed_tokens.weight" in index["weight_map"]
+    other = AutoModelForImageTextToText.from_config(hub.config)
+    assert not all(torch.equal(a, b) for a, b in zip(hub.state_dict().values(), other.state_dict().values()))
+    load_checkpoint_weights(other, tmp_path / "sharded")
+    for (name, want), got in zip(hub.state_dict().items(), other.state_dict().values(), strict=True):
+        assert torch.equal(want, got), name
+
     model = AutoModelForImageTextToText.from_pretrained(teacher)  # every layer: the student's file lacks some
     with pytest.raises(CompressorError, match=r"weights missing \(first: \['model.language_model.layers"):
         load_checkpoint_weights(model, hub_layout(student, student.parent / "llava-hub"))

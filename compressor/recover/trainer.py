@@ -347,29 +347,31 @@ def load_checkpoint_weights(model, folder: str | Path) -> None:
     conversions = get_model_conversion_mapping(model)
     renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
     converters = [c for c in conversions if isinstance(c, WeightConverter)]
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
+    loaded, unexpected = 0, []
+    for name in files:  # one shard at a time: host memory holds a shard, not a second copy of the model
+        shard = {}
         for key, tensor in load_file(folder / name, device="cpu").items():
             if key not in expected:
                 key, _ = rename_source_key(key, renamings, converters, model.base_model_prefix, expected)
-            state[key] = tensor
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a shape mismatch: a checkpoint of another pruning
-        raise CompressorError(
-            f"checkpoint {folder} does not fit the model being trained ({str(e).splitlines()[-1].strip()}); "
-            "delete the run's checkpoints and run without --resume"
-        ) from None
+            shard[key] = tensor
+        try:
+            unexpected += model.load_state_dict(shard, strict=False).unexpected_keys
+        except RuntimeError as e:  # a shape mismatch: a checkpoint of another pruning
+            raise CompressorError(
+                f"checkpoint {folder} does not fit the model being trained ({str(e).splitlines()[-1].strip()}); "
+                "delete the run's checkpoints and run without --resume"
+            ) from None
+        loaded += len(shard)
+        expected = {k: v for k, v in expected.items() if k not in shard}
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
-    missing = [k for k in result.missing_keys if k not in tied]
-    if missing or result.unexpected_keys:
+    missing = [k for k in expected if k not in tied]
+    if missing or unexpected:
         raise CompressorError(
-            f"checkpoint {folder} does not match the model being trained: "
-            f"{len(missing)} of its {len(expected)} weights missing (first: {missing[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected (first: {result.unexpected_keys[:3]}). Resuming would "
-            "train on from the pruned weights, so it stopped; delete the run's checkpoints and run without --resume"
+            f"checkpoint {folder} does not match the model being trained: {len(missing)} weights missing "
+            f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]}). The run stopped "
+            "before training; delete its checkpoints and run without --resume"
         )
-    log.info("resumed weights: %d tensors from %s", len(state), folder)
+    log.info("resumed weights: %d tensors from %s", loaded, folder)
 
 
 # ---------------------------------------------------------------------------- callbacks
