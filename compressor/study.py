@@ -423,9 +423,20 @@ def _pct(v: Any) -> str:
     return "—" if v in (None, "") else f"{v:.1f}"
 
 
+# settings that change when a run writes its checkpoints and logs, never what it learns: no column, no series
+BOOKKEEPING = frozenset(
+    {
+        "recover.sft.save_steps",
+        "recover.sft.save_strategy",
+        "recover.sft.save_total_limit",
+        "recover.sft.logging_steps",
+    }
+)
+
+
 def _varied(cells: list[Cell]) -> list[str]:
-    """The dotted keys whose value differs between the group's cells."""
-    keys = [k for c in cells for k in c.settings]
+    """The dotted keys whose value differs between the group's cells (bookkeeping settings aside)."""
+    keys = [k for c in cells for k in c.settings if k not in BOOKKEEPING]
     keys = list(dict.fromkeys(keys))
     return [k for k in keys if len({json.dumps(c.settings.get(k), sort_keys=True) for c in cells}) > 1]
 

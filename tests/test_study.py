@@ -226,7 +226,7 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
     """Study v2 expands into valid recipes; shared cells run once; the seeds are averaged in its tables."""
     from pathlib import Path
 
-    from compressor.study import _averaged_row, load_study, seed_groups
+    from compressor.study import _averaged_row, _varied, load_study, seed_groups
 
     study = load_study(
         Path(__file__).parent.parent / "studies" / "seed-miniature-v2.yaml", {"reference": "/ref"}
@@ -292,6 +292,9 @@ def test_seed_miniature_v2_study_file_is_valid(tmp_path):
     assert "hidden_layers=[3, 7, 11, 15]" in markdown(only, list(fake.values()), [])
     fractions = groups["5-data-fraction"]
     assert all(c.recipe.recover.max_steps is None for c in fractions)  # one pass over each share
+    # the 100 % cell's checkpoint cadence is no column and no second line in the plot
+    assert fractions[-1].settings["recover.sft.save_steps"] == 250
+    assert _varied(fractions) == ["recover.fraction"]
     rows = [
         {"open_acc_compressed": a, "open_acc_original": 0.8, "avg_retained": b}
         for a, b in ((0.6, 70), (0.7, 80))
