@@ -397,13 +397,11 @@ def prepare(
             f"{student_dir} has no multimodal processor (AutoProcessor): save it with the model; recovery feeds "
             "images and chat messages through it"
         )
-    # Resuming a full/projector run: the weights come from the checkpoint, read by from_pretrained. The Trainer's
-    # own reload (`load_state_dict(strict=False)`) misses every key of a VLM saved in its original format, so it
-    # would silently continue from the untrained student (transformers#43701). LoRA checkpoints go through PEFT.
-    weights = Path(last) if last is not None and cfg.mode != "lora" else student_dir
+    # A resumed run's trained weights come back in the trainer (`DistillationSFTTrainer._load_from_checkpoint`,
+    # which maps a VLM's original key layout that Trainer's own reload misses: transformers#43701; PEFT for LoRA).
     compute = trainable.compute_dtype(cfg.student_dtype)
     student = load_model(
-        weights, spec, trainable.load_dtype(cfg.mode, compute), trust_remote_code=trust_remote_code
+        student_dir, spec, trainable.load_dtype(cfg.mode, compute), trust_remote_code=trust_remote_code
     )
 
     teacher, teacher_info, local = None, None, None

@@ -279,11 +279,9 @@ class DistillationSFTTrainer(SFTTrainer):
 
         `save_pretrained` writes a checkpoint in the layout the model was read from (llava-hf's checkpoints on
         the Hub: `language_model.model.*`), but `Trainer` (transformers 5.24) reads it back with a plain
-        `load_state_dict(strict=False)`: no key matches, nothing loads, and it logs every parameter as missing.
-        `recover.prepare` has already read the model from that checkpoint with `from_pretrained`, so the run
-        was right but its log said otherwise; a caller that builds the trainer on the pruned model would train
-        on from the pruned weights. Here the keys are renamed as `from_pretrained` renames them, and a weight
-        still missing stops the run.
+        `load_state_dict(strict=False)`: no key matches, nothing loads, it logs every parameter as missing, and
+        training goes on from the pruned weights (transformers#43701). Here the keys are renamed as
+        `from_pretrained` renames them, and a weight still missing stops the run.
         """
         from peft import PeftModel
 
